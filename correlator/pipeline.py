@@ -1,0 +1,142 @@
+"""The event pipeline: normalize -> enrich -> detect -> store, batch by batch, spooling when the store is down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Protocol
+
+from correlator.events import normalize
+from correlator.store import Spool, Store, StoreUnavailable, spool_for
+
+Event = dict[str, Any]
+Enricher = Callable[[list[Event]], None]
+
+
+class Detector(Protocol):
+    """Finds alerts in batches of events; `flush` closes what is still open at the end of the stream."""
+
+    def detect(self, events: list[Event]) -> list[Event]: ...
+
+    def flush(self) -> list[Event]: ...
+
+
+@dataclass
+class PipelineStats:
+    """What a run did; `partial` when anything had to be spooled or was rejected."""
+
+    events_in: int = 0
+    rejected: int = 0
+    written: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    spooled_events: int = 0
+    spooled_alerts: int = 0
+    replayed_events: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def spooled(self) -> bool:
+        return bool(self.spooled_events or self.spooled_alerts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:100]}
+
+
+def batched(items: Iterable[Event], size: int) -> Iterator[list[Event]]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+class Pipeline:
+    """Runs producers' events through enrichment and detection into a store."""
+
+    RETRY_AFTER = 5.0  # seconds to spool directly after the store failed, before trying it again
+
+    def __init__(
+        self,
+        store: Store,
+        enrichers: Iterable[Enricher] = (),
+        detectors: Iterable[Detector] = (),
+        batch_size: int = 2000,
+        spool: Spool | None = None,
+    ) -> None:
+        self.store = store
+        self.enrichers = list(enrichers)
+        self.detectors = list(detectors)
+        self.batch_size = batch_size
+        self.spool = spool or spool_for(store.uri)
+        self.stats = PipelineStats()
+        self._down_until = 0.0
+
+    def run(self, events: Iterable[Event], on_batch: Callable[[PipelineStats], None] | None = None) -> PipelineStats:
+        """Process every event, then flush detectors and replay anything spooled if the store is back."""
+        self.replay()
+        for batch in batched(events, self.batch_size):
+            self.process(batch)
+            if on_batch:
+                on_batch(self.stats)
+        self.finish()
+        return self.stats
+
+    def process(self, batch: list[Event]) -> None:
+        """Normalize, enrich, detect and store one batch."""
+        stats = self.stats
+        good: list[Event] = []
+        for n, ev in enumerate(batch, stats.events_in + 1):
+            try:
+                good.append(normalize(ev))
+            except (ValueError, TypeError) as exc:
+                stats.rejected += 1
+                stats.errors.append(f"event {n}: {exc}")
+        stats.events_in += len(batch)
+        for enrich in self.enrichers:
+            enrich(good)
+        alerts = [a for d in self.detectors for a in d.detect(good)]
+        self._write(good, alerts)
+
+    def finish(self) -> None:
+        """Flush detectors (closing correlation windows) and retry the spool once."""
+        alerts = [a for d in self.detectors for a in d.flush()]
+        if alerts:
+            self._write([], alerts)
+        if self.stats.spooled:
+            self._down_until = 0.0
+            self.replay()
+
+    def replay(self) -> None:
+        """Write spooled batches to the store if it is reachable; leave them spooled if not."""
+        try:
+            done = self.spool.replay(self.store)
+        except StoreUnavailable as exc:
+            self.stats.errors.append(f"spool not replayed, store still unavailable: {exc}")
+            return
+        self.stats.replayed_events += done["events"]
+        if done["events"] or done["alerts"]:
+            self.stats.spooled_events = max(0, self.stats.spooled_events - done["events"])
+            self.stats.spooled_alerts = max(0, self.stats.spooled_alerts - done["alerts"])
+
+    def _write(self, events: list[Event], alerts: list[Event]) -> None:
+        stats = self.stats
+        stats.alerts += len(alerts)
+        if time.monotonic() >= self._down_until:
+            try:
+                if events:
+                    new = self.store.write_events(events)
+                    stats.written += new
+                    stats.duplicates += len(events) - new
+                if alerts:
+                    self.store.write_alerts(alerts)
+                return
+            except StoreUnavailable as exc:
+                self._down_until = time.monotonic() + self.RETRY_AFTER
+                stats.errors.append(f"store unavailable, spooling to {self.spool.directory}: {exc}")
+        if events:
+            self.spool.append("events", events)
+            stats.spooled_events += len(events)
+        if alerts:
+            self.spool.append("alerts", alerts)
+            stats.spooled_alerts += len(alerts)

@@ -1,0 +1,149 @@
+"""The common query model for searching events and alerts, and a parser for its small query language.
+
+Syntax (terms are AND-ed)::
+
+    field:value          exact value (any element of a list field)
+    field:"two words"    exact value with spaces
+    field:pre*           prefix
+    field:10.0.0.0/8     CIDR, when the value is a network
+    field:>=1024         numeric range (>, >=, <, <=)
+    field:[1 TO 1024]    inclusive numeric range
+    word                 free text: every word must be a token of some string value of the document
+                         (tokens: runs of letters and digits, case-insensitive)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Term:
+    field: str
+    value: str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Prefix:
+    field: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Cidr:
+    field: str
+    network: IPNetwork
+
+
+@dataclass(frozen=True)
+class Range:
+    field: str
+    gte: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+
+@dataclass(frozen=True)
+class Text:
+    words: tuple[str, ...]
+
+
+Clause = Term | Prefix | Cidr | Range | Text
+
+
+@dataclass(frozen=True)
+class Query:
+    clauses: tuple[Clause, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+class QueryError(ValueError):
+    """A query string that cannot be parsed; the message says where."""
+
+
+_SPLIT_RE = re.compile(r'\S+:\[[^\]]*\]|\S*"[^"]*"\S*|\S+')
+_TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
+_RANGE_RE = re.compile(r"^\[\s*(\S+)\s+TO\s+(\S+)\s*\]$", re.IGNORECASE)
+_CMP_RE = re.compile(r"^(>=|<=|>|<)(.+)$")
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def tokens(text: str) -> list[str]:
+    """Split text into lower-case tokens of letters and digits (the free-text rule both stores apply)."""
+    return [t.lower() for t in _TOKEN_RE.findall(text)]
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise QueryError(f"{where}: {text!r} is not a number") from None
+
+
+def _scalar(text: str) -> str | int | float:
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    return text
+
+
+def _clause(token: str, position: int) -> Clause:
+    where = f"query term {position} ({token!r})"
+    name, sep, value = token.partition(":")
+    if not sep or not name or value.startswith("//"):
+        words = tuple(tokens(token))
+        if not words:
+            raise QueryError(f"{where}: no searchable word")
+        return Text(words)
+    if value == "":
+        raise QueryError(f"{where}: empty value for field {name!r}")
+    if m := _RANGE_RE.match(value):
+        low, high = m.groups()
+        return Range(name, gte=None if low == "*" else _number(low, where),
+                     lte=None if high == "*" else _number(high, where))
+    if m := _CMP_RE.match(value):
+        op, num = m.group(1), _number(m.group(2), where)
+        return Range(name, **{{">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}[op]: num})
+    if "/" in value:
+        try:
+            return Cidr(name, ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            pass
+    if value.endswith("*") and "*" not in value[:-1]:
+        return Prefix(name, value[:-1])
+    return Term(name, _scalar(value))
+
+
+def parse_query(text: str | None, since: datetime | None = None, until: datetime | None = None) -> Query:
+    """Parse the query language (see module docstring) into a `Query`."""
+    text = text or ""
+    if text.count('"') % 2:
+        raise QueryError(f"query {text!r}: unbalanced double quote")
+    parts = [p.replace('"', "") for p in _SPLIT_RE.findall(text)]
+    return Query(tuple(_clause(p, i + 1) for i, p in enumerate(parts)), since, until)
+
+
+def parse_time(text: str | None, now: datetime | None = None) -> datetime | None:
+    """Parse `--since/--until`: ISO-8601, epoch seconds, or a duration back from now (`15m`, `24h`, `7d`)."""
+    if not text:
+        return None
+    now = now or datetime.now(UTC)
+    if m := _DURATION_RE.match(text.strip()):
+        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return datetime.fromtimestamp(float(text), UTC)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"time {text!r}: use ISO-8601 (2024-05-01T10:00:00Z), epoch seconds, or 15m/24h/7d") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

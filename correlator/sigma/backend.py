@@ -1,0 +1,460 @@
+"""A pySigma backend whose target language is Python: each rule condition becomes one Python function.
+
+Conversion produces a small tree (``Node``) per condition; ``finalize_query`` turns it into Python source
+(``def m(e, l): return ...``) plus the literal anchors the engine's prefilter indexes.
+
+Matching contract for the generated code:
+- ``e`` is the flat event (dotted keys); ``l`` is a ``Lowered`` view of it: ``l[field]`` is the value as a
+  lower-case string, a tuple of them for lists, or ``None`` when absent/null.
+- Strings match case-insensitively unless ``|cased``; ``*``/``?`` are wildcards (pySigma already resolved
+  escapes); ``|re`` is ``re.search`` on the raw string, case-sensitive unless ``|i``; a list-valued field
+  matches if any element does; an absent field matches nothing (so ``not x`` holds for it).
+- Keyword (field-less) values match if any value of any field of the event matches (the full-text field
+  is the whole event).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from ipaddress import ip_address, ip_network
+from typing import Any, ClassVar
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.conversion.base import Backend
+from sigma.conversion.state import ConversionState
+from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
+from sigma.rule import SigmaRule
+from sigma.types import (
+    Placeholder,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaFieldReference,
+    SigmaRegularExpression,
+    SigmaString,
+    SigmaTimestampPart,
+    SpecialChars,
+    TimestampPart,
+)
+
+Node = tuple  # ("and", [..]) ("or", [..]) ("not", n) ("str", field, parts, cased) ("re", field, pattern, flags) ...
+
+_CMP = {
+    SigmaCompareExpression.CompareOperators.LT: "<",
+    SigmaCompareExpression.CompareOperators.LTE: "<=",
+    SigmaCompareExpression.CompareOperators.GT: ">",
+    SigmaCompareExpression.CompareOperators.GTE: ">=",
+    SigmaCompareExpression.CompareOperators.NEQ: "!=",
+}
+
+
+class Lowered(dict):
+    """Lazy lower-case view of an event: ``l[k]`` is computed on first use (None when absent)."""
+
+    __slots__ = ("e",)
+
+    def __init__(self, e: dict[str, Any]) -> None:
+        super().__init__()
+        self.e = e
+
+    def __missing__(self, k: str) -> str | tuple[str, ...] | None:
+        v = lower_value(self.e.get(k))
+        self[k] = v
+        return v
+
+
+def lower_value(v: Any) -> str | tuple[str, ...] | None:
+    """Lower-case string form of a value as rules compare it (bools as true/false, lists as tuples)."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is str:
+        return v.lower()
+    if t is bool:
+        return "true" if v else "false"
+    if t is list or t is tuple:
+        return tuple(x for x in (lower_value(x) for x in v) if type(x) is str)
+    return str(v).lower()
+
+
+def _any(pred: Any, v: Any) -> bool:
+    """Apply ``pred`` to a raw value, or to any element of a list; absent/null never matches."""
+    if v is None:
+        return False
+    if type(v) is list or type(v) is tuple:
+        return any(x is not None and pred(x) for x in v)
+    return bool(pred(v))
+
+
+def _re_pred(rx: re.Pattern[str]) -> Any:
+    search = rx.search
+    return lambda x: search(x if type(x) is str else lower_value(x) if type(x) is bool else str(x)) is not None
+
+
+def _num(x: Any) -> float | None:
+    if type(x) is bool:
+        return None
+    if type(x) in (int, float):
+        return x
+    try:
+        return float(str(x).strip())
+    except ValueError:
+        try:
+            return int(str(x).strip(), 0)
+        except ValueError:
+            return None
+
+
+def _cmp_pred(op: str, number: float) -> Any:
+    ops = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__, "!=": float.__ne__}
+    f = ops[op]
+
+    def pred(x: Any) -> bool:
+        n = _num(x)
+        return n is not None and f(float(n), float(number))
+
+    return pred
+
+
+def _cidr_pred(net: str) -> Any:
+    network = ip_network(net, strict=False)
+
+    def pred(x: Any) -> bool:
+        try:
+            return ip_address(str(x).strip()) in network
+        except ValueError:
+            return False
+
+    return pred
+
+
+_TS_PART = {
+    TimestampPart.MINUTE: lambda d: d.minute,
+    TimestampPart.HOUR: lambda d: d.hour,
+    TimestampPart.DAY: lambda d: d.day,
+    TimestampPart.WEEK: lambda d: d.isocalendar()[1],
+    TimestampPart.MONTH: lambda d: d.month,
+    TimestampPart.YEAR: lambda d: d.year,
+}
+
+
+def _ts_pred(part: TimestampPart, number: int) -> Any:
+    get = _TS_PART[part]
+
+    def pred(x: Any) -> bool:
+        try:
+            d = datetime.fromtimestamp(x) if type(x) in (int, float) else datetime.fromisoformat(str(x))
+        except (ValueError, OSError):
+            return False
+        return get(d) == number
+
+    return pred
+
+
+def _fieldref(lo: Lowered, a: str, b: str, mode: str) -> bool:
+    """Field-to-field comparison (case-insensitive): equal, or a starts/ends with b."""
+    va, vb = lo[a], lo[b]
+    if va is None or vb is None:
+        return False
+    xs = va if type(va) is tuple else (va,)
+    ys = vb if type(vb) is tuple else (vb,)
+    if mode == "eq":
+        return any(x == y for x in xs for y in ys)
+    if mode == "start":
+        return any(x.startswith(y) for x in xs for y in ys)
+    if mode == "end":
+        return any(x.endswith(y) for x in xs for y in ys)
+    return any(y in x for x in xs for y in ys)
+
+
+def _keyword(lo: Lowered, pred: Any) -> bool:
+    """Full-text search: any value of any field."""
+    for k in lo.e:
+        v = lo[k]
+        if v is None:
+            continue
+        if type(v) is tuple:
+            if any(pred(x) for x in v):
+                return True
+        elif pred(v):
+            return True
+    return False
+
+
+def _keyword_raw(e: dict[str, Any], pred: Any) -> bool:
+    """Full-text search on raw values (cased strings, regular expressions)."""
+    return any(_any(pred, v) for v in e.values())
+
+
+RUNTIME: dict[str, Any] = {
+    "_any": _any,
+    "_fieldref": _fieldref,
+    "_keyword": _keyword,
+    "_keyword_raw": _keyword_raw,
+}
+
+
+@dataclass
+class CompiledCondition:
+    """One converted rule condition: Python source, constants it needs and the prefilter anchors."""
+
+    source: str
+    consts: dict[str, tuple[str, tuple]] = field(default_factory=dict)  # name -> (factory, args)
+    tree: Node = ()
+
+
+def string_parts(s: SigmaString) -> tuple:
+    """SigmaString as a tuple of literal str parts and '*' / '?' wildcard markers (None for placeholders)."""
+    out: list[Any] = []
+    for p in s.s:
+        if isinstance(p, str):
+            if out and isinstance(out[-1], str) and out[-1] not in ("\0*", "\0?"):
+                out[-1] += p
+            else:
+                out.append(p)
+        elif p is SpecialChars.WILDCARD_MULTI:
+            out.append("\0*")
+        elif p is SpecialChars.WILDCARD_SINGLE:
+            out.append("\0?")
+        elif isinstance(p, Placeholder):
+            raise SigmaFeatureNotSupportedByBackendError(
+                f"placeholder %{p.name}% has no value (configure it under 'placeholders')"
+            )
+    return tuple(out)
+
+
+def literal_parts(parts: tuple) -> list[str]:
+    return [p for p in parts if p not in ("\0*", "\0?")]
+
+
+class PythonBackend(Backend):
+    """pySigma backend: Sigma rule → Python matcher source."""
+
+    name: ClassVar[str] = "soc python"
+    formats: ClassVar[dict[str, str]] = {"default": "CompiledCondition objects"}
+    requires_pipeline: ClassVar[bool] = False
+
+    # --- boolean structure -------------------------------------------------------------------------------
+    def convert_condition_as_in_expression(self, cond: Any, state: ConversionState) -> Node:  # pragma: no cover
+        raise NotImplementedError
+
+    def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> Node:
+        return ("or", [self.convert_condition(a, state) for a in cond.args])
+
+    def convert_condition_and(self, cond: ConditionAND, state: ConversionState) -> Node:
+        return ("and", [self.convert_condition(a, state) for a in cond.args])
+
+    def convert_condition_not(self, cond: ConditionNOT, state: ConversionState) -> Node:
+        return ("not", self.convert_condition(cond.args[0], state))
+
+    # --- field = value ----------------------------------------------------------------------------------
+    def convert_condition_field_eq_val_str(self, cond: ConditionFieldEqualsValueExpression, state: Any) -> Node:
+        return ("str", cond.field, string_parts(cond.value), False)
+
+    def convert_condition_field_eq_val_str_case_sensitive(self, cond: Any, state: Any) -> Node:
+        return ("str", cond.field, string_parts(cond.value), True)
+
+    def convert_condition_field_eq_val_num(self, cond: Any, state: Any) -> Node:
+        return ("str", cond.field, (str(cond.value.number).lower(),), False)
+
+    def convert_condition_field_eq_val_timestamp_part(self, cond: Any, state: Any) -> Node:
+        v: SigmaTimestampPart = cond.value
+        return ("ts", cond.field, v.timestamp_part, v.number)
+
+    def convert_condition_field_eq_val_bool(self, cond: Any, state: Any) -> Node:
+        return ("str", cond.field, ("true" if cond.value.boolean else "false",), False)
+
+    def convert_condition_field_eq_val_re(self, cond: Any, state: Any) -> Node:
+        r: SigmaRegularExpression = cond.value
+        flags = 0
+        for f in r.flags:
+            flags |= SigmaRegularExpression.sigma_to_python_flags[f]
+        return ("re", cond.field, str(r.regexp), flags)
+
+    def convert_condition_field_eq_val_cidr(self, cond: Any, state: Any) -> Node:
+        c: SigmaCIDRExpression = cond.value
+        return ("cidr", cond.field, str(c.network))
+
+    def convert_condition_field_compare_op_val(self, cond: Any, state: Any) -> Node:
+        c: SigmaCompareExpression = cond.value
+        return ("cmp", cond.field, _CMP[c.op], c.number.number)
+
+    def convert_condition_field_eq_field(self, cond: Any, state: Any) -> Node:
+        r: SigmaFieldReference = cond.value
+        mode = {(False, False): "eq", (True, False): "start", (False, True): "end", (True, True): "in"}
+        return ("fieldref", cond.field, r.field, mode[(r.starts_with, r.ends_with)])
+
+    def convert_condition_field_eq_val_null(self, cond: Any, state: Any) -> Node:
+        return ("null", cond.field)
+
+    def convert_condition_field_exists(self, cond: Any, state: Any) -> Node:
+        return ("exists", cond.field)
+
+    def convert_condition_field_not_exists(self, cond: Any, state: Any) -> Node:
+        return ("not", ("exists", cond.field))
+
+    def convert_condition_field_eq_query_expr(self, cond: Any, state: Any) -> Node:
+        raise SigmaFeatureNotSupportedByBackendError("query expressions (SIEM-specific lists) are not supported")
+
+    # --- keywords ---------------------------------------------------------------------------------------
+    def convert_condition_val_str(self, cond: ConditionValueExpression, state: Any) -> Node:
+        return ("str", None, string_parts(cond.value), isinstance(cond.value, SigmaCasedString))
+
+    def convert_condition_val_num(self, cond: Any, state: Any) -> Node:
+        return ("str", None, (str(cond.value.number).lower(),), False)
+
+    def convert_condition_val_re(self, cond: Any, state: Any) -> Node:
+        r: SigmaRegularExpression = cond.value
+        flags = 0
+        for f in r.flags:
+            flags |= SigmaRegularExpression.sigma_to_python_flags[f]
+        return ("re", None, str(r.regexp), flags)
+
+    def convert_condition_query_expr(self, cond: Any, state: Any) -> Node:
+        raise SigmaFeatureNotSupportedByBackendError("query expressions (SIEM-specific lists) are not supported")
+
+    # --- finalization -----------------------------------------------------------------------------------
+    def finalize_query(self, rule: SigmaRule, query: Node, index: int, state: Any, output_format: str) -> Any:
+        return generate(simplify(query))
+
+    def finalize_output_default(self, queries: list[Any]) -> list[Any]:
+        return queries
+
+
+def simplify(n: Node) -> Node:
+    """Flatten nested and/or nodes and drop single-child groups."""
+    if n[0] in ("and", "or"):
+        kids: list[Node] = []
+        for k in (simplify(c) for c in n[1]):
+            if k[0] == n[0]:
+                kids.extend(k[1])
+            else:
+                kids.append(k)
+        return kids[0] if len(kids) == 1 else (n[0], kids)
+    if n[0] == "not":
+        return ("not", simplify(n[1]))
+    return n
+
+
+def pattern_regex(parts: tuple, cased: bool) -> str:
+    """Regex source for a wildcard pattern (full match, dot matches newline)."""
+    body = "".join(".*" if p == "\0*" else "." if p == "\0?" else re.escape(p if cased else p.lower()) for p in parts)
+    return "(?s:" + body + r")\Z"
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.consts: dict[str, tuple[str, tuple]] = {}
+        self.keys: dict[tuple, str] = {}
+
+    def const(self, factory: str, *args: Any) -> str:
+        key = (factory, args)
+        name = self.keys.get(key)
+        if name is None:
+            name = self.keys[key] = f"C{len(self.keys)}"
+            self.consts[name] = (factory, args)
+        return name
+
+    def expr(self, n: Node) -> str:
+        kind = n[0]
+        if kind == "and":
+            return "(" + " and ".join(self.expr(c) for c in n[1]) + ")" if n[1] else "True"
+        if kind == "or":
+            return "(" + " or ".join(self.expr(c) for c in n[1]) + ")" if n[1] else "False"
+        if kind == "not":
+            return "(not " + self.expr(n[1]) + ")"
+        if kind == "str":
+            return self.str_expr(n[1], n[2], n[3])
+        f = n[1]
+        if kind == "re":
+            p = self.const("re_pred", n[2], n[3])
+            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, e.get({f!r}))"
+        if kind == "cidr":
+            return f"_any({self.const('cidr_pred', n[2])}, e.get({f!r}))"
+        if kind == "cmp":
+            return f"_any({self.const('cmp_pred', n[2], n[3])}, e.get({f!r}))"
+        if kind == "ts":
+            return f"_any({self.const('ts_pred', n[2].name, n[3])}, e.get({f!r}))"
+        if kind == "fieldref":
+            return f"_fieldref(l, {f!r}, {n[2]!r}, {n[3]!r})"
+        if kind == "null":
+            return f"(l[{f!r}] is None)"
+        if kind == "exists":
+            return f"(e.get({f!r}) is not None)"
+        raise SigmaFeatureNotSupportedByBackendError(f"condition node {kind}")  # pragma: no cover
+
+    def str_pred(self, parts: tuple, cased: bool, var: str) -> str:
+        """Python expression testing string variable ``var`` against a wildcard pattern."""
+        lits = literal_parts(parts)
+        if not cased:
+            parts = tuple(p if p in ("\0*", "\0?") else p.lower() for p in parts)
+        if len(parts) == 1 and lits:
+            return f"{var} == {parts[0]!r}"
+        if not parts:
+            return f"{var} == ''"
+        if all(p == "\0*" for p in parts):
+            return "True"
+        if len(parts) == 2 and parts[0] == "\0*" and lits:
+            return f"{var}.endswith({parts[1]!r})"
+        if len(parts) == 2 and parts[1] == "\0*" and lits:
+            return f"{var}.startswith({parts[0]!r})"
+        if len(parts) == 3 and parts[0] == parts[2] == "\0*" and lits:
+            return f"{parts[1]!r} in {var}"
+        rx = self.const("regex", pattern_regex(parts, cased), 0)
+        return f"{rx}.match({var}) is not None"
+
+    def str_expr(self, f: str | None, parts: tuple, cased: bool) -> str:
+        if cased:  # compare the raw string
+            p = self.const("pat_pred", parts, True)
+            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, e.get({f!r}))"
+        if f is None:
+            return f"_keyword(l, {self.const('pat_pred', parts, False)})"
+        t = self.str_pred(parts, False, "x")
+        if t == "True":
+            return f"(l[{f!r}] is not None)"
+        return (
+            f"(type(v := l[{f!r}]) is str and {self.str_pred(parts, False, 'v')}"
+            f" or type(v) is tuple and any({t} for x in v))"
+        )
+
+
+def generate(tree: Node) -> CompiledCondition:
+    g = _Gen()
+    src = "def m(e, l):\n    return " + g.expr(tree) + "\n"
+    return CompiledCondition(source=src, consts=g.consts, tree=tree)
+
+
+def _pattern_pred(parts: tuple, cased: bool) -> Any:
+    """Predicate on one value for a wildcard pattern (uncased: the value is already lower-case)."""
+    g = _Gen()
+    expr = g.str_pred(parts, cased, "x")
+    ns: dict[str, Any] = {n: build_const(f, a) for n, (f, a) in g.consts.items()}
+    test = eval(compile(f"lambda x: {expr}", "<sigma-pattern>", "eval"), ns)  # noqa: S307 - generated code
+    if not cased:
+        return test
+    return lambda x: test(x if type(x) is str else str(lower_value(x) if type(x) is bool else x))
+
+
+def build_const(factory: str, args: tuple) -> Any:
+    """Materialize a constant the generated code refers to (compiled regex, predicate)."""
+    if factory == "regex":
+        return re.compile(args[0], args[1])
+    if factory == "re_pred":
+        return _re_pred(re.compile(args[0], args[1]))
+    if factory == "cidr_pred":
+        return _cidr_pred(args[0])
+    if factory == "cmp_pred":
+        return _cmp_pred(args[0], args[1])
+    if factory == "ts_pred":
+        return _ts_pred(TimestampPart[args[0]], args[1])
+    if factory == "pat_pred":
+        return _pattern_pred(args[0], args[1])
+    raise ValueError(f"unknown constant factory {factory}")

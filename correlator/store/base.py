@@ -1,0 +1,82 @@
+"""The store interface every backend implements, and its errors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from correlator.query import Query
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked (bad URI, not a soc store, newer schema). Nothing was written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now; callers spool and retry later."""
+
+
+class Store(ABC):
+    """A place events, alerts and the audit log live. See docs/architecture.md for the contract."""
+
+    uri: str
+    hunt_language: str
+
+    @abstractmethod
+    def init(self) -> None:
+        """Create schema, templates and policies; idempotent."""
+
+    @abstractmethod
+    def write_events(self, events: Sequence[dict[str, Any]]) -> int:
+        """Write normalized flat events, idempotent by `event.id`; return how many were new."""
+
+    @abstractmethod
+    def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace alerts by `soc.alert.uuid`."""
+
+    @abstractmethod
+    def search_events(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        """Events matching `q`, newest first (ties by `event.id`), as flat dicts."""
+
+    @abstractmethod
+    def count_events(self, q: Query) -> int:
+        """How many events match `q`."""
+
+    @abstractmethod
+    def search_alerts(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        """Alerts matching `q`, riskiest then newest first, as flat dicts."""
+
+    @abstractmethod
+    def get_alert(self, uuid: str) -> dict[str, Any] | None:
+        """One alert by uuid, or None."""
+
+    @abstractmethod
+    def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
+        """Merge `fields` into an alert (workflow status, assignee, notes)."""
+
+    @abstractmethod
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
+        """Events matching a backend-native query (`hunt_language`), newest first."""
+
+    @abstractmethod
+    def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:
+        """Append to the hash-chained audit log."""
+
+    @abstractmethod
+    def audit_verify(self) -> list[str]:
+        """Check the audit chain; return problems found (empty when intact), each naming the entry."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """Health, counts and versions."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

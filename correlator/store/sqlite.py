@@ -1,0 +1,452 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Events are kept as flat JSON (`doc`) with indexed hot columns; IP columns hold 16-byte addresses (IPv4 mapped
+into IPv6) so CIDR queries are index range scans. Free text uses an FTS5 index over each event's string values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
+from correlator.events import to_utc_iso
+from correlator.query import Cidr, Clause, Prefix, Query, Range, Term, Text, tokens
+from correlator.store.base import Store, StoreError
+
+SCHEMA_VERSION = 1
+APPLICATION = "soc"
+
+# Each migration takes the database from version i to i + 1 (index 0 creates version 1).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE events (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        ts TEXT NOT NULL,
+        kind TEXT, category TEXT, dataset TEXT,
+        src_ip BLOB, src_port INTEGER, dst_ip BLOB, dst_port INTEGER,
+        host TEXT, observer TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX events_ts ON events (ts);
+    CREATE INDEX events_kind ON events (kind, ts);
+    CREATE INDEX events_category ON events (category, ts);
+    CREATE INDEX events_dataset ON events (dataset, ts);
+    CREATE INDEX events_src_ip ON events (src_ip);
+    CREATE INDEX events_dst_ip ON events (dst_ip);
+    CREATE INDEX events_src_port ON events (src_port);
+    CREATE INDEX events_dst_port ON events (dst_port);
+    CREATE INDEX events_host ON events (host);
+    CREATE INDEX events_observer ON events (observer);
+    CREATE VIRTUAL TABLE events_fts USING fts5 (text, content='', tokenize="unicode61 remove_diacritics 0");
+    CREATE TABLE alerts (
+        uuid TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        severity TEXT, risk_score REAL, rule_id TEXT, workflow_status TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX alerts_ts ON alerts (ts);
+    CREATE INDEX alerts_risk ON alerts (risk_score, ts);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    """,
+]
+
+# Query fields served by hot columns; the rest go through json_each over `doc`.
+HOT_COLUMNS = {
+    "event.kind": "kind",
+    "event.dataset": "dataset",
+    "source.ip": "src_ip",
+    "source.port": "src_port",
+    "destination.ip": "dst_ip",
+    "destination.port": "dst_port",
+    "host.name": "host",
+    "observer.name": "observer",
+}
+ALERT_COLUMNS = {"soc.alert.workflow_status": "workflow_status", "soc.alert.severity": "severity"}
+IP_COLUMNS = {"src_ip", "dst_ip"}
+_V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+_MAX_CHAR = "\U0010ffff"
+
+
+def ip_bytes(value: Any) -> bytes | None:
+    """16-byte form of an IP address (IPv4 mapped into IPv6); None when `value` is not an address."""
+    if not isinstance(value, str):
+        return None
+    try:
+        if ":" in value:
+            return socket.inet_pton(socket.AF_INET6, value.split("%", 1)[0])
+        return _V4_PREFIX + socket.inet_pton(socket.AF_INET, value)
+    except OSError:
+        return None
+
+
+def _net_bounds(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, bytes]:
+    lo, hi = net.network_address.packed, net.broadcast_address.packed
+    if net.version == 4:
+        return _V4_PREFIX + lo, _V4_PREFIX + hi
+    return lo, hi
+
+
+def _category(value: Any) -> str | None:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return None if value is None else str(value)
+
+
+def _string_values(event: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for value in event.values():
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            parts.extend(v for v in value if isinstance(v, str))
+    return " ".join(parts)
+
+
+def _has_tokens(doc: str, words_json: str) -> bool:
+    """True when every word is a token of some string value of the JSON document."""
+    have = set(tokens(_string_values(json.loads(doc))))
+    return all(w in have for w in json.loads(words_json))
+
+
+def _path(field: str) -> str:
+    return '$."' + field.replace('"', '""') + '"'
+
+
+class SQLiteStore(Store):
+    """A soc store in one SQLite file."""
+
+    hunt_language = "sqlite"
+
+    def __init__(self, path: str | Path, uri: str | None = None) -> None:
+        self.path = Path(path)
+        self.uri = uri or f"sqlite:///{self.path}"
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a database file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from None
+        self._check_identity(tables)
+        self.db.create_function("soc_ip", 1, ip_bytes, deterministic=True)
+        self.db.create_function("soc_has_tokens", 2, _has_tokens, deterministic=True)
+
+    def _check_identity(self, tables: set[str]) -> None:
+        if not tables:
+            return
+        if "meta" not in tables:
+            raise StoreError(f"{self.path}: not a soc database (tables: {', '.join(sorted(tables))}); nothing written")
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        if meta.get("application") != APPLICATION:
+            raise StoreError(f"{self.path}: not a soc database (application={meta.get('application')!r})")
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this soc supports ({SCHEMA_VERSION}); "
+                "upgrade soc. Nothing written."
+            )
+
+    def _schema_version(self) -> int:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def init(self) -> None:
+        """Enable WAL and apply pending migrations, each in its own transaction."""
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        version = self._schema_version()
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(script):
+                    self.db.execute(statement)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('application', ?), ('schema_version', ?)",
+                    (APPLICATION, str(target)),
+                )
+                self.db.execute("COMMIT")
+            except Exception:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def write_events(self, events: Sequence[dict[str, Any]]) -> int:
+        rows = []
+        texts = []
+        for ev in events:
+            doc = json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+            rows.append((
+                ev["event.id"], ev["@timestamp"], ev.get("event.kind"), _category(ev.get("event.category")),
+                ev.get("event.dataset"), ip_bytes(ev.get("source.ip")), ev.get("source.port"),
+                ip_bytes(ev.get("destination.ip")), ev.get("destination.port"), ev.get("host.name"),
+                ev.get("observer.name"), doc,
+            ))
+            texts.append(_string_values(ev))
+        return self._insert(rows, texts)
+
+    def _insert(self, rows: list[tuple], texts: list[str]) -> int:
+        """Insert prepared rows in one transaction; FTS rows only for events that were new."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            top = db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO events (id, ts, kind, category, dataset, src_ip, src_port, dst_ip, dst_port,"
+                " host, observer, doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            new = db.total_changes - before
+            if new:  # new rows took the rowids after `top`; index their text
+                text_of = {r[0]: t for r, t in zip(rows, texts, strict=True)}
+                db.executemany(
+                    "INSERT INTO events_fts (rowid, text) VALUES (?, ?)",
+                    [(rowid, text_of[eid])
+                     for rowid, eid in db.execute("SELECT rowid, id FROM events WHERE rowid > ?", (top,))],
+                )
+            db.execute("COMMIT")
+        except Exception:
+            db.execute("ROLLBACK")
+            raise
+        return new
+
+    def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
+        rows = [
+            (
+                a["soc.alert.uuid"], a["@timestamp"], a.get("soc.alert.severity"), a.get("soc.alert.risk_score"),
+                a.get("soc.alert.rule.uuid"), a.get("soc.alert.workflow_status", "open"),
+                json.dumps(a, ensure_ascii=False, separators=(",", ":")),
+            )
+            for a in alerts
+        ]
+        with self._tx():
+            self.db.executemany("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
+
+    def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
+        with self._tx():
+            row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
+            if row is None:
+                raise StoreError(f"no alert with id {uuid}")
+            doc = json.loads(row[0]) | fields
+            self.db.execute(
+                "UPDATE alerts SET doc = ?, workflow_status = ?, severity = ?, risk_score = ? WHERE uuid = ?",
+                (json.dumps(doc, ensure_ascii=False), doc.get("soc.alert.workflow_status"),
+                 doc.get("soc.alert.severity"), doc.get("soc.alert.risk_score"), uuid),
+            )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def search_events(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = self._where(q, HOT_COLUMNS)
+        sql = f"SELECT doc FROM events WHERE {where} ORDER BY ts DESC, id ASC LIMIT ?"
+        return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
+
+    def count_events(self, q: Query) -> int:
+        where, params = self._where(q, HOT_COLUMNS)
+        return self.db.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0]
+
+    def search_alerts(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = self._where(q, ALERT_COLUMNS)
+        sql = f"SELECT doc FROM alerts WHERE {where} ORDER BY risk_score DESC, ts DESC, uuid ASC LIMIT ?"
+        return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
+
+    def get_alert(self, uuid: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
+        where, params = self._where(Query((), since, until), {})
+        sql = f"SELECT doc FROM events WHERE {where} AND ({query}) ORDER BY ts DESC, id ASC LIMIT ?"
+        try:
+            return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
+        except sqlite3.Error as exc:
+            raise StoreError(f"hunt query failed: {exc}: {query}") from None
+
+    def _where(self, q: Query, hot: dict[str, str]) -> tuple[str, list[Any]]:
+        parts, params = ["1=1"], []
+        if q.since:
+            parts.append("ts >= ?")
+            params.append(to_utc_iso(q.since))
+        if q.until:
+            parts.append("ts < ?")
+            params.append(to_utc_iso(q.until))
+        for clause in q.clauses:
+            sql, args = _clause_sql(clause, hot)
+            parts.append(sql)
+            params.extend(args)
+        return " AND ".join(parts), params
+
+    # -- audit and status ----------------------------------------------------------------------------------------
+
+    def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:
+        actor = actor or current_actor()
+        ts = to_utc_iso(datetime.now(UTC))
+        with self._tx():
+            last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            digest = entry_hash(prev, seq, ts, actor, action, details)
+            self.db.execute(
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?)",
+                (seq, ts, actor, action, json.dumps(details, sort_keys=True), prev, digest),
+            )
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",))
+
+    def audit_verify(self) -> list[str]:
+        rows = self.db.execute("SELECT seq, ts, actor, action, details, prev_hash, hash FROM audit ORDER BY seq")
+        entries = [
+            dict(seq=r[0], ts=r[1], actor=r[2], action=r[3], details=json.loads(r[4]), prev_hash=r[5], hash=r[6])
+            for r in rows
+        ]
+        problems = verify_chain(entries)
+        head = self.db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
+        if (head[0] if head else None) != last:
+            problems.append(f"audit head is {head[0] if head else 'absent'} but the last entry is {last}: "
+                            "entries were removed from the end")
+        return problems
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """All audit entries in order (for `soc audit` listings)."""
+        rows = self.db.execute("SELECT seq, ts, actor, action, details FROM audit ORDER BY seq")
+        return [dict(seq=r[0], ts=r[1], actor=r[2], action=r[3], details=json.loads(r[4])) for r in rows]
+
+    def status(self) -> dict[str, Any]:
+        one = self.db.execute
+        span = one("SELECT min(ts), max(ts) FROM events").fetchone()
+        return {
+            "backend": "sqlite",
+            "uri": self.uri,
+            "healthy": one("PRAGMA quick_check").fetchone()[0] == "ok",
+            "schema_version": self._schema_version(),
+            "sqlite_version": sqlite3.sqlite_version,
+            "journal_mode": one("PRAGMA journal_mode").fetchone()[0],
+            "events": one("SELECT count(*) FROM events").fetchone()[0],
+            "alerts": one("SELECT count(*) FROM alerts").fetchone()[0],
+            "audit_entries": one("SELECT count(*) FROM audit").fetchone()[0],
+            "first_event": span[0],
+            "last_event": span[1],
+            "size_bytes": self.path.stat().st_size if self.path.exists() else 0,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` … `COMMIT`, rolled back on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    out, buf = [], ""
+    for line in script.strip().splitlines():
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+def _any_value(field: str, condition: str) -> str:
+    """SQL true when any value of `field` (scalar or list element) satisfies `condition` on `value`."""
+    return f"EXISTS (SELECT 1 FROM json_each(doc, '{_path(field)}') WHERE {condition})"
+
+
+def _clause_sql(clause: Clause, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    handler: Callable[[Any, dict[str, str]], tuple[str, list[Any]]] = _HANDLERS[type(clause)]
+    return handler(clause, hot)
+
+
+def _term_sql(c: Term, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    col = hot.get(c.field)
+    if col in IP_COLUMNS:
+        packed = ip_bytes(str(c.value))
+        return (f"{col} = ?", [packed]) if packed else ("0", [])
+    values: list[Any] = [c.value]
+    if isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
+        values.append(str(c.value))
+    elif isinstance(c.value, str) and ip_bytes(c.value) and str(ipaddress.ip_address(c.value)) != c.value:
+        values.append(str(ipaddress.ip_address(c.value)))
+    marks = ",".join("?" * len(values))
+    if col:
+        return f"{col} IN ({marks})", values
+    if c.field == "event.category":
+        return f"(category IN ({marks}) OR {_any_value(c.field, f'value IN ({marks})')})", values + values
+    return _any_value(c.field, f"value IN ({marks})"), values
+
+
+def _prefix_sql(c: Prefix, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    col = hot.get(c.field)
+    if col in IP_COLUMNS:
+        raise StoreError(f"{c.field}: prefix queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
+    if col:
+        return f"({col} >= ? AND {col} < ?)", [c.prefix, c.prefix + _MAX_CHAR]
+    return _any_value(c.field, "typeof(value) = 'text' AND substr(value, 1, ?) = ?"), [len(c.prefix), c.prefix]
+
+
+def _cidr_sql(c: Cidr, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    lo, hi = _net_bounds(c.network)
+    col = hot.get(c.field)
+    if col in IP_COLUMNS:
+        return f"{col} BETWEEN ? AND ?", [lo, hi]
+    return _any_value(c.field, "soc_ip(value) BETWEEN ? AND ?"), [lo, hi]
+
+
+def _range_sql(c: Range, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    bounds = [(op, v) for op, v in ((">=", c.gte), ("<=", c.lte), (">", c.gt), ("<", c.lt)) if v is not None]
+    col = hot.get(c.field)
+    if col and col not in IP_COLUMNS:
+        return " AND ".join(f"{col} {op} ?" for op, _ in bounds) or "1=1", [v for _, v in bounds]
+    cond = " AND ".join(["typeof(value) IN ('integer', 'real')", *(f"value {op} ?" for op, _ in bounds)])
+    return _any_value(c.field, cond), [v for _, v in bounds]
+
+
+def _text_sql(c: Text, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    if "source.ip" not in hot:  # alerts have no FTS index: test the tokens of the document's string values
+        return "soc_has_tokens(doc, ?)", [json.dumps(c.words)]
+    match = " ".join('"' + w.replace('"', '""') + '"' for w in c.words)
+    return "rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [match]
+
+
+_HANDLERS: dict[type, Callable[[Any, dict[str, str]], tuple[str, list[Any]]]] = {
+    Term: _term_sql,
+    Prefix: _prefix_sql,
+    Cidr: _cidr_sql,
+    Range: _range_sql,
+    Text: _text_sql,
+}
+
+__all__ = ["SQLiteStore", "ip_bytes", "tokens"]

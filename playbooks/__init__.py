@@ -1,0 +1,1 @@
+"""Playbooks: YAML incident-response playbooks run against the store."""

@@ -1,0 +1,1 @@
+"""Data shipped with soc: Sigma rules, the classification policy, compliance baselines and sample data."""

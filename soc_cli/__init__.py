@@ -1,0 +1,1 @@
+"""The `soc` command line (Typer + Rich)."""

@@ -1,0 +1,155 @@
+"""soc events: ingest ECS NDJSON and search stored events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from correlator.pipeline import Pipeline
+from correlator.query import QueryError, parse_query, parse_time
+from correlator.store import StoreError
+from soc_cli.common import (
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    err_console,
+    get_store,
+    make_progress,
+    print_event,
+    print_ndjson,
+)
+from soc_cli.wiring import build_pipeline
+
+app = typer.Typer(help="Ingest and search ECS events.", no_args_is_help=True)
+
+
+def read_ndjson(path: Path, errors: list[str], on_bytes: Any = None) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects from an NDJSON file, recording each bad line as `file:line: reason` in `errors`."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if on_bytes:
+                on_bytes(len(raw))
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                errors.append(f"{path}:{n}: invalid JSON: {exc}")
+                continue
+            if not isinstance(obj, dict):
+                errors.append(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            if "@timestamp" not in obj:
+                errors.append(f"{path}:{n}: event has no @timestamp")
+                continue
+            yield obj
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="NDJSON files of ECS events (nested or dotted keys).",
+                                                exists=True, dir_okay=False, readable=True)],
+    store: StoreOpt = None,
+    rules: Annotated[bool, typer.Option(help="Run the shipped detection rules and policy on the events.")] = True,
+    json: JsonOpt = False,
+) -> None:
+    """Ingest ECS NDJSON events through the pipeline into the store.
+
+    Bad lines are reported with their line numbers and skipped; the rest is ingested (exit 1).
+    If the store is unreachable, batches are spooled and replayed later (exit 3).
+    """
+    s = get_store(store)
+    pipeline: Pipeline = build_pipeline(s, detect=rules)
+    errors: list[str] = []
+    total = sum(f.stat().st_size for f in files)
+    with make_progress(total, "ingesting", enabled=not json) as bar:
+
+        def events() -> Iterator[dict[str, Any]]:
+            for f in files:
+                yield from read_ndjson(f, errors, bar.advance)
+
+        try:
+            stats = pipeline.run(events())
+        except StoreError as exc:
+            die(str(exc), ExitCode.FAILURE)
+    errors.extend(stats.errors)
+    for e in errors[:50]:
+        err_console.print(f"[red]{e}[/]", highlight=False)
+    if len(errors) > 50:
+        err_console.print(f"… and {len(errors) - 50} more problems")
+    summary = stats.as_dict() | {"bad_lines": len(errors) - len(stats.errors), "store": s.uri}
+    if json:
+        print_ndjson(summary)
+    else:
+        console.print(
+            f"ingested {stats.events_in} events: {stats.written} new, {stats.duplicates} already stored, "
+            f"{stats.alerts} alerts, {summary['bad_lines']} bad lines"
+            + (f", {stats.spooled_events} spooled (store unavailable)" if stats.spooled else "")
+        )
+    if stats.spooled:
+        raise typer.Exit(ExitCode.PARTIAL)
+    if errors:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _summary(ev: dict[str, Any]) -> str:
+    for key in ("message", "dns.question.name", "url.original", "tls.client.server_name", "rule.name", "event.action"):
+        if ev.get(key):
+            return str(ev[key])
+    return ""
+
+
+def _endpoint(ev: dict[str, Any], side: str) -> str:
+    ip, port = ev.get(f"{side}.ip"), ev.get(f"{side}.port")
+    if ip and port is not None:
+        return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+    return str(ip or "")
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="e.g. 'source.ip:10.0.0.0/8 destination.port:>=1024 evil'")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="Start (inclusive): ISO-8601, epoch, or 15m/24h/7d ago.")] = None,
+    until: Annotated[str | None, typer.Option(help="End (exclusive): ISO-8601, epoch, or 15m/24h/7d ago.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events, newest first.")] = 100,
+    count: Annotated[bool, typer.Option("--count", help="Print only how many events match.")] = False,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Search stored events (newest first).
+
+    Query terms are AND-ed: field:value (exact), field:pre* (prefix), field:10.0.0.0/8 (CIDR),
+    field:>=N or field:[A TO B] (numeric range), and bare words (free text over string values).
+    """
+    try:
+        q = parse_query(query, parse_time(since), parse_time(until))
+    except QueryError as exc:
+        die(str(exc))
+    s = get_store(store)
+    try:
+        if count:
+            n = s.count_events(q)
+            print_ndjson({"count": n}) if json else console.print(n)
+            return
+        hits = s.search_events(q, limit)
+    except StoreError as exc:
+        die(str(exc), ExitCode.FAILURE)
+    if json:
+        for ev in hits:
+            print_event(ev)
+        return
+    table = Table(title=f"{len(hits)} events", title_justify="left")
+    for col in ("@timestamp", "dataset", "source", "destination", "summary"):
+        table.add_column(col, overflow="fold")
+    for ev in hits:
+        table.add_row(ev["@timestamp"], str(ev.get("event.dataset", "")), _endpoint(ev, "source"),
+                      _endpoint(ev, "destination"), _summary(ev))
+    console.print(table)

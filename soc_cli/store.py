@@ -1,0 +1,60 @@
+"""soc store: create, inspect and replay the spool of the event store."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from correlator.store import StoreUnavailable, spool_for
+from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, get_store, print_ndjson
+
+app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsearch cluster).", no_args_is_help=True)
+
+
+@app.command()
+def init(store: StoreOpt = None, json: JsonOpt = False) -> None:
+    """Create the schema (SQLite) or index templates, data stream, alerts index and ILM policy (Elasticsearch)."""
+    s = get_store(store, init=False)
+    try:
+        s.init()
+    except StoreUnavailable as exc:
+        die(f"{s.uri}: {exc}", ExitCode.FAILURE)
+    if json:
+        print_ndjson({"store": s.uri, "initialized": True})
+    else:
+        console.print(f"initialized {s.uri}")
+
+
+@app.command()
+def status(store: StoreOpt = None, json: JsonOpt = False) -> None:
+    """Report health, counts, versions and spooled batches. Exit 1 when unhealthy or unreachable."""
+    s = get_store(store, init=False)
+    try:
+        info = s.status()
+    except StoreUnavailable as exc:
+        info = {"uri": s.uri, "healthy": False, "error": str(exc)}
+    info["spool"] = spool_for(s.uri).pending()
+    if json:
+        print_ndjson(info)
+    else:
+        table = Table(title=f"store {s.uri}", show_header=False)
+        for key, value in info.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    raise typer.Exit(ExitCode.OK if info.get("healthy") else ExitCode.FAILURE)
+
+
+@app.command()
+def replay(store: StoreOpt = None, json: JsonOpt = False) -> None:
+    """Write batches spooled during a store outage; exit 3 if the store is still unavailable."""
+    s = get_store(store)
+    spool = spool_for(s.uri)
+    try:
+        done = spool.replay(s)
+    except StoreUnavailable as exc:
+        die(f"{s.uri} still unavailable, spool kept at {spool.directory}: {exc}", ExitCode.PARTIAL)
+    done["skipped"] = spool.skipped_lines
+    if json:
+        print_ndjson(done)
+    else:
+        console.print(f"replayed {done['events']} events ({done['new_events']} new) and {done['alerts']} alerts")
