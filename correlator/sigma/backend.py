@@ -321,9 +321,26 @@ class PythonBackend(Backend):
     def convert_condition_query_expr(self, cond: Any, state: Any) -> Node:
         raise SigmaFeatureNotSupportedByBackendError("query expressions (SIEM-specific lists) are not supported")
 
+    # --- correlations run in correlator.sigma.correlation on matched events, not as generated code -------
+    def _correlation(self, *args: Any, **kwargs: Any) -> Any:
+        raise SigmaFeatureNotSupportedByBackendError("correlation rules run in correlator.sigma.correlation")
+
+    convert_correlation_event_count_rule = _correlation
+    convert_correlation_value_count_rule = _correlation
+    convert_correlation_temporal_rule = _correlation
+    convert_correlation_temporal_ordered_rule = _correlation
+    convert_correlation_extended_temporal_rule = _correlation
+    convert_correlation_extended_temporal_ordered_rule = _correlation
+    convert_correlation_value_sum_rule = _correlation
+    convert_correlation_value_avg_rule = _correlation
+    convert_correlation_value_percentile_rule = _correlation
+    convert_correlation_value_median_rule = _correlation
+
     # --- finalization -----------------------------------------------------------------------------------
+    finalize_correlation_subqueries = True
+
     def finalize_query(self, rule: SigmaRule, query: Node, index: int, state: Any, output_format: str) -> Any:
-        return generate(simplify(query))
+        return simplify(query)
 
     def finalize_output_default(self, queries: list[Any]) -> list[Any]:
         return queries

@@ -20,6 +20,7 @@ from sigma.processing.conditions import LogsourceCondition, RuleProcessingCondit
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
     AddConditionTransformation,
+    FieldFunctionTransformation,
     FieldMappingTransformation,
     ValueListPlaceholderTransformation,
 )
@@ -96,6 +97,25 @@ def soc_network_pipeline() -> ProcessingPipeline:
     return ProcessingPipeline(name="soc network sensor (ECS) mapping", priority=20, items=items)
 
 
+def _drop_caseless(field: str | None) -> str | None:
+    return field.removesuffix(".caseless") if field else field
+
+
+def caseless_pipeline() -> ProcessingPipeline:
+    """``ecs_windows`` targets ``<field>.caseless`` (an Elasticsearch normalizer sub-field); soc events carry the
+    field itself and the matcher is case-insensitive anyway."""
+    return ProcessingPipeline(
+        name="soc drop .caseless",
+        priority=80,
+        items=[
+            ProcessingItem(
+                identifier="soc_drop_caseless",
+                transformation=FieldFunctionTransformation(mapping={}, transform_func=_drop_caseless),
+            )
+        ],
+    )
+
+
 def placeholder_pipeline(placeholders: dict[str, list[str]] | None) -> ProcessingPipeline:
     """Expand ``|expand`` placeholders from configured values; unknown placeholders make the rule unsupported."""
     return ProcessingPipeline(
@@ -109,7 +129,7 @@ def placeholder_pipeline(placeholders: dict[str, list[str]] | None) -> Processin
 def build_pipeline(schema: str, placeholders: dict[str, list[str]] | None = None) -> ProcessingPipeline:
     """The processing pipeline for ``schema`` ('ecs' or 'native')."""
     if schema == "ecs":
-        base = ecs_windows() + soc_network_pipeline()
+        base = ecs_windows() + soc_network_pipeline() + caseless_pipeline()
     elif schema == "native":
         base = sysmon_pipeline() + windows_logsource_pipeline()
     else:

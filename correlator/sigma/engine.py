@@ -1,0 +1,265 @@
+"""Streaming Sigma matcher: rules compiled once into Python functions, events routed by literal indexes.
+
+Routing: for each rule the compiler picks, from its condition tree, the cheapest set of *anchors* such that the
+rule can only match an event that hits one of them: an exact value of a field (hash lookup), a literal that must
+occur inside a field (one Aho-Corasick automaton per field), or merely the presence of a field. Logsource
+conditions the pipelines add (``EventID``/``Channel``, ``event.dataset``) are anchors like any other, but common
+ones cost more, so a rule is indexed by its rarest literal. Rules without any anchor (only negations, keywords)
+are tried on every event. Cost per event is then the fields it carries plus the few candidate rules it hits.
+"""
+
+from __future__ import annotations
+
+import copy
+import marshal
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ahocorasick
+from sigma.correlations import SigmaCorrelationRule
+from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
+
+from correlator.sigma.backend import RUNTIME, Lowered, Node, PythonBackend, _Gen, build_const, literal_parts
+from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, rule_path
+from correlator.sigma.pipelines import build_pipeline
+
+WILD = ("\0*", "\0?")
+
+
+@dataclass
+class RuleInfo:
+    """What alerts and the CLI need to know about a compiled rule."""
+
+    id: str
+    title: str
+    name: str | None = None
+    description: str = ""
+    level: str = "medium"
+    status: str = ""
+    tags: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    falsepositives: list[str] = field(default_factory=list)
+    logsource: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    output: bool = True  # False: only feeds correlation rules (generate: false)
+
+    @classmethod
+    def of(cls, r: SigmaRule | SigmaCorrelationRule) -> RuleInfo:
+        ls = getattr(r, "logsource", None)
+        return cls(
+            id=str(r.id or r.name or r.title),
+            title=r.title,
+            name=r.name,
+            description=r.description or "",
+            level=r.level.name.lower() if r.level else "medium",
+            status=r.status.name.lower() if r.status else "",
+            tags=[str(t) for t in r.tags or []],
+            references=list(r.references or []),
+            falsepositives=list(r.falsepositives or []),
+            logsource={k: v for k in ("product", "category", "service") if (v := getattr(ls, k, None))},
+            path=rule_path(r),
+            output=bool(getattr(r, "_output", True)),
+        )
+
+
+def _leaf_key(n: Node) -> tuple | None:
+    """Prefilter key a leaf offers: ('x', field, value) exact, ('s', field, literal) substring, ('h', field)."""
+    kind, f = n[0], n[1] if len(n) > 1 else None
+    if f is None or kind in ("null", "not", "and", "or"):
+        return None
+    if kind == "str":
+        parts = n[2]
+        lits = literal_parts(parts)
+        if len(parts) == 1 and lits:
+            return ("x", f, parts[0].lower())
+        if lits:
+            return ("s", f, max(lits, key=len).lower())
+        return ("h", f)
+    if kind == "fieldref":
+        return ("h", f)
+    return ("h", f)
+
+
+def _leaves(n: Node, out: set) -> None:
+    if n[0] in ("and", "or"):
+        for c in n[1]:
+            _leaves(c, out)
+    elif n[0] != "not":
+        k = _leaf_key(n)
+        if k is not None:
+            out.add(k)
+
+
+def _anchors(n: Node, freq: Counter) -> tuple[float, list[tuple]] | None:
+    """Cheapest anchor set that every match of ``n`` hits, or None."""
+    kind = n[0]
+    if kind == "and":
+        best = None
+        for c in n[1]:
+            a = _anchors(c, freq)
+            if a is not None and (best is None or a[0] < best[0]):
+                best = a
+        return best
+    if kind == "or":
+        total, keys = 0.0, []
+        for c in n[1]:
+            a = _anchors(c, freq)
+            if a is None:
+                return None
+            total += a[0]
+            keys.extend(a[1])
+        return total, keys
+    if kind == "not":
+        return None
+    k = _leaf_key(n)
+    if k is None:
+        return None
+    cost = freq[k] + (20.0 / max(len(k[2]), 1) if k[0] == "s" else 0.0) + (500.0 if k[0] == "h" else 0.0)
+    return cost, [k]
+
+
+@dataclass
+class Compiled:
+    """Everything needed to rebuild a Matcher without pySigma (the compiled cache stores this)."""
+
+    schema: str
+    infos: list[RuleInfo]
+    source: str
+    consts: dict[str, tuple[str, tuple]]
+    anchors: list[list[tuple] | None]
+    code: bytes = b""  # marshal of the compiled module
+
+
+class Matcher:
+    """Matches flat events against compiled rules; ``match(event)`` returns indexes into ``infos``."""
+
+    def __init__(self, c: Compiled) -> None:
+        self.compiled = c
+        self.infos = c.infos
+        ns: dict[str, Any] = dict(RUNTIME)
+        ns.update({name: build_const(f, args) for name, (f, args) in c.consts.items()})
+        code = marshal.loads(c.code) if c.code else compile(c.source, f"<sigma:{c.schema}>", "exec")
+        exec(code, ns)  # noqa: S102 - code generated by PythonBackend
+        self.funcs = [ns[f"m{i}"] for i in range(len(c.infos))]
+        exact: dict[str, dict[str, list[int]]] = {}
+        substr: dict[str, dict[str, list[int]]] = {}
+        has: dict[str, list[int]] = {}
+        always: list[int] = []
+        for i, keys in enumerate(c.anchors):
+            if keys is None:
+                always.append(i)
+                continue
+            for k in set(keys):
+                if k[0] == "x":
+                    exact.setdefault(k[1], {}).setdefault(k[2], []).append(i)
+                elif k[0] == "s":
+                    substr.setdefault(k[1], {}).setdefault(k[2], []).append(i)
+                else:
+                    has.setdefault(k[1], []).append(i)
+        self.always = always
+        self.exact = {f: {v: tuple(ids) for v, ids in d.items()} for f, d in exact.items()}
+        self.has = {f: tuple(ids) for f, ids in has.items()}
+        self.automata: dict[str, Any] = {}
+        for f, d in substr.items():
+            a = ahocorasick.Automaton()
+            for lit, ids in d.items():
+                a.add_word(lit, tuple(ids))
+            a.make_automaton()
+            self.automata[f] = a
+        self.indexed = set(self.exact) | set(self.has) | set(self.automata)
+
+    def __len__(self) -> int:
+        return len(self.funcs)
+
+    def candidates(self, e: dict[str, Any], lo: Lowered) -> set[int]:
+        cands: set[int] = set(self.always)
+        indexed, exact, automata, has = self.indexed, self.exact, self.automata, self.has
+        for k in e:
+            if k not in indexed:
+                continue
+            v = lo[k]
+            if v is None:
+                continue
+            vals = v if type(v) is tuple else (v,)
+            if k in has:
+                cands.update(has[k])
+            d = exact.get(k)
+            if d is not None:
+                for x in vals:
+                    ids = d.get(x)
+                    if ids:
+                        cands.update(ids)
+            a = automata.get(k)
+            if a is not None:
+                for x in vals:
+                    for _, ids in a.iter(x):
+                        cands.update(ids)
+        return cands
+
+    def match(self, e: dict[str, Any]) -> list[int]:
+        """Indexes of the rules that match event ``e`` (ascending)."""
+        lo = Lowered(e)
+        funcs = self.funcs
+        return sorted(i for i in self.candidates(e, lo) if funcs[i](e, lo))
+
+    def match_all(self, e: dict[str, Any]) -> list[int]:
+        """Reference path without the prefilter: every rule tried (used by tests to check the routing)."""
+        lo = Lowered(e)
+        return [i for i, f in enumerate(self.funcs) if f(e, lo)]
+
+
+def compile_rules(
+    ruleset: RuleSet,
+    schema: str = "ecs",
+    placeholders: dict[str, list[str]] | None = None,
+    copy_rules: bool = False,
+) -> tuple[Compiled, list[RuleFailure]]:
+    """Convert the ruleset's base rules with the PythonBackend through the schema's pipeline.
+
+    ``copy_rules``: convert deep copies (pipelines mutate rules; needed to compile one RuleSet for two schemas).
+    """
+    backend = PythonBackend(build_pipeline(schema, placeholders), collect_errors=True)
+    backend.init_processing_pipeline()
+    failures: list[RuleFailure] = []
+    infos: list[RuleInfo] = []
+    trees: list[Node] = []
+    for rule in ruleset.rules:
+        r = copy.deepcopy(rule) if copy_rules else rule
+        n_err = len(backend.errors)
+        try:
+            backend.convert_rule(r)
+            queries = r.get_conversion_result() if not backend.errors[n_err:] else None
+        except (SigmaError, ValueError, TypeError, NotImplementedError, KeyError) as e:
+            backend.errors.append((r, e))  # type: ignore[arg-type]
+            queries = None
+        if not queries:
+            err = backend.errors[n_err][1] if backend.errors[n_err:] else SigmaError("rule converted to nothing")
+            path = rule_path(r)
+            try:
+                text = Path(path).read_text(encoding="utf-8") if path else ""
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            failures.append(RuleFailure(path, error_line(path, text, err), failure_reason(err), str(err)[:300]))
+            continue
+        infos.append(RuleInfo.of(r))
+        trees.append(queries[0] if len(queries) == 1 else ("or", list(queries)))
+    freq: Counter = Counter()
+    for t in trees:
+        keys: set = set()
+        _leaves(t, keys)
+        freq.update(keys)
+    anchors = []
+    for t in trees:
+        a = _anchors(t, freq)
+        anchors.append(None if a is None else a[1])
+    g = _Gen()
+    src = "".join(f"def m{i}(e, l):\n    return {g.expr(t)}\n" for i, t in enumerate(trees))
+    code = marshal.dumps(compile(src, f"<sigma:{schema}>", "exec"))
+    return Compiled(schema, infos, src, g.consts, anchors, code), failures
+
+
+def correlation_infos(ruleset: RuleSet) -> list[RuleInfo]:
+    return [RuleInfo.of(c) for c in ruleset.correlations]
