@@ -1,0 +1,252 @@
+"""Load and validate SCA-format policies; every error names file, line and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sensors.compliance.rules import Rule, RuleSyntaxError, parse_rule, substitute, variables_in
+
+SEVERITIES = ("low", "medium", "high", "critical")
+CONDITIONS = ("all", "any", "none")
+REGEX_TYPES = ("osregex", "pcre2")
+_POLICY_KEYS = {"id": True, "file": False, "name": True, "description": True, "references": False,
+                "regex_type": False}
+_REQ_KEYS = {"title": True, "description": False, "condition": True, "rules": True}
+_CHECK_KEYS = {"id": True, "title": True, "description": False, "rationale": False, "remediation": False,
+               "impact": False, "references": False, "compliance": False, "condition": True, "rules": True,
+               "regex_type": False, "severity": False}
+
+
+class PolicyError(ValueError):
+    """Invalid policy: `file:line: field: message`."""
+
+    def __init__(self, file: str, line: int, field: str, message: str) -> None:
+        self.file, self.line, self.field, self.message = file, line, field, message
+        super().__init__(f"{file}:{line}: {field}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: int
+    title: str
+    condition: str
+    rules: tuple[Rule, ...]
+    severity: str = "medium"
+    description: str = ""
+    rationale: str = ""
+    remediation: str = ""
+    impact: str = ""
+    references: tuple[str, ...] = ()
+    compliance: dict[str, list[str]] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    name: str
+    description: str
+    path: str
+    checks: tuple[Check, ...]
+    requirements: Check | None = None
+    references: tuple[str, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+class _Lines(dict):
+    """A mapping that remembers the line of each key's value (and its own)."""
+
+    line = 0
+    lines: dict[Any, int]
+
+
+class _LinedList(list):
+    line = 0
+    lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - yaml hook
+        mapping = _Lines(super().construct_mapping(node, deep=True))
+        mapping.line = node.start_mark.line + 1
+        mapping.lines = {self.construct_object(k, deep=True): v.start_mark.line + 1 for k, v in node.value}
+        return mapping
+
+    def construct_sequence(self, node, deep=False):  # noqa: D102 - yaml hook
+        seq = _LinedList(super().construct_sequence(node, deep=True))
+        seq.line = node.start_mark.line + 1
+        seq.lines = [item.start_mark.line + 1 for item in node.value]
+        return seq
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+
+
+class _Ctx:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, line: int, fld: str, message: str) -> PolicyError:
+        return PolicyError(self.file, line, fld, message)
+
+    def mapping(self, value: Any, line: int, fld: str, spec: dict[str, bool]) -> _Lines:
+        if not isinstance(value, dict):
+            raise self.fail(line, fld, f"must be a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in spec:
+                raise self.fail(value.lines.get(key, value.line), f"{fld}.{key}",
+                                f"unknown field (allowed: {', '.join(spec)})")
+        for key, required in spec.items():
+            if required and key not in value:
+                raise self.fail(value.line, f"{fld}.{key}", "required field is missing")
+        return value
+
+    def string(self, m: _Lines, key: str, fld: str, default: str = "") -> str:
+        if key not in m or m[key] is None:
+            return default
+        value = m[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(m.lines[key], f"{fld}.{key}", f"must be a string, got {type(value).__name__}")
+        return str(value)
+
+    def strings(self, m: _Lines, key: str, fld: str) -> tuple[str, ...]:
+        if key not in m or m[key] is None:
+            return ()
+        value = m[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(m.lines[key], f"{fld}.{key}", "must be a list of strings")
+        return tuple(value)
+
+    def choice(self, m: _Lines, key: str, fld: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.string(m, key, fld, default)
+        if value not in allowed:
+            raise self.fail(m.lines[key], f"{fld}.{key}", f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file. Raises PolicyError (file, line, field) or OSError."""
+    path = str(path)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    return parse_policy(text, path)
+
+
+def parse_policy(text: str, file: str = "<policy>") -> Policy:
+    ctx = _Ctx(file)
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ctx.fail(mark.line + 1 if mark else 0, "<yaml>", str(exc.problem or exc)) from exc
+    except yaml.YAMLError as exc:
+        raise ctx.fail(0, "<yaml>", str(exc)) from exc
+    top = ctx.mapping(doc, 1, "<document>", {"policy": True, "requirements": False, "variables": False,
+                                              "checks": True})
+    head = ctx.mapping(top["policy"], top.lines["policy"], "policy", _POLICY_KEYS)
+    regex_type = ctx.choice(head, "regex_type", "policy", REGEX_TYPES, "osregex")
+
+    variables: dict[str, str] = {}
+    if top.get("variables") is not None:
+        raw = top["variables"]
+        if not isinstance(raw, dict):
+            raise ctx.fail(top.lines["variables"], "variables", "must be a mapping of $name: value")
+        for name, value in raw.items():
+            if not isinstance(name, str) or not name.startswith("$"):
+                raise ctx.fail(raw.lines[name], f"variables.{name}", "variable names start with '$'")
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if not isinstance(value, str | int):
+                raise ctx.fail(raw.lines[name], f"variables.{name}", "value must be a string")
+            variables[name] = str(value)
+
+    requirements = None
+    if top.get("requirements") is not None:
+        req = ctx.mapping(top["requirements"], top.lines["requirements"], "requirements", _REQ_KEYS)
+        requirements = _check(ctx, req, "requirements", regex_type, variables, requirement=True)
+
+    raw_checks = top["checks"]
+    if not isinstance(raw_checks, list) or not raw_checks:
+        raise ctx.fail(top.lines["checks"], "checks", "must be a non-empty list")
+    checks, seen = [], {}
+    for i, raw in enumerate(raw_checks):
+        fld = f"checks[{i}]"
+        m = ctx.mapping(raw, raw_checks.lines[i], fld, _CHECK_KEYS)
+        check = _check(ctx, m, fld, regex_type, variables)
+        if check.id in seen:
+            first = seen[check.id]
+            raise ctx.fail(m.lines["id"], f"{fld}.id", f"duplicate check id {check.id} (first at line {first})")
+        seen[check.id] = m.lines["id"]
+        checks.append(check)
+
+    return Policy(
+        id=ctx.string(head, "id", "policy"),
+        name=ctx.string(head, "name", "policy"),
+        description=ctx.string(head, "description", "policy"),
+        path=file,
+        checks=tuple(checks),
+        requirements=requirements,
+        references=ctx.strings(head, "references", "policy"),
+        variables=variables,
+    )
+
+
+def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str, str],
+           requirement: bool = False) -> Check:
+    if requirement:
+        check_id = 0
+    else:
+        check_id = m["id"]
+        if isinstance(check_id, bool) or not isinstance(check_id, int) or check_id <= 0:
+            raise ctx.fail(m.lines["id"], f"{fld}.id", f"must be a positive integer, got {check_id!r}")
+    title = ctx.string(m, "title", fld)
+    if not title.strip():
+        raise ctx.fail(m.lines.get("title", m.line), f"{fld}.title", "must not be empty")
+    condition = ctx.choice(m, "condition", fld, CONDITIONS, "all")
+    regex_type = ctx.choice(m, "regex_type", fld, REGEX_TYPES, regex_type)
+    raw_rules = m["rules"]
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise ctx.fail(m.lines["rules"], f"{fld}.rules", "must be a non-empty list of rule strings")
+    rules = []
+    for j, text in enumerate(raw_rules):
+        line = raw_rules.lines[j]
+        if not isinstance(text, str):
+            raise ctx.fail(line, f"{fld}.rules[{j}]", f"must be a string, got {type(text).__name__}")
+        try:
+            rule = parse_rule(text, regex_type)
+        except RuleSyntaxError as exc:
+            raise ctx.fail(line, f"{fld}.rules[{j}]", str(exc)) from exc
+        for var in variables_in(rule.location) if rule.type != "c" else ():  # shell `$x` stays the shell's
+            if not any(var.startswith(name) for name in variables):
+                raise ctx.fail(line, f"{fld}.rules[{j}]", f"undefined variable {var}")
+        rules.append(rule.with_location(substitute(rule.location, variables)))
+    compliance: dict[str, list[str]] = {}
+    if m.get("compliance") is not None:
+        raw = m["compliance"]
+        items = raw if isinstance(raw, list) else [raw]
+        for item in items:
+            if not isinstance(item, dict):
+                raise ctx.fail(m.lines["compliance"], f"{fld}.compliance",
+                               "must be a list of {framework: [ids]} mappings")
+            for key, ids in item.items():
+                ids = ids if isinstance(ids, list) else [ids]
+                compliance.setdefault(str(key), []).extend(str(i) for i in ids)
+    return Check(
+        id=check_id,
+        title=title,
+        condition=condition,
+        rules=tuple(rules),
+        severity=ctx.choice(m, "severity", fld, SEVERITIES, "medium"),
+        description=ctx.string(m, "description", fld),
+        rationale=ctx.string(m, "rationale", fld),
+        remediation=ctx.string(m, "remediation", fld),
+        impact=ctx.string(m, "impact", fld),
+        references=ctx.strings(m, "references", fld),
+        compliance=compliance,
+        line=m.line,
+    )

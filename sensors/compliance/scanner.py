@@ -1,0 +1,201 @@
+"""Evaluate a policy against a host tree with Wazuh SCA semantics (rule results, condition aggregation)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+import subprocess
+from dataclasses import dataclass, field
+
+from sensors.compliance.osregex import compile_osmatch, compile_osregex
+from sensors.compliance.policy import Check, Policy
+from sensors.compliance.probes import Probes
+from sensors.compliance.rootfs import RootFS, Unreadable
+from sensors.compliance.rules import Minterm, Rule
+
+FOUND, NOT_FOUND, INVALID = 1, 0, -1
+PASSED, FAILED, NOT_APPLICABLE, ERROR = "passed", "failed", "not applicable", "error"
+
+
+@dataclass(slots=True)
+class CheckResult:
+    check: Check
+    status: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ScanResult:
+    policy: Policy
+    root: str
+    started: dt.datetime
+    results: list[CheckResult] = field(default_factory=list)
+    requirements_met: bool = True
+    requirements_reason: str = ""
+
+    def counts(self) -> dict[str, int]:
+        out = {PASSED: 0, FAILED: 0, NOT_APPLICABLE: 0, ERROR: 0}
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+    def score(self) -> float | None:
+        """Wazuh's score: passed / (passed + failed), in percent; None when nothing was decidable."""
+        c = self.counts()
+        decided = c[PASSED] + c[FAILED]
+        return round(100.0 * c[PASSED] / decided, 1) if decided else None
+
+
+def line_matches(line: str, content: tuple[Minterm, ...]) -> bool:
+    """True when every minterm (after its `!`) holds for this line."""
+    for term in content:
+        if term.kind == "r":
+            ok = term.regex.search(line) is not None
+        elif term.kind == "n":
+            ok = _compare(term, line)
+        else:
+            ok = line.lower() == term.pattern.lower()
+        if ok == term.negated:
+            return False
+    return True
+
+
+def _compare(term: Minterm, line: str) -> bool:
+    m = term.regex.search(line)
+    if not m or m.group(1) is None:
+        return False
+    try:
+        value = int(m.group(1).strip())
+    except ValueError:
+        return False
+    return {"==": value == term.number, "!=": value != term.number, "<=": value <= term.number,
+            ">=": value >= term.number, "<": value < term.number, ">": value > term.number}[term.op]
+
+
+class Scanner:
+    """Runs checks read-only against `root`; commands only when `allow_commands` and scanning the live host."""
+
+    def __init__(self, root: str = "/", allow_commands: bool = False, probe_tls: bool | None = None,
+                 command_timeout: float = 30.0) -> None:
+        self.fs = RootFS(root)
+        self.allow_commands = allow_commands
+        self.command_timeout = command_timeout
+        self.probes = Probes(self.fs, self.fs.is_live if probe_tls is None else probe_tls)
+
+    def scan(self, policy: Policy, on_check=None) -> ScanResult:
+        result = ScanResult(policy, self.fs.root, dt.datetime.now(dt.UTC))
+        if policy.requirements is not None:
+            req = self.evaluate(policy.requirements)
+            if req.status != PASSED:
+                result.requirements_met = False
+                why = f": {req.reason}" if req.reason else ""
+                result.requirements_reason = f"policy requirements not met ({policy.requirements.title}){why}"
+        for check in policy.checks:
+            if result.requirements_met:
+                result.results.append(self.evaluate(check))
+            else:
+                result.results.append(CheckResult(check, NOT_APPLICABLE, result.requirements_reason))
+            if on_check:
+                on_check(check)
+        return result
+
+    def evaluate(self, check: Check) -> CheckResult:
+        """Aggregate rule results exactly as Wazuh's SCA module does (including its early exits)."""
+        agg = FOUND if check.condition == "all" else NOT_FOUND
+        reason = ""
+        for rule in check.rules:
+            try:
+                found, why = self.eval_rule(rule)
+            except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the scan
+                return CheckResult(check, ERROR, f"{rule.text}: {type(exc).__name__}: {exc}")
+            if found != INVALID and rule.negated:
+                found = 1 - found
+            if (check.condition == "all" and found == NOT_FOUND) or (check.condition != "all" and found == FOUND):
+                agg = found
+                break
+            if found == INVALID:
+                agg = INVALID
+                reason = reason or why
+        if check.condition == "none" and agg != INVALID:
+            agg = 1 - agg
+        if agg == INVALID:
+            return CheckResult(check, NOT_APPLICABLE, reason)
+        return CheckResult(check, PASSED if agg == FOUND else FAILED)
+
+    def eval_rule(self, rule: Rule) -> tuple[int, str]:
+        """FOUND / NOT_FOUND / INVALID (with reason) for one rule, before its `not`."""
+        kind = rule.type
+        if kind == "r":
+            return INVALID, "registry rules apply to Windows hosts only"
+        if kind == "c":
+            return self._command(rule)
+        if kind == "d":
+            return self._directory(rule)
+        if kind == "p":
+            try:
+                names = self.probes.lines("processes", "")
+            except Unreadable as exc:
+                return INVALID, str(exc)
+            return (FOUND if any(line_matches(n, rule.content) for n in names) else NOT_FOUND), ""
+        targets = [t.strip() for t in rule.location.split(",")] if kind in ("f", "stat", "find") else [rule.location]
+        if kind == "f" and rule.content is None:
+            found = any(self.fs.is_file(t) for t in targets)
+            return (FOUND if found else NOT_FOUND), ""
+        return self._content(kind, targets, rule.content)
+
+    def _content(self, kind: str, targets: list[str], content: tuple[Minterm, ...] | None) -> tuple[int, str]:
+        result, reason = NOT_FOUND, ""
+        for target in targets:
+            try:
+                lines = self.probes.lines(kind, target)
+            except Unreadable as exc:
+                result, reason = INVALID, reason or str(exc)
+                continue
+            if lines is None:
+                if content is not None:
+                    result, reason = INVALID, reason or f"{_NAMES[kind]} {target or '(default)'} not found"
+                continue
+            if content is None or any(line_matches(line, content) for line in lines):
+                return FOUND, ""
+        return result, reason
+
+    def _directory(self, rule: Rule) -> tuple[int, str]:
+        result, reason = NOT_FOUND, ""
+        for directory in (d.strip() for d in rule.location.split(",")):
+            if rule.file is None:
+                if self.fs.is_dir(directory):
+                    return FOUND, ""
+                continue
+            if not self.fs.is_dir(directory):
+                result, reason = INVALID, reason or f"could not open directory {directory}"
+                continue
+            name_re = (compile_osregex(rule.file[2:]) if rule.file[:2].lower() == "r:"
+                       else compile_osmatch(rule.file))
+            for path, st in self.fs.walk(directory):
+                if not name_re.search(path.rsplit("/", 1)[1]) or stat.S_ISDIR(st.st_mode):
+                    continue
+                found, why = self._content("f", [path], rule.content) if rule.content else (FOUND, "")
+                if found == FOUND:
+                    return FOUND, ""
+                if found == INVALID:
+                    result, reason = INVALID, reason or why
+        return result, reason
+
+    def _command(self, rule: Rule) -> tuple[int, str]:
+        if not self.allow_commands:
+            return INVALID, "command rules run only with --allow-commands"
+        if not self.fs.is_live:
+            return INVALID, "command rules run on the live host only, not under --root"
+        try:
+            proc = subprocess.run(rule.location, shell=True, capture_output=True, text=True,  # noqa: S602
+                                  timeout=self.command_timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return INVALID, f"timeout running command '{rule.location}'"
+        if proc.returncode == 127:
+            return INVALID, f"command not found: '{rule.location}'"
+        lines = [line.rstrip("\r") for line in proc.stdout.split("\n")]
+        return (FOUND if any(line_matches(line, rule.content) for line in lines) else NOT_FOUND), ""
+
+
+_NAMES = {"f": "file", "sysctl": "sysctl key", "sshd": "sshd configuration", "pkg": "package", "svc": "unit",
+          "port": "socket table", "stat": "path", "find": "directory", "tls": "TLS service", "pwpolicy": "setting"}

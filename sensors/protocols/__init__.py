@@ -1,0 +1,1 @@
+"""Application-protocol parsers: pure functions over bytes returning flat ECS fields."""

@@ -1,0 +1,119 @@
+"""HTTP/1.x message heads into ECS `http.*`, `url.*`, `user_agent.*` fields."""
+
+from __future__ import annotations
+
+METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+MAX_HEAD = 65536
+
+
+def looks_like_request(buf: bytes) -> bool:
+    """True when buf starts like an HTTP/1.x request line (`TOKEN SP`)."""
+    sp = buf.find(b" ", 0, 24)
+    return sp > 0 and all(ch in METHOD_CHARS for ch in buf[:sp])
+
+
+def _head(buf: bytes) -> tuple[list[bytes], int] | None:
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        end2 = buf.find(b"\n\n")
+        if end2 < 0:
+            if len(buf) > MAX_HEAD:
+                raise ValueError("HTTP head longer than 64 KiB")
+            return None
+        return buf[:end2].split(b"\n"), end2 + 2
+    return buf[:end].split(b"\r\n"), end + 4
+
+
+def _headers(lines: list[bytes]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out.setdefault(name.strip().lower().decode("latin-1"), value.strip().decode("latin-1"))
+    return out
+
+
+def _body_length(headers: dict[str, str]) -> int:
+    """Body bytes to skip after the head; -1 for chunked."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return -1
+    try:
+        return max(0, int(headers.get("content-length", "0")))
+    except ValueError:
+        return 0
+
+
+def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
+    """Parse a request head at the start of buf: (fields, head length, body length) or None if incomplete."""
+    head = _head(buf)
+    if head is None:
+        return None
+    lines, used = head
+    parts = lines[0].decode("latin-1").split(" ")
+    if len(parts) < 2:
+        raise ValueError("bad HTTP request line")
+    method, uri = parts[0], parts[1]
+    version = parts[2] if len(parts) > 2 else "HTTP/0.9"
+    headers = _headers(lines[1:])
+    ev: dict = {"http.request.method": method, "url.original": uri, "http.version": version.partition("/")[2]}
+    path, _, query = uri.partition("?")
+    if "://" in path:  # absolute-form (proxy requests)
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    ev["url.path"] = path
+    if query:
+        ev["url.query"] = query
+    host = headers.get("host")
+    if host is not None:
+        ev["url.domain"] = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        ev["soc.http.host"] = host
+    if "user-agent" in headers:
+        ev["user_agent.original"] = headers["user-agent"]
+    if "referer" in headers:
+        ev["http.request.referrer"] = headers["referer"]
+    if "content-type" in headers:
+        ev["http.request.mime_type"] = headers["content-type"].partition(";")[0]
+    body = _body_length(headers)
+    if body > 0:
+        ev["http.request.body.bytes"] = body
+    return ev, used, max(body, 0)
+
+
+def parse_response(buf: bytes) -> tuple[dict, int, int] | None:
+    """Parse a response head at the start of buf: (fields, head length, body length or -1 chunked) or None."""
+    head = _head(buf)
+    if head is None:
+        return None
+    lines, used = head
+    parts = lines[0].decode("latin-1").split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ValueError("bad HTTP status line")
+    headers = _headers(lines[1:])
+    ev: dict = {"http.response.status_code": int(parts[1])}
+    if "content-type" in headers:
+        ev["http.response.mime_type"] = headers["content-type"].partition(";")[0]
+    body = _body_length(headers)
+    if int(parts[1]) in (204, 304) or 100 <= int(parts[1]) < 200:
+        body = 0
+    if body > 0:
+        ev["http.response.body.bytes"] = body
+    return ev, used, body
+
+
+def skip_chunked(buf: bytes) -> int | None:
+    """Length of a complete chunked body at the start of buf, or None when more data is needed."""
+    pos = 0
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(buf[pos:eol].split(b";")[0].strip() or b"0", 16)
+        except ValueError as exc:
+            raise ValueError("bad chunk size") from exc
+        pos = eol + 2
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", pos - 2)
+            return None if end < 0 else end + 4
+        pos += size + 2
+        if pos > len(buf):
+            return None
