@@ -54,7 +54,14 @@ class Text:
     words: tuple[str, ...]
 
 
-Clause = Term | Prefix | Cidr | Range | Text
+@dataclass(frozen=True)
+class Clearance:
+    """Only items whose `gov.label.rank` is at most `max_rank`; unlabelled items count as rank 0 (public)."""
+
+    max_rank: int
+
+
+Clause = Term | Prefix | Cidr | Range | Text | Clearance
 
 
 @dataclass(frozen=True)

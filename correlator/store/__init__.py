@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from correlator.store.base import Store, StoreError, StoreUnavailable
 from correlator.store.spool import Spool
@@ -45,7 +45,14 @@ def open_store(uri: str | None = None) -> Store:
             raise StoreError(f"store URI {uri!r}: no database path; {URI_HELP}")
         from correlator.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(parsed.path), uri)
+        options = parse_qs(parsed.query)
+        try:
+            timeout = int(options.pop("busy_timeout", ["10000"])[0])
+        except ValueError:
+            raise StoreError(f"store URI {uri!r}: busy_timeout must be milliseconds") from None
+        if options:
+            raise StoreError(f"store URI {uri!r}: unknown option(s) {', '.join(options)}; known: busy_timeout")
+        return SQLiteStore(Path(parsed.path), uri, busy_timeout_ms=timeout)
     if parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise StoreError(f"store URI {uri!r}: no host; {URI_HELP}")

@@ -26,13 +26,23 @@ class Spool:
         if self._segment is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._segment = self.directory / f"{time.time_ns():020d}-{os.getpid()}.ndjson"
-        line = json.dumps({"kind": kind, "items": items}, ensure_ascii=False, separators=(",", ":")) + "\n"
-        fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        data = (json.dumps({"kind": kind, "items": items}, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        while True:
+            fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a replay holds this lock while it reads and removes the file
+                if os.fstat(fd).st_nlink == 0:  # replayed and removed meanwhile: start the file anew
+                    continue
+                os.write(fd, data)
+                os.fsync(fd)
+                break
+            finally:
+                os.close(fd)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            os.fsync(dir_fd)  # the segment's directory entry is durable too
         finally:
-            os.close(fd)
+            os.close(dir_fd)
 
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob("*.ndjson")) if self.directory.is_dir() else []
@@ -66,9 +76,8 @@ class Spool:
             return done
         with _locked(self.directory):
             for seg in self.segments():
-                if seg == self._segment:
-                    continue
                 with seg.open("rb") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # no append can interleave until it is removed
                     for raw in fh:
                         try:
                             rec = json.loads(raw)

@@ -17,8 +17,8 @@ from typing import Any
 
 from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
 from correlator.events import to_utc_iso
-from correlator.query import Cidr, Clause, Prefix, Query, Range, Term, Text, tokens
-from correlator.store.base import Store, StoreError
+from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, tokens
+from correlator.store.base import Store, StoreError, StoreUnavailable
 
 SCHEMA_VERSION = 1
 APPLICATION = "soc"
@@ -132,7 +132,7 @@ class SQLiteStore(Store):
 
     hunt_language = "sqlite"
 
-    def __init__(self, path: str | Path, uri: str | None = None) -> None:
+    def __init__(self, path: str | Path, uri: str | None = None, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         self.uri = uri or f"sqlite:///{self.path}"
         if self.path.is_dir():
@@ -140,7 +140,7 @@ class SQLiteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA busy_timeout = 10000")
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from None
@@ -208,7 +208,10 @@ class SQLiteStore(Store):
     def _insert(self, rows: list[tuple], texts: list[str]) -> int:
         """Insert prepared rows in one transaction; FTS rows only for events that were new."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked by another writer past the busy timeout
+            raise StoreUnavailable(f"{self.path}: {exc}") from None
         try:
             top = db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
             before = db.total_changes
@@ -363,7 +366,10 @@ class _Transaction:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked by another writer past the busy timeout
+            raise StoreUnavailable(str(exc)) from None
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
@@ -441,12 +447,17 @@ def _text_sql(c: Text, hot: dict[str, str]) -> tuple[str, list[Any]]:
     return "rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [match]
 
 
+def _clearance_sql(c: Clearance, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    return "coalesce(json_extract(doc, '$.\"gov.label.rank\"'), 0) <= ?", [c.max_rank]
+
+
 _HANDLERS: dict[type, Callable[[Any, dict[str, str]], tuple[str, list[Any]]]] = {
     Term: _term_sql,
     Prefix: _prefix_sql,
     Cidr: _cidr_sql,
     Range: _range_sql,
     Text: _text_sql,
+    Clearance: _clearance_sql,
 }
 
 __all__ = ["SQLiteStore", "ip_bytes", "tokens"]

@@ -171,3 +171,18 @@ def test_hunt_runs_sql_within_time_range(sqlite_store):
     assert [e["event.id"] for e in got] == want
     with pytest.raises(StoreError, match="hunt query failed"):
         sqlite_store.hunt("no_such_column = 1", None, None)
+
+
+def test_clearance_hides_items_above_rank(sqlite_store):
+    from correlator.query import Clearance, Query
+
+    base = {"@timestamp": "2024-05-01T10:00:00.000000Z", "event.kind": "event"}
+    events = [base | {"event.id": f"e{r}", "gov.label.rank": r} for r in range(4)] + [base | {"event.id": "none"}]
+    sqlite_store.write_events(events)
+    for rank in range(4):
+        got = {e["event.id"] for e in sqlite_store.search_events(Query((Clearance(rank),)))}
+        assert got == {f"e{r}" for r in range(rank + 1)} | {"none"}
+        assert sqlite_store.count_events(Query((Clearance(rank),))) == rank + 2
+    sqlite_store.write_alerts([_alert("s", 10, base["@timestamp"]) | {"gov.label.rank": 2}])
+    assert sqlite_store.search_alerts(Query((Clearance(1),))) == []
+    assert len(sqlite_store.search_alerts(Query((Clearance(2),)))) == 1

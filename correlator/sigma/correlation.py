@@ -1,0 +1,263 @@
+"""Sigma correlation rules on event time: sliding windows per group-by key, bounded memory.
+
+Semantics (documented in docs/detection.md):
+- A window holds, per correlation rule and group key, the matches of the referenced rules whose event time lies in
+  ``[t - timespan, t]`` where ``t`` is the newest event time of that group (both edges inclusive).
+- The condition is evaluated when a match arrives. When it holds, the correlation fires once and that group's window
+  is cleared, so the next firing needs a fresh set of matches (alerts then fold repeats, see correlator.alerts).
+- Late events (older than the group's window) are counted and ignored. A group whose newest event is older than
+  ``watermark - timespan`` is dropped; at most ``max_groups`` groups per rule (oldest evicted, counted) and
+  ``max_entries`` matches per group (oldest dropped) are kept, so memory is bounded.
+- ``temporal``: every referenced rule matched in the window; ``temporal_ordered``: they matched in the listed order.
+- ``value_count`` counts distinct values of the field; ``value_sum/avg/median/percentile`` aggregate its numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sigma.correlations import (
+    SigmaCorrelationConditionOperator as Op,
+)
+from sigma.correlations import (
+    SigmaCorrelationRule,
+    SigmaCorrelationType,
+)
+
+from correlator.events import parse_ts
+
+OPS = {
+    Op.LT: lambda a, b: a < b,
+    Op.LTE: lambda a, b: a <= b,
+    Op.GT: lambda a, b: a > b,
+    Op.GTE: lambda a, b: a >= b,
+    Op.EQ: lambda a, b: a == b,
+    Op.NEQ: lambda a, b: a != b,
+}
+SUPPORTED = {
+    SigmaCorrelationType.EVENT_COUNT, SigmaCorrelationType.VALUE_COUNT, SigmaCorrelationType.TEMPORAL,
+    SigmaCorrelationType.TEMPORAL_ORDERED, SigmaCorrelationType.VALUE_SUM, SigmaCorrelationType.VALUE_AVG,
+    SigmaCorrelationType.VALUE_MEDIAN, SigmaCorrelationType.VALUE_PERCENTILE,
+}
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+@dataclass
+class Firing:
+    """A correlation that fired: its rule, group, the matched events in the window and the aggregate value."""
+
+    rule: SigmaCorrelationRule
+    group: dict[str, Any]
+    events: list[dict[str, Any]]
+    value: float
+    start: float
+    end: float
+
+
+@dataclass
+class _Window:
+    entries: deque = field(default_factory=deque)  # (ts, ref index, value, event)
+    values: Counter = field(default_factory=Counter)
+    last: float = 0.0
+
+
+class Correlation:
+    """One correlation rule's state."""
+
+    def __init__(self, rule: SigmaCorrelationRule, ref_ids: list[str], max_groups: int, max_entries: int) -> None:
+        if rule.type not in SUPPORTED:
+            raise ValueError(f"correlation type {rule.type} not supported")
+        self.rule = rule
+        self.ref_ids = ref_ids
+        self.span = float(rule.timespan.seconds)
+        self.group_by = list(rule.group_by or [])
+        cond = rule.condition
+        self.op = OPS[cond.op] if rule.type not in (SigmaCorrelationType.TEMPORAL,
+                                                    SigmaCorrelationType.TEMPORAL_ORDERED) or cond else None
+        self.count = getattr(cond, "count", None)
+        fr = getattr(cond, "fieldref", None)
+        self.fieldref = fr[0] if isinstance(fr, list) else fr
+        self.percentile = getattr(cond, "percentile", None)
+        # alias -> {ref index -> field}
+        self.aliases: dict[str, dict[int, str]] = {}
+        for alias in rule.aliases:
+            m = {}
+            for ref, fname in alias.mapping.items():
+                rid = _ref_id(ref)
+                if rid in ref_ids:
+                    m[ref_ids.index(rid)] = fname
+            self.aliases[alias.alias] = m
+        self.groups: OrderedDict[tuple, _Window] = OrderedDict()
+        self.max_groups = max_groups
+        self.max_entries = max_entries
+        self.late = 0
+        self.evicted = 0
+
+    def _field(self, name: str, ref: int) -> str:
+        m = self.aliases.get(name)
+        return m.get(ref, name) if m else name
+
+    def feed(self, event: dict[str, Any], ref: int, ts: float) -> Firing | None:
+        key_vals = {g: event.get(self._field(g, ref)) for g in self.group_by}
+        key = tuple(_hashable(key_vals[g]) for g in self.group_by)
+        w = self.groups.get(key)
+        if w is None:
+            w = self.groups[key] = _Window()
+            while len(self.groups) > self.max_groups:
+                self.groups.popitem(last=False)
+                self.evicted += 1
+        else:
+            self.groups.move_to_end(key)
+        if w.entries and ts < w.last - self.span:
+            self.late += 1
+            return None
+        w.last = max(w.last, ts)
+        value = event.get(self._field(self.fieldref, ref)) if self.fieldref else None
+        value = _hashable(value)
+        w.entries.append((ts, ref, value, event))
+        if self.fieldref:
+            w.values[value] += 1
+        lo = w.last - self.span
+        while w.entries and (w.entries[0][0] < lo or len(w.entries) > self.max_entries):
+            _, _, v, _ = w.entries.popleft()
+            if self.fieldref:
+                w.values[v] -= 1
+                if not w.values[v]:
+                    del w.values[v]
+        hit, agg = self._holds(w)
+        if not hit:
+            return None
+        entries = list(w.entries)
+        del self.groups[key]
+        return Firing(self.rule, {g: v for g, v in key_vals.items() if v is not None},
+                      [e for _, _, _, e in entries], agg, entries[0][0], entries[-1][0])
+
+    def _holds(self, w: _Window) -> tuple[bool, float]:
+        t = self.rule.type
+        if t == SigmaCorrelationType.EVENT_COUNT:
+            n = len(w.entries)
+            return self.op(n, self.count), n
+        if t == SigmaCorrelationType.VALUE_COUNT:
+            n = sum(1 for v in w.values if v is not None)
+            return self.op(n, self.count), n
+        if t in (SigmaCorrelationType.TEMPORAL, SigmaCorrelationType.TEMPORAL_ORDERED):
+            need = len(self.ref_ids)
+            if t == SigmaCorrelationType.TEMPORAL:
+                seen = len({r for _, r, _, _ in w.entries})
+            else:
+                seen = 0
+                for _, r, _, _ in w.entries:
+                    if r == seen:
+                        seen += 1
+                        if seen == need:
+                            break
+            if self.op is None or self.count is None:
+                return seen == need, seen
+            return seen == need and self.op(seen, self.count), seen
+        nums = [n for _, _, v, _ in w.entries if (n := _number(v)) is not None]
+        if not nums:
+            return False, 0.0
+        if t == SigmaCorrelationType.VALUE_SUM:
+            agg = float(sum(nums))
+        elif t == SigmaCorrelationType.VALUE_AVG:
+            agg = sum(nums) / len(nums)
+        elif t == SigmaCorrelationType.VALUE_MEDIAN:
+            agg = float(statistics.median(nums))
+        else:
+            p = self.percentile or 50
+            agg = float(statistics.quantiles(nums, n=100, method="inclusive")[p - 1]) if len(nums) > 1 and 0 < p < 100 \
+                else float(nums[0])
+        return self.op(agg, self.count), agg
+
+    def expire(self, watermark: float) -> None:
+        """Drop groups whose newest match is older than ``watermark - timespan``."""
+        stale = [k for k, w in self.groups.items() if w.last < watermark - self.span]
+        for k in stale:
+            del self.groups[k]
+
+    def size(self) -> tuple[int, int]:
+        return len(self.groups), sum(len(w.entries) for w in self.groups.values())
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ref_id(ref: Any) -> str:
+    r = ref.rule
+    return str(r.id or r.name or r.title)
+
+
+class CorrelationEngine:
+    """Feeds base-rule matches to every correlation rule that references them."""
+
+    def __init__(self, rules: list[SigmaCorrelationRule], max_groups: int = 10_000, max_entries: int = 1_000) -> None:
+        self.correlations: list[Correlation] = []
+        self.by_rule: dict[str, list[tuple[Correlation, int]]] = {}
+        self.failures: list[tuple[SigmaCorrelationRule, str]] = []
+        for r in rules:
+            try:
+                if any(isinstance(ref.rule, SigmaCorrelationRule) for ref in r.rules or []):
+                    raise ValueError("correlation of correlations is not supported")
+                ids = [_ref_id(ref) for ref in r.rules or []]
+                c = Correlation(r, ids, max_groups, max_entries)
+            except (ValueError, KeyError, AttributeError) as e:
+                self.failures.append((r, str(e)))
+                continue
+            self.correlations.append(c)
+            for i, rid in enumerate(ids):
+                self.by_rule.setdefault(rid, []).append((c, i))
+        self.watermark = 0.0
+        self._since_expire = 0
+
+    def referenced(self) -> set[str]:
+        return set(self.by_rule)
+
+    def feed(self, event: dict[str, Any], rule_id: str) -> list[Firing]:
+        targets = self.by_rule.get(rule_id)
+        if not targets:
+            return []
+        ts = event_time(event)
+        self.watermark = max(self.watermark, ts)
+        out = [f for c, ref in targets if (f := c.feed(event, ref, ts)) is not None]
+        self._since_expire += 1
+        if self._since_expire >= 10_000:
+            self.expire()
+        return out
+
+    def expire(self) -> None:
+        self._since_expire = 0
+        for c in self.correlations:
+            c.expire(self.watermark)
+
+    def stats(self) -> dict[str, int]:
+        groups = entries = late = evicted = 0
+        for c in self.correlations:
+            g, e = c.size()
+            groups, entries, late, evicted = groups + g, entries + e, late + c.late, evicted + c.evicted
+        return {"rules": len(self.correlations), "groups": groups, "entries": entries, "late": late,
+                "evicted_groups": evicted}
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """Event time in epoch seconds from ``@timestamp`` (0 when absent or unparsable)."""
+    ts = event.get("@timestamp")
+    if ts is None:
+        return 0.0
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    try:
+        return parse_ts(str(ts)).timestamp()
+    except ValueError:
+        return 0.0
