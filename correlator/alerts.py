@@ -1,0 +1,159 @@
+"""Alerts: Elastic-Security-shaped flat documents in ``soc.alert.*``, and folding of repeats per rule and group key.
+
+Folding: the first match of a rule for a group key opens an alert whose window starts at that event's time; later
+matches of the same rule *and the same key* within ``window`` seconds (event time) update that alert (count,
+end, ancestors) instead of adding one. Keys are independent: a noisy host never silences another. The alert uuid
+is sha256(rule id, group key, window start), so a replay of the same events upserts the same alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from correlator.events import to_utc_iso
+
+SEVERITY = {"informational": "low", "low": "low", "medium": "medium", "high": "high", "critical": "critical"}
+RISK = {"informational": 21, "low": 21, "medium": 47, "high": 73, "critical": 99}  # Elastic's defaults per severity
+# Fields that identify "who" in an event: the default group key of a base rule (those present are used).
+GROUP_FIELDS = ("host.name", "source.ip", "destination.ip", "user.name", "Computer", "winlog.computer_name")
+# Key fields of the triggering event copied under soc.alert.original_event.
+ORIGINAL_FIELDS = ("event.id", "event.dataset", "event.code", "event.action", "event.category", "event.module",
+                   "@timestamp", "log.file.path", "observer.name")
+MAX_ANCESTORS = 100
+
+_TACTICS = {
+    "reconnaissance", "resource_development", "initial_access", "execution", "persistence", "privilege_escalation",
+    "defense_evasion", "credential_access", "discovery", "lateral_movement", "collection", "command_and_control",
+    "exfiltration", "impact",
+}
+_TECH = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.I)
+
+
+def attack_threat(tags: Iterable[str]) -> list[dict[str, Any]]:
+    """ATT&CK tactics and techniques from Sigma tags (``attack.t1059.001``, ``attack.execution``)."""
+    tactics = [t.split(".", 1)[1] for t in tags if t.lower().startswith("attack.") and t.split(".", 1)[1] in _TACTICS]
+    techniques = [m.group(1).upper() for t in tags if (m := _TECH.match(t))]
+    if not tactics and not techniques:
+        return []
+    return [{
+        "framework": "MITRE ATT&CK",
+        "tactic": [{"name": t.replace("_", " ").title(), "reference": f"https://attack.mitre.org/tactics/{t}"}
+                   for t in tactics],
+        "technique": [{"id": t, "reference": "https://attack.mitre.org/techniques/" + t.replace(".", "/")}
+                      for t in techniques],
+    }]
+
+
+def techniques(tags: Iterable[str]) -> list[str]:
+    return [m.group(1).upper() for t in tags if (m := _TECH.match(t))]
+
+
+def alert_uuid(rule_id: str, key: tuple, window_start: str) -> str:
+    raw = json.dumps([rule_id, list(key), window_start], separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def group_of(event: dict[str, Any], fields: Iterable[str] = GROUP_FIELDS) -> dict[str, Any]:
+    return {f: event[f] for f in fields if event.get(f) is not None}
+
+
+def _key(group: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, json.dumps(v, default=str)) for k, v in group.items()))
+
+
+def build_alert(
+    rule: Any,
+    event: dict[str, Any],
+    group: dict[str, Any],
+    start: str,
+    reason: str,
+    events: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A new alert for ``rule`` (a RuleInfo) triggered by ``event`` (the last of ``events``)."""
+    events = events or [event]
+    level = (rule.level or "medium").lower()
+    alert: dict[str, Any] = {
+        "@timestamp": event.get("@timestamp") or start,
+        "event.kind": "signal",
+        "soc.alert.uuid": alert_uuid(rule.id, _key(group), start),
+        "soc.alert.status": "active",
+        "soc.alert.workflow_status": "open",
+        "soc.alert.severity": SEVERITY.get(level, "medium"),
+        "soc.alert.risk_score": RISK.get(level, 47),
+        "soc.alert.reason": reason,
+        "soc.alert.rule.uuid": rule.id,
+        "soc.alert.rule.name": rule.title,
+        "soc.alert.rule.description": rule.description,
+        "soc.alert.rule.tags": list(rule.tags),
+        "soc.alert.rule.references": list(rule.references),
+        "soc.alert.rule.level": level,
+        "soc.alert.rule.path": rule.path,
+        "soc.alert.rule.threat": attack_threat(rule.tags),
+        "soc.alert.ancestors": [e["event.id"] for e in events if e.get("event.id")][:MAX_ANCESTORS],
+        "soc.alert.suppression.docs_count": len(events),
+        "soc.alert.suppression.start": start,
+        "soc.alert.suppression.end": event.get("@timestamp") or start,
+        "soc.alert.suppression.terms": [{"field": k, "value": v} for k, v in group.items()],
+        "soc.alert.assignees": [],
+        "soc.alert.notes": [],
+    }
+    for f in ORIGINAL_FIELDS:
+        if event.get(f) is not None:
+            alert[f"soc.alert.original_event.{f.removeprefix('event.')}"] = event[f]
+    for f, v in group.items():
+        alert[f] = v
+    label = max((e.get("gov.label.level") for e in events if e.get("gov.label.level") is not None),
+                default=None, key=_label_rank)
+    if label is not None:
+        alert["gov.label.level"] = label
+    return alert
+
+
+def _label_rank(v: Any) -> Any:
+    return (0, v) if isinstance(v, (int, float)) else (1, str(v))
+
+
+class AlertFolder:
+    """Folds repeated matches per (rule, group key) within ``window`` seconds of event time into one alert."""
+
+    def __init__(self, window: float = 300.0, max_open: int = 100_000) -> None:
+        self.window = window
+        self.max_open = max_open
+        self.open: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def add(self, rule: Any, event: dict[str, Any], ts: float, group: dict[str, Any], reason: str,
+            events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Fold a match in; returns the new or updated alert (to upsert)."""
+        k = (rule.id, _key(group))
+        cur = self.open.get(k)
+        if cur is not None and cur[0] <= ts < cur[0] + self.window:
+            alert = cur[1]
+            batch = events or [event]
+            alert["soc.alert.suppression.docs_count"] += len(batch)
+            end = event.get("@timestamp")
+            if end and end > alert["soc.alert.suppression.end"]:
+                alert["soc.alert.suppression.end"] = end
+                alert["@timestamp"] = end
+            anc = alert["soc.alert.ancestors"]
+            for e in batch:
+                if len(anc) < MAX_ANCESTORS and e.get("event.id") and e["event.id"] not in anc:
+                    anc.append(e["event.id"])
+            self.open.move_to_end(k)
+            return alert
+        start = (events[0] if events else event).get("@timestamp") or to_utc_iso(ts)
+        alert = build_alert(rule, event, group, start, reason, events)
+        self.open[k] = (ts, alert)
+        self.open.move_to_end(k)
+        while len(self.open) > self.max_open:
+            self.open.popitem(last=False)
+        return alert
+
+    def expire(self, watermark: float) -> None:
+        """Forget alerts whose window ended before ``watermark`` (event time)."""
+        for k in [k for k, (t, _) in self.open.items() if t + self.window <= watermark]:
+            del self.open[k]
