@@ -12,6 +12,7 @@ from struct import error as StructError
 from .protocols import dns, http, ssh, tls
 
 MAX_BUFFER = 1 << 20
+MAX_HELD = 64  # out-of-order segments held per direction
 Out = list[tuple[int, str, dict, float]]
 
 
@@ -19,7 +20,7 @@ class TcpApp:
     """Application state of one TCP flow."""
 
     __slots__ = ("proto", "bufs", "next_seq", "skip", "mode", "pending", "tls_readers", "client_hello", "banners",
-                 "done", "gaps")
+                 "done", "gaps", "held")
 
     def __init__(self) -> None:
         self.proto: str | None = None
@@ -33,28 +34,47 @@ class TcpApp:
         self.banners: list[str | None] = [None, None]
         self.done = False
         self.gaps = 0
+        self.held: list[dict[int, bytes]] = [{}, {}]
 
     def syn(self, direction: int, seq: int) -> None:
         self.next_seq[direction] = (seq + 1) & 0xFFFFFFFF
 
     def feed(self, direction: int, seq: int, payload: bytes, ts: float, sport: int, dport: int) -> Out:
-        """Add one segment's payload (in sequence order; retransmissions trimmed, gaps reset the stream)."""
+        """Add one segment's payload: in-order data is parsed, retransmitted bytes are trimmed, segments ahead of a
+        hole are held (up to MAX_HELD) until it fills, else the stream restarts after the hole."""
         nxt = self.next_seq[direction]
-        self.next_seq[direction] = (seq + len(payload)) & 0xFFFFFFFF
         if nxt is not None:
             ahead = (seq - nxt) & 0xFFFFFFFF
             if ahead >= 0x80000000:  # starts before what we have: retransmission or overlap
                 behind = 0x100000000 - ahead
                 if behind >= len(payload):
-                    self.next_seq[direction] = nxt
                     return []
-                payload = payload[behind:]
+                payload, seq = payload[behind:], nxt
             elif ahead:
-                self.gaps += 1  # lost data: the stream restarts here
+                held = self.held[direction]
+                if len(held) < MAX_HELD:
+                    held.setdefault(seq, payload)
+                    return []
+                self.gaps += 1  # too much missing: restart the stream after the hole
+                held.clear()
                 self.bufs[direction].clear()
                 self.skip[direction] = 0
                 if self.proto == "http":
                     self.mode[direction] = "head"
+        out = self._deliver(direction, payload, ts, sport, dport)
+        nxt = self.next_seq[direction] = (seq + len(payload)) & 0xFFFFFFFF
+        held = self.held[direction]
+        while held and not self.done:
+            more = held.pop(nxt, None)
+            if more is None:
+                break
+            out += self._deliver(direction, more, ts, sport, dport)
+            nxt = self.next_seq[direction] = (nxt + len(more)) & 0xFFFFFFFF
+        return out
+
+    def _deliver(self, direction: int, payload: bytes, ts: float, sport: int, dport: int) -> Out:
+        if self.done:
+            return []
         if self.proto is None:
             self.proto = _detect(payload, sport, dport)
             if self.proto is None:
@@ -157,6 +177,8 @@ class TcpApp:
                     break
                 fields, used, body = parsed
                 req, rts = self.pending.pop(0) if self.pending else ({}, ts)
+                if req.get("http.request.method") == "HEAD":
+                    body = 0
                 req.update(fields)
                 out.append((1 - direction, "http", req, rts))
             elif http.looks_like_request(bytes(buf[:32])):
@@ -165,11 +187,17 @@ class TcpApp:
                     break
                 fields, used, body = parsed
                 self.pending.append((fields, ts))
-            else:
-                raise ValueError("not an HTTP message")
+            else:  # not HTTP (or a body we could not delimit): stop following this direction
+                self.mode[direction] = "off"
+                buf.clear()
+                break
             del buf[:used]
-            if body == -1:
+            if body == http.CHUNKED:
                 self.mode[direction] = "chunked"
+            elif body == http.UNTIL_CLOSE:
+                self.mode[direction] = "off"
+                buf.clear()
+                break
             elif body:
                 if body >= len(buf):
                     self.skip[direction] = body - len(buf)
@@ -196,7 +224,7 @@ def _detect(payload: bytes, sport: int, dport: int) -> str | None:
         return "tls"
     if payload.startswith(b"SSH-"):
         return "ssh"
-    if payload.startswith(b"HTTP/1.") or (http.looks_like_request(payload) and b" HTTP/" in payload[:8192]):
+    if http.is_http(payload, sport, dport):
         return "http"
     if sport == 53 or dport == 53:
         return "dns"

@@ -8,7 +8,14 @@ from typing import Any
 
 import yaml
 
-from sensors.compliance.rules import Rule, RuleSyntaxError, parse_rule, substitute, variables_in
+from sensors.compliance.rules import (
+    Rule,
+    RuleSyntaxError,
+    check_tls_target,
+    parse_rule,
+    substitute,
+    variables_in,
+)
 
 SEVERITIES = ("low", "medium", "high", "critical")
 CONDITIONS = ("all", "any", "none")
@@ -129,15 +136,18 @@ class _Ctx:
         return value
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file. Raises PolicyError (file, line, field) or OSError."""
+def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Policy:
+    """Read and validate a policy file. Raises PolicyError (file, line, field) or OSError.
+
+    `overrides` replaces the values of policy variables (`{"$tls_endpoint": "127.0.0.1:8443"}`).
+    """
     path = str(path)
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    return parse_policy(text, path)
+    return parse_policy(text, path, overrides)
 
 
-def parse_policy(text: str, file: str = "<policy>") -> Policy:
+def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | None = None) -> Policy:
     ctx = _Ctx(file)
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
@@ -164,6 +174,10 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
             if not isinstance(value, str | int):
                 raise ctx.fail(raw.lines[name], f"variables.{name}", "value must be a string")
             variables[name] = str(value)
+    for name, value in (overrides or {}).items():
+        if not name.startswith("$"):
+            raise ctx.fail(0, f"variables.{name}", "override names start with '$'")
+        variables[name] = value
 
     requirements = None
     if top.get("requirements") is not None:
@@ -224,7 +238,13 @@ def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str,
         for var in variables_in(rule.location) if rule.type != "c" else ():  # shell `$x` stays the shell's
             if not any(var.startswith(name) for name in variables):
                 raise ctx.fail(line, f"{fld}.rules[{j}]", f"undefined variable {var}")
-        rules.append(rule.with_location(substitute(rule.location, variables)))
+        rule = rule.with_location(substitute(rule.location, variables))
+        if rule.type == "tls":
+            try:
+                check_tls_target(rule.location)
+            except RuleSyntaxError as exc:
+                raise ctx.fail(line, f"{fld}.rules[{j}]", str(exc)) from exc
+        rules.append(rule)
     compliance: dict[str, list[str]] = {}
     if m.get("compliance") is not None:
         raw = m["compliance"]

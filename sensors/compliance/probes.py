@@ -327,7 +327,7 @@ class Probes:
         if "pam_unix.so" in modules:
             args = modules["pam_unix.so"]
             policy["hash"] = next((a for a in args if a in _PAM_UNIX_HASHES), "default")
-            policy.update({k: v for k, v in _pam_args(args).items() if k == "remember"})
+            policy["remember"] = _pam_args(args).get("remember", "0")
         if "pam_pwhistory.so" in modules:
             policy["remember"] = _pam_args(modules["pam_pwhistory.so"]).get("remember", "10")
         self._cache[("_pw", "")] = policy  # type: ignore[assignment]

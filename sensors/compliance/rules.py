@@ -49,6 +49,12 @@ class Rule:
         return Rule(self.text, self.negated, self.type, location, self.file, self.content)
 
 
+def check_tls_target(location: str) -> None:
+    """TLS rules may only probe loopback services (raises RuleSyntaxError otherwise)."""
+    if not _LOCAL_TLS.match(location):
+        raise RuleSyntaxError(f"tls rules probe loopback services only (127.0.0.1:PORT), got {location!r}")
+
+
 def variables_in(text: str) -> list[str]:
     return _VAR.findall(text)
 
@@ -121,8 +127,8 @@ def parse_rule(text: str, regex_type: str = "osregex") -> Rule:
         raise RuleSyntaxError(f"rule {text!r} names no process")
     if kind == "c" and content_text is None:
         raise RuleSyntaxError("command rules only allow content checks: 'c:COMMAND -> PATTERN'")
-    if kind == "tls" and not _LOCAL_TLS.match(location):
-        raise RuleSyntaxError(f"tls rules probe loopback services only (127.0.0.1:PORT), got {location!r}")
+    if kind == "tls" and "$" not in location:
+        check_tls_target(location)
     if kind == "port" and location not in ("", "all", "tcp", "udp", "tcp4", "tcp6", "udp4", "udp6"):
         raise RuleSyntaxError(f"port rules take tcp, udp, tcp4, tcp6, udp4, udp6 or all, got {location!r}")
     content = parse_content(content_text, regex_type) if content_text is not None else None

@@ -6,10 +6,23 @@ METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 MAX_HEAD = 65536
 
 
+PORTS = frozenset({80, 81, 3128, 8000, 8008, 8080})
+
+
 def looks_like_request(buf: bytes) -> bool:
-    """True when buf starts like an HTTP/1.x request line (`TOKEN SP`)."""
-    sp = buf.find(b" ", 0, 24)
-    return sp > 0 and all(ch in METHOD_CHARS for ch in buf[:sp])
+    """True when buf starts like an HTTP/1.x request line: a method token then SP or end of line."""
+    end = 0
+    while end < len(buf) and end < 24 and buf[end] in METHOD_CHARS:
+        end += 1
+    return end > 0 and (end == len(buf) or buf[end] in b" \r\n")
+
+
+def is_http(buf: bytes, sport: int, dport: int) -> bool:
+    """HTTP on any port when the first line names an HTTP/1 version; on HTTP ports any method-like line."""
+    line = buf[:buf.find(b"\n", 0, 8192) + 1 or 8192]
+    if buf.startswith(b"HTTP/1.") or (looks_like_request(buf) and b" HTTP/1." in line):
+        return True
+    return sport in PORTS or dport in PORTS  # odd request lines still get their responses parsed
 
 
 def _head(buf: bytes) -> tuple[list[bytes], int] | None:
@@ -33,14 +46,17 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
     return out
 
 
-def _body_length(headers: dict[str, str]) -> int:
-    """Body bytes to skip after the head; -1 for chunked."""
+CHUNKED, UNTIL_CLOSE = -1, -2
+
+
+def _body_length(headers: dict[str, str], default: int = 0) -> int:
+    """Body bytes to skip after the head; CHUNKED, or `default` when no length is given."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return -1
+        return CHUNKED
     try:
-        return max(0, int(headers.get("content-length", "0")))
-    except ValueError:
-        return 0
+        return max(0, int(headers["content-length"]))
+    except (KeyError, ValueError):
+        return default
 
 
 def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
@@ -49,13 +65,12 @@ def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
     if head is None:
         return None
     lines, used = head
-    parts = lines[0].decode("latin-1").split(" ")
-    if len(parts) < 2:
-        raise ValueError("bad HTTP request line")
-    method, uri = parts[0], parts[1]
-    version = parts[2] if len(parts) > 2 else "HTTP/0.9"
+    method, _, rest = lines[0].decode("latin-1").partition(" ")
+    uri, _, version = rest.partition(" ")  # tshark's reading of odd lines: "GET /HTTP/1.1" has URI "/HTTP/1.1"
     headers = _headers(lines[1:])
-    ev: dict = {"http.request.method": method, "url.original": uri, "http.version": version.partition("/")[2]}
+    ev: dict = {"http.request.method": method, "url.original": uri}
+    if version.startswith("HTTP/"):
+        ev["http.version"] = version[5:]
     path, _, query = uri.partition("?")
     if "://" in path:  # absolute-form (proxy requests)
         path = "/" + path.split("://", 1)[1].partition("/")[2]
@@ -79,7 +94,8 @@ def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
 
 
 def parse_response(buf: bytes) -> tuple[dict, int, int] | None:
-    """Parse a response head at the start of buf: (fields, head length, body length or -1 chunked) or None."""
+    """Parse a response head at the start of buf: (fields, head length, body length | CHUNKED | UNTIL_CLOSE)
+    or None while incomplete."""
     head = _head(buf)
     if head is None:
         return None
@@ -91,7 +107,7 @@ def parse_response(buf: bytes) -> tuple[dict, int, int] | None:
     ev: dict = {"http.response.status_code": int(parts[1])}
     if "content-type" in headers:
         ev["http.response.mime_type"] = headers["content-type"].partition(";")[0]
-    body = _body_length(headers)
+    body = _body_length(headers, UNTIL_CLOSE)
     if int(parts[1]) in (204, 304) or 100 <= int(parts[1]) < 200:
         body = 0
     if body > 0:
