@@ -1,5 +1,216 @@
-"""soc sensor: (being built)."""
+"""soc sensor: read pcap/pcapng files or capture live, turning packets into ECS events in the store."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="(sensor: being built)", no_args_is_help=True)
+from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
+from sensors.engine import Sensor
+from soc_cli.common import (ExitCode, JsonOpt, StoreOpt, console, die, err_console, get_store, make_progress,
+                            print_ndjson, state)
+from soc_cli.wiring import build_pipeline
+
+app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.",
+                  no_args_is_help=True)
+
+BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (via scapy).")]
+NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.name (default: config sensor.name, "
+                                                                   "else the host name).")]
+HomeOpt = Annotated[str | None, typer.Option("--home-net", help="Comma-separated CIDRs of the protected networks; "
+                                                                "sets network.direction (default: config home_net).")]
+
+
+def _options(sensor_name: str | None, home_net: str | None) -> tuple[str | None, list[str]]:
+    cfg = (state.get("config") or {}).get("sensor", {}) or {}
+    name = sensor_name or cfg.get("name")
+    nets = home_net if home_net is not None else cfg.get("home_net", "")
+    nets_list = nets.split(",") if isinstance(nets, str) else list(nets)
+    return name, [n for n in (x.strip() for x in nets_list) if n]
+
+
+def _make_sensor(name: str | None, nets: list[str], source: str | None) -> Sensor:
+    try:
+        return Sensor(sensor_name=name, home_net=nets, source=source)
+    except ValueError as exc:
+        die(f"--home-net: {exc}")
+
+
+def _bpf(expression: str | None) -> BpfFilter | None:
+    if not expression:
+        return None
+    try:
+        return BpfFilter(expression)
+    except (ValueError, ImportError, OSError) as exc:
+        die(f"--bpf: {exc}")
+
+
+def _summary(stats: dict, run: dict) -> None:
+    ev = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "none"
+    err_console.print(
+        f"{stats.get('file', 'capture')}: {stats['packets_read']} packets read, {stats['packets_decoded']} decoded, "
+        f"{stats['malformed']} malformed, {stats['truncated']} truncated, {stats['unknown_link_type']} unknown link "
+        f"type, {stats['fragments']} fragments; flows emitted {stats['flows_emitted']}, evicted "
+        f"{stats['flows_evicted']}; events: {ev}", highlight=False)
+    if run:
+        err_console.print(f"store: {run['written']} new, {run['duplicates']} already stored, "
+                          f"{run['spooled_events']} spooled, {run['alerts']} alerts", highlight=False)
+
+
+@app.command("pcap")
+def pcap(
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", show_default=False)],
+    store: StoreOpt = None,
+    bpf: BpfOpt = None,
+    sensor_name: NameOpt = None,
+    home_net: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
+
+    Example: soc sensor pcap trace.pcap --store sqlite:///tmp/soc.db --home-net 10.0.0.0/8
+    """
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        die(f"no such file: {', '.join(missing)}")
+    name, nets = _options(sensor_name, home_net)
+    flt = _bpf(bpf)
+    st = get_store(store)
+    pipeline = build_pipeline(st)
+    per_file: list[dict] = []
+    errors: list[str] = []
+    total = sum(file_size(str(f)) for f in files)
+
+    def events() -> Iterator[dict]:
+        with make_progress(total, "Reading", enabled=not json_out) as bar:
+            for f in files:
+                path = str(f.resolve())
+                sensor = _make_sensor(name, nets, path)
+                fstats: dict = {}
+
+                def records(path: str = path, fstats: dict = fstats) -> Iterator[Record]:
+                    src = read_file(path, fstats)
+                    if flt is not None:
+                        src = flt.apply(src)
+                    done = 0
+                    try:
+                        for n, rec in enumerate(src, 1):
+                            done += len(rec[1]) + 16
+                            if n % 2000 == 0:
+                                bar.advance(done)
+                                done = 0
+                            yield rec
+                    except CaptureError as exc:
+                        errors.append(str(exc))
+                        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                    bar.advance(done)
+
+                yield from sensor.run(records())
+                stats = sensor.stats() | {"file": path, "file_truncated_records": fstats.get("file_truncated", 0)}
+                if flt is not None:
+                    stats["bpf"] = flt.expression
+                per_file.append(stats)
+
+    try:
+        run = pipeline.run(events()).as_dict()
+    finally:
+        st.close()
+    for stats in per_file:
+        if json_out:
+            print_ndjson({"type": "file"} | stats)
+        else:
+            _summary(stats, {})
+    if json_out:
+        print_ndjson({"type": "summary", "files": len(files), "errors": errors} | run)
+    else:
+        _summary({"file": "total", **_total(per_file)}, run)
+    if errors:
+        raise typer.Exit(ExitCode.FAILURE if per_file else ExitCode.USAGE)
+    if run["spooled_events"] or run.get("spooled_alerts"):
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+def _total(per_file: list[dict]) -> dict:
+    out: dict = {"events": {}}
+    for stats in per_file:
+        for k, v in stats.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+        for k, v in stats["events"].items():
+            out["events"][k] = out["events"].get(k, 0) + v
+    for k in ("packets_read", "packets_decoded", "malformed", "truncated", "unknown_link_type", "fragments",
+              "flows_emitted", "flows_evicted"):
+        out.setdefault(k, 0)
+    return out
+
+
+@app.command("live")
+def live_capture(
+    iface: Annotated[str, typer.Option("--iface", "-i", help="Interface to capture on.")],
+    store: StoreOpt = None,
+    bpf: BpfOpt = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="Stop after S seconds.")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Stop after N packets.")] = None,
+    sensor_name: NameOpt = None,
+    home_net: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; open flows
+    are flushed on stop and kernel drops are reported.
+
+    Example: soc sensor live --iface eth0 --bpf "not port 22" --duration 60
+    """
+    if duration is not None and count is not None:
+        die("give --duration or --count, not both")
+    name, nets = _options(sensor_name, home_net)
+    if bpf:
+        _bpf(bpf)  # validate the syntax before opening the socket
+    sensor = _make_sensor(name, nets, None)
+    sensor.base["observer.ingress.interface.name"] = iface
+    stopping = {"signal": None}
+    deadline = time.monotonic() + duration if duration is not None else None
+    seen = {"n": 0}
+
+    def stop() -> bool:
+        return bool(stopping["signal"]) or (deadline is not None and time.monotonic() >= deadline) or (
+            count is not None and seen["n"] >= count)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    cap_stats: dict = {}
+
+    def records() -> Iterator[Record]:
+        try:
+            for rec in live(iface, bpf, stop, cap_stats):
+                seen["n"] += 1
+                yield rec
+                if stop():
+                    return
+        except (OSError, PermissionError) as exc:
+            cap_stats["error"] = f"{iface}: {exc}"
+
+    st = get_store(store)
+    try:
+        run = build_pipeline(st).run(sensor.run(records())).as_dict()
+    finally:
+        st.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    stats = sensor.stats() | {"interface": iface, "kernel_drops": cap_stats.get("kernel_drops", 0),
+                              "stopped_by": stopping["signal"] or ("count" if count else "duration")}
+    if json_out:
+        print_ndjson({"type": "capture"} | stats | {"store": run})
+    else:
+        _summary(stats | {"file": iface}, run)
+        console.print(f"kernel drops: {stats['kernel_drops']}", highlight=False)
+    if "error" in cap_stats:
+        die(cap_stats["error"], ExitCode.FAILURE)
+    if run["spooled_events"]:
+        raise typer.Exit(ExitCode.PARTIAL)
