@@ -1,5 +1,228 @@
-"""soc compliance: (being built)."""
+"""soc compliance: scan hosts against SCA-format policies, validate policies, roll scores up by organization."""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.table import Table
 
-app = typer.Typer(help="(compliance: being built)", no_args_is_help=True)
+from correlator.pipeline import Pipeline
+from correlator.query import Query, Term
+from correlator.store import StoreUnavailable
+from sensors.compliance import PolicyError, Scanner, load_policy
+from sensors.compliance.events import DATASET, StateChangeDetector, to_events
+from sensors.compliance.policy import SEVERITIES
+from sensors.compliance.report import rollup, summary, to_html, to_markdown
+from sensors.compliance.scanner import FAILED, PASSED
+from soc_cli.common import (
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    get_store,
+    make_progress,
+    print_event,
+    print_ndjson,
+    warn,
+)
+
+app = typer.Typer(help="Compliance scans: SCA-format policies checked read-only against a host or a mounted tree.",
+                  no_args_is_help=True)
+
+BASELINE = Path(__file__).resolve().parent.parent / "rules" / "compliance" / "national_baseline.yml"
+_STYLE = {PASSED: "green", FAILED: "red", "not applicable": "dim", "error": "yellow"}
+
+
+class Format(StrEnum):
+    md = "md"
+    html = "html"
+
+
+class Severity(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class By(StrEnum):
+    org = "org"
+    host = "host"
+
+
+def _load(path: Path, overrides: dict[str, str] | None = None):
+    try:
+        return load_policy(path, overrides)
+    except PolicyError as exc:
+        die(str(exc))
+    except OSError as exc:
+        die(f"{path}: cannot read policy: {exc.strerror or exc}")
+
+
+def _previous(store, host: str, policy_id: str) -> tuple[dict[int, str], str | None]:
+    """Check results of the latest stored scan of this host and policy (empty when none or unreachable)."""
+    q = Query((Term("event.dataset", DATASET), Term("host.name", host), Term("soc.compliance.policy.id", policy_id)))
+    try:
+        events = store.search_events(q, limit=20000)
+    except StoreUnavailable as exc:
+        warn(f"store unavailable, state changes not compared: {exc}")
+        return {}, None
+    if not events:
+        return {}, None
+    latest = max(events, key=lambda e: (e["@timestamp"], e["soc.compliance.scan.id"]))["soc.compliance.scan.id"]
+    return ({e["soc.compliance.check.id"]: e["soc.compliance.check.result"] for e in events
+             if e["soc.compliance.scan.id"] == latest}, latest)
+
+
+@app.command()
+def scan(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy file (SCA YAML). Default: national baseline.")]
+    = BASELINE,
+    root: Annotated[Path, typer.Option("--root", help="Scan this tree as if it were / (mounted image, fixture).")]
+    = Path("/"),
+    org: Annotated[str | None, typer.Option("--org", help="Organization (ministry) the host belongs to.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Host name (default: this host, or the root's name).")]
+    = None,
+    json_out: JsonOpt = False,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Write a report: md or html.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report file (default: stdout).")] = None,
+    fail_on: Annotated[Severity, typer.Option("--fail-on", help="Exit 1 if a check at/above this severity failed.")]
+    = Severity.low,
+    allow_commands: Annotated[bool, typer.Option("--allow-commands", help="Run `c:` command rules (live host).")]
+    = False,
+    probe_tls: Annotated[bool | None, typer.Option("--probe-tls/--no-probe-tls",
+                                                   help="Probe 127.0.0.1 TLS services (default: only without --root).")]
+    = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Override a policy variable: '$name=value'.")]
+    = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Do not record results in the store.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Scan a host (or --root tree) read-only; store results as `compliance.check` state events.
+
+    Example: soc compliance scan --root /mnt/img --org MinFin --host web01 --format md -o web01.md
+    """
+    if json_out and fmt:
+        die("--json and --format are exclusive")
+    if output and not fmt:
+        die("--output needs --format md|html")
+    if not root.is_dir():
+        die(f"{root}: --root is not a directory")
+    overrides = {}
+    for item in var or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("$"):
+            die(f"--var {item!r}: expected '$name=value'")
+        overrides[name] = value
+    pol = _load(policy, overrides)
+    live = str(root.resolve()) == "/"
+    host = host or (socket.gethostname() if live else root.resolve().name)
+    scanner = Scanner(str(root), allow_commands=allow_commands, probe_tls=probe_tls)
+    with make_progress(len(pol.checks), f"Scanning {host}", enabled=not json_out) as bar:
+        result = scanner.scan(pol, on_check=lambda _c: bar.advance())
+    events = to_events(result, host, org)
+
+    partial = False
+    if not no_store:
+        st = get_store(store)
+        try:
+            previous, prev_scan = _previous(st, host, pol.id)
+            detector = StateChangeDetector(previous, prev_scan)
+            stats = Pipeline(st, detectors=[detector]).run(events)
+            partial = stats.spooled or bool(stats.rejected)
+            for err in stats.errors[:5]:
+                warn(err)
+            if not json_out and not (fmt and not output):
+                console.print(f"stored {stats.written} results ({stats.duplicates} already stored), "
+                              f"{stats.alerts} state-change alerts", highlight=False)
+        finally:
+            st.close()
+
+    if json_out:
+        for ev in events:
+            print_event(ev)
+    elif fmt:
+        text = to_markdown(result, host, org) if fmt is Format.md else to_html(result, host, org)
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            typer.echo(text, nl=False)
+    else:
+        _print_table(result, host, org)
+    threshold = SEVERITIES.index(fail_on.value)
+    if any(r.status == FAILED and SEVERITIES.index(r.check.severity) >= threshold for r in result.results):
+        raise typer.Exit(ExitCode.FAILURE)
+    if partial:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+def _print_table(result, host: str, org: str | None) -> None:
+    table = Table(title=f"{result.policy.name} — {host}" + (f" ({org})" if org else ""))
+    for col in ("ID", "Severity", "Result", "Check", "Reason"):
+        table.add_column(col)
+    for r in result.results:
+        style = _STYLE.get(r.status, "")
+        table.add_row(str(r.check.id), r.check.severity, f"[{style}]{r.status}[/]", r.check.title, r.reason)
+    console.print(table)
+    s = summary(result, host, org)
+    score = "n/a" if s["score"] is None else f"{s['score']}%"
+    console.print(f"score {score}: {s['passed']} passed, {s['failed']} failed, {s['not_applicable']} not "
+                  f"applicable, {s['error']} errors", highlight=False)
+
+
+@app.command()
+def validate(policies: Annotated[list[Path], typer.Argument(help="Policy files to check.")]) -> None:
+    """Check policy files; errors name file, line and field (exit 2 if any is invalid)."""
+    bad = 0
+    for path in policies:
+        try:
+            pol = load_policy(path)
+        except PolicyError as exc:
+            bad += 1
+            console.print(f"[red]invalid[/] {exc}", highlight=False)
+            continue
+        except OSError as exc:
+            bad += 1
+            console.print(f"[red]unreadable[/] {path}: {exc.strerror or exc}", highlight=False)
+            continue
+        console.print(f"[green]ok[/] {path}: policy {pol.id}, {len(pol.checks)} checks", highlight=False)
+    if bad:
+        raise typer.Exit(ExitCode.USAGE)
+
+
+@app.command()
+def report(
+    by: Annotated[By, typer.Option("--by", help="Roll up by organization or host.")] = By.org,
+    policy_id: Annotated[str | None, typer.Option("--policy-id", help="Only this policy id.")] = None,
+    json_out: JsonOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """Scores across hosts from the latest stored scan of each host (a national view per ministry)."""
+    clauses = [Term("event.dataset", DATASET)]
+    if policy_id:
+        clauses.append(Term("soc.compliance.policy.id", policy_id))
+    st = get_store(store)
+    try:
+        events = st.search_events(Query(tuple(clauses)), limit=10_000_000)
+    except StoreUnavailable as exc:
+        die(f"store unavailable: {exc}", ExitCode.FAILURE)
+    finally:
+        st.close()
+    rows = rollup(events, by.value)
+    if json_out:
+        for row in rows:
+            print_ndjson(row)
+        return
+    table = Table(title=f"Compliance by {by.value}")
+    for col in (by.value, "hosts", "scans", "score", "passed", "failed", "not applicable", "error"):
+        table.add_column(col)
+    for row in rows:
+        score = "n/a" if row["score"] is None else f"{row['score']}%"
+        table.add_row(row[by.value], str(row["hosts"]), str(row["scans"]), score, str(row["passed"]),
+                      str(row["failed"]), str(row["not_applicable"]), str(row["error"]))
+    console.print(table)

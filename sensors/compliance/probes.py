@@ -33,6 +33,7 @@ _SSHD_MULTI = {"port", "listenaddress", "hostkey", "acceptenv", "subsystem", "se
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/usr/lib/systemd/system", "/lib/systemd/system")
+UNIT_NOT_FOUND = "not-found"
 FIND_SKIP = ("/proc", "/sys", "/dev", "/run")
 PWQUALITY_DEFAULTS = {"minlen": "8", "minclass": "0", "dcredit": "0", "ucredit": "0", "lcredit": "0",
                       "ocredit": "0", "maxrepeat": "0", "dictcheck": "1", "enforcing": "1", "retry": "1"}
@@ -194,7 +195,7 @@ class Probes:
             break
         unit_file = next((f"{d}/{unit}" for d in UNIT_DIRS if self.fs.is_file(f"{d}/{unit}")), None)
         if unit_file is None:
-            return None
+            return [UNIT_NOT_FOUND]  # a known state, as `systemctl is-enabled` reports it
         for wants in self.fs.listdir("/etc/systemd/system"):
             if wants.endswith((".wants", ".requires")) and unit in self.fs.listdir(f"/etc/systemd/system/{wants}"):
                 return ["enabled"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sensors.compliance.osregex import compile_osmatch, compile_osregex
 from sensors.compliance.policy import Check, Policy
-from sensors.compliance.probes import Probes
+from sensors.compliance.probes import UNIT_NOT_FOUND, Probes
 from sensors.compliance.rootfs import RootFS, Unreadable
 from sensors.compliance.rules import Minterm, Rule
 
@@ -153,11 +153,20 @@ class Scanner:
                 continue
             if lines is None:
                 if content is not None:
-                    result, reason = INVALID, reason or f"{_NAMES[kind]} {target or '(default)'} not found"
+                    result, reason = INVALID, reason or self._missing(kind, target)
+                continue
+            if content is None and lines == [UNIT_NOT_FOUND] and kind == "svc":
                 continue
             if content is None or any(line_matches(line, content) for line in lines):
                 return FOUND, ""
         return result, reason
+
+    def _missing(self, kind: str, target: str) -> str:
+        if kind == "sshd" and not self.fs.is_file("/etc/ssh/sshd_config"):
+            return "no /etc/ssh/sshd_config (is openssh-server installed?)"
+        if kind == "sshd":
+            return f"sshd keyword {target} is neither configured nor a known default"
+        return f"{_NAMES[kind]} {target} not found"
 
     def _directory(self, rule: Rule) -> tuple[int, str]:
         result, reason = NOT_FOUND, ""
