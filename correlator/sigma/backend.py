@@ -66,9 +66,31 @@ class Lowered(dict):
         self.e = e
 
     def __missing__(self, k: str) -> str | tuple[str, ...] | None:
-        v = lower_value(self.e.get(k))
+        e = self.e
+        v = lower_value(e[k] if k in e else field_value(e, k))
         self[k] = v
         return v
+
+
+def field_value(e: dict[str, Any], k: str) -> Any:
+    """Value of dotted field ``k``: the flat key, else the sub-field of a list of objects (``dns.answers.data``
+    from ``dns.answers: [{"data": ..}]``, as Elasticsearch flattens object arrays). None when absent."""
+    v = e.get(k)
+    if v is not None or "." not in k:
+        return v
+    i = k.rfind(".")
+    while i > 0:
+        parent = e.get(k[:i])
+        if type(parent) is list:
+            sub = k[i + 1:].split(".")
+            out = []
+            for item in parent:
+                for part in sub:
+                    item = item.get(part) if type(item) is dict else None
+                out.extend(item if type(item) is list else [] if item is None else [item])
+            return out or None
+        i = k.rfind(".", 0, i)
+    return None
 
 
 def lower_value(v: Any) -> str | tuple[str, ...] | None:
@@ -196,6 +218,7 @@ def _keyword_raw(e: dict[str, Any], pred: Any) -> bool:
 
 RUNTIME: dict[str, Any] = {
     "_any": _any,
+    "_fv": field_value,
     "_fieldref": _fieldref,
     "_keyword": _keyword,
     "_keyword_raw": _keyword_raw,
@@ -393,19 +416,19 @@ class _Gen:
         f = n[1]
         if kind == "re":
             p = self.const("re_pred", n[2], n[3])
-            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, e.get({f!r}))"
+            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, _fv(e, {f!r}))"
         if kind == "cidr":
-            return f"_any({self.const('cidr_pred', n[2])}, e.get({f!r}))"
+            return f"_any({self.const('cidr_pred', n[2])}, _fv(e, {f!r}))"
         if kind == "cmp":
-            return f"_any({self.const('cmp_pred', n[2], n[3])}, e.get({f!r}))"
+            return f"_any({self.const('cmp_pred', n[2], n[3])}, _fv(e, {f!r}))"
         if kind == "ts":
-            return f"_any({self.const('ts_pred', n[2].name, n[3])}, e.get({f!r}))"
+            return f"_any({self.const('ts_pred', n[2].name, n[3])}, _fv(e, {f!r}))"
         if kind == "fieldref":
             return f"_fieldref(l, {f!r}, {n[2]!r}, {n[3]!r})"
         if kind == "null":
             return f"(l[{f!r}] is None)"
         if kind == "exists":
-            return f"(e.get({f!r}) is not None)"
+            return f"(_fv(e, {f!r}) is not None)"
         raise SigmaFeatureNotSupportedByBackendError(f"condition node {kind}")  # pragma: no cover
 
     def str_pred(self, parts: tuple, cased: bool, var: str) -> str:
@@ -431,7 +454,7 @@ class _Gen:
     def str_expr(self, f: str | None, parts: tuple, cased: bool) -> str:
         if cased:  # compare the raw string
             p = self.const("pat_pred", parts, True)
-            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, e.get({f!r}))"
+            return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, _fv(e, {f!r}))"
         if f is None:
             return f"_keyword(l, {self.const('pat_pred', parts, False)})"
         t = self.str_pred(parts, False, "x")

@@ -45,6 +45,7 @@ class RuleInfo:
     logsource: dict[str, str] = field(default_factory=dict)
     path: str = ""
     output: bool = True  # False: only feeds correlation rules (generate: false)
+    tests_path: str | None = None  # the rule's regression_tests_path (SigmaHQ convention)
 
     @classmethod
     def of(cls, r: SigmaRule | SigmaCorrelationRule) -> RuleInfo:
@@ -62,6 +63,7 @@ class RuleInfo:
             logsource={k: v for k in ("product", "category", "service") if (v := getattr(ls, k, None))},
             path=rule_path(r),
             output=bool(getattr(r, "_output", True)),
+            tests_path=(getattr(r, "custom_attributes", None) or {}).get("regression_tests_path"),
         )
 
 

@@ -41,12 +41,26 @@ class RuleSet:
         return Counter(f.reason for f in self.failures)
 
 
+SKIP_DIRS = {"tests", "regression_data"}  # rule test data beside rules, not rules
+PLACEHOLDERS_FILE = "_placeholders.yml"
+
+
+def _is_rule_file(x: Path, root: Path) -> bool:
+    rel = x.relative_to(root).parts
+    return (x.suffix in (".yml", ".yaml") and not x.name.startswith("_") and x.is_file()
+            and not any(part in SKIP_DIRS or part.startswith(".") for part in rel[:-1]))
+
+
 def rule_files(paths: list[str | Path]) -> list[Path]:
-    """Every ``*.yml``/``*.yaml`` file under the given files or directories, sorted; missing paths raise."""
+    """Rule files (``*.yml``/``*.yaml``) under the given files or directories, sorted; missing paths raise.
+
+    In directories, files starting with ``_`` (e.g. ``_placeholders.yml``) and directories named ``tests`` or
+    ``regression_data`` are not rules and are skipped; a file named explicitly is always taken.
+    """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(x for x in p.rglob("*") if x.suffix in (".yml", ".yaml") and x.is_file()))
+            out.extend(sorted(x for x in p.rglob("*") if _is_rule_file(x, p)))
         elif p.is_file():
             out.append(p)
         else:
@@ -96,7 +110,8 @@ def load_rules(paths: list[str | Path]) -> RuleSet:
             rs.failures.append(RuleFailure(str(path), 1, "unreadable", str(e)))
             continue
         try:
-            col = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(path))
+            col = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(path),
+                                            resolve_references=False)
         except (yaml.YAMLError, SigmaError) as e:
             rs.failures.append(RuleFailure(str(path), error_line(path, text, e), failure_reason(e), _msg(e)))
             continue
@@ -107,18 +122,44 @@ def load_rules(paths: list[str | Path]) -> RuleSet:
                 rs.failures.append(RuleFailure(str(path), error_line(path, text, e), failure_reason(e), _msg(e)))
             else:
                 good.append(r)
-        collections.append(SigmaCollection(good))
-    merged = SigmaCollection.merge(collections) if collections else SigmaCollection([])
-    try:
-        merged.resolve_rule_references()
-    except SigmaError as e:  # a correlation rule names a rule that is not there
-        src = getattr(e, "source", None)
-        p = str(src.path) if isinstance(src, SigmaRuleLocation) else "?"
-        rs.failures.append(RuleFailure(p, getattr(src, "line", None) or 1, failure_reason(e), _msg(e)))
-        merged = SigmaCollection([r for r in merged.rules if not isinstance(r, SigmaCorrelationRule)])
+        collections.append(SigmaCollection(good, resolve_references=False))
+    merged = SigmaCollection.merge(collections, resolve_references=False) if collections else SigmaCollection([])
+    bad = []
+    for r in merged.rules:  # a correlation rule naming a rule that is not there fails alone
+        if isinstance(r, SigmaCorrelationRule):
+            try:
+                r.resolve_rule_references(merged)
+            except SigmaError as e:
+                p = rule_path(r)
+                text = Path(p).read_text(encoding="utf-8") if p else ""
+                rs.failures.append(RuleFailure(p, error_line(Path(p), text, e), failure_reason(e), _msg(e)))
+                bad.append(r)
+    if bad:
+        merged = SigmaCollection([r for r in merged.rules if all(r is not b for b in bad)], resolve_references=False)
+    merged.resolve_rule_references()
     for r in merged.rules:
         (rs.correlations if isinstance(r, SigmaCorrelationRule) else rs.rules).append(r)
     return rs
+
+
+def load_placeholders(paths: list[str | Path]) -> dict[str, list[str]]:
+    """Placeholder values for ``|expand``: the nearest ``_placeholders.yml`` in or above each path, merged."""
+    out: dict[str, list[str]] = {}
+    for p in map(Path, paths):
+        d = p.resolve() if p.is_dir() else p.resolve().parent
+        for cand in (d, *d.parents):
+            f = cand / PLACEHOLDERS_FILE
+            if f.is_file():
+                try:
+                    data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+                except yaml.YAMLError as e:
+                    raise ValueError(f"{f}: {e}") from None
+                if not isinstance(data, dict):
+                    raise ValueError(f"{f}:1: expected a mapping of placeholder name to list of values")
+                for k, v in data.items():
+                    out.setdefault(str(k), [str(x) for x in (v if isinstance(v, list) else [v])])
+                break
+    return out
 
 
 def _msg(e: BaseException) -> str:
