@@ -7,6 +7,7 @@ why). Nothing here allocates more than one small tuple per packet on the common 
 from __future__ import annotations
 
 from collections import OrderedDict
+from struct import error as StructError
 from struct import unpack_from
 from typing import NamedTuple
 
@@ -128,7 +129,7 @@ class PacketDecoder:
                         etype = (data[off + 2] << 8) | data[off + 3]
                         off += 4
                     vlans = tuple(tags)
-            elif linktype == LINK_NULL or linktype == LINK_LOOP:
+            elif linktype in (LINK_NULL, LINK_LOOP):
                 fam = unpack_from("<I" if linktype == LINK_NULL else ">I", data, 0)[0]
                 if fam > 0xFFFF:  # written on the other endianness
                     fam = int.from_bytes(data[0:4], "big" if linktype == LINK_NULL else "little")
@@ -143,7 +144,7 @@ class PacketDecoder:
             else:
                 c["unknown_link"] += 1
                 return None
-        except IndexError:
+        except (IndexError, StructError):
             c["truncated"] += 1
             return None
         if etype == ETH_IPV4:
@@ -257,7 +258,7 @@ class PacketDecoder:
             stop = pos + ulen if 8 <= ulen <= avail else end
             return Decoded(version, src, dst, proto, sport, dport, vlans, 0, 0, data[pos + 8:stop],
                            l4len, truncated or ulen > avail)
-        if proto == ICMP or proto == ICMPV6:
+        if proto in (ICMP, ICMPV6):
             if avail < 4:
                 c["truncated"] += 1
                 return None

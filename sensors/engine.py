@@ -14,7 +14,6 @@ import ipaddress
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
-
 from struct import error as StructError
 
 from communityid import CommunityID, FlowTuple
@@ -100,7 +99,7 @@ class Sensor:
                 elif proto == UDP:
                     if d.payload and (d.dport in dns.PORTS or d.sport in dns.PORTS):
                         self._udp_dns(flow, direction, d.payload, ts)
-                elif proto == ICMP or proto == ICMPV6:
+                elif proto in (ICMP, ICMPV6):
                     self._icmp(flow, direction, d.sport, d.dport, d.l4len, ts)
                 if out:
                     yield from out

@@ -72,7 +72,7 @@ class FlowTable:
         """(normalised key, True when the packet goes from the lower to the higher endpoint)."""
         src, dst, sport, dport = d.src, d.dst, d.sport, d.dport
         proto = d.proto
-        if proto == ICMP or proto == ICMPV6:
+        if proto in (ICMP, ICMPV6):
             pair = ECHO[proto].get(sport)
             if pair is None:  # not request/reply: a one-way flow per type/code
                 return (proto, src, dst, sport, dport, d.vlans), True

@@ -12,8 +12,18 @@ import typer
 
 from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
 from sensors.engine import Sensor
-from soc_cli.common import (ExitCode, JsonOpt, StoreOpt, console, die, err_console, get_store, make_progress,
-                            print_ndjson, state)
+from soc_cli.common import (
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    err_console,
+    get_store,
+    make_progress,
+    print_ndjson,
+    state,
+)
 from soc_cli.wiring import build_pipeline
 
 app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.",

@@ -98,8 +98,9 @@ def parse(buf: bytes) -> dict:
                 break
             if len(answers) < an:
                 data = _rdata(buf, rtype, pos, rdlen)
-                answers.append({"name": name, "type": TYPES.get(rtype, str(rtype)), "class": "IN" if rclass == 1
-                                else str(rclass), "ttl": ttl, "data": data if isinstance(data, str) else " ".join(data)})
+                answers.append({"name": name, "type": TYPES.get(rtype, str(rtype)),
+                                "class": "IN" if rclass == 1 else str(rclass), "ttl": ttl,
+                                "data": data if isinstance(data, str) else " ".join(data)})
                 if rtype in (1, 28):
                     resolved.append(data)
                 elif rtype in (16, 99):

@@ -59,8 +59,9 @@ def compare(truth: dict, events: list[dict]) -> dict[str, tuple[int, int, list]]
                 continue
             used.add(id(ev))
             fwd = (ev["source.ip"], ev["source.port"]) == a
-            sp, sb, dp, db = ev["source.packets"], ev["source.bytes"], ev["destination.packets"], ev["destination.bytes"]
-            got = [x + y for x, y in zip(got, (sp, sb, dp, db) if fwd else (dp, db, sp, sb))]
+            sp, sb = ev["source.packets"], ev["source.bytes"]
+            dp, db = ev["destination.packets"], ev["destination.bytes"]
+            got = [x + y for x, y in zip(got, (sp, sb, dp, db) if fwd else (dp, db, sp, sb), strict=False)]
         want = [f["a_to_b_packets"], f["a_to_b_bytes"], f["b_to_a_packets"], f["b_to_a_bytes"]]
         if got == want:
             agree += 1
