@@ -1,0 +1,602 @@
+"""The scale-out store: an Elasticsearch cluster (official `elasticsearch` client).
+
+Layout for namespace `ns` (URI query `?namespace=ns`, default `default`):
+
+- `logs-soc.events-<ns>`: events, a data stream (ILM policy `soc-events-<ns>`: rollover, delete after `retention`);
+- `soc-alerts-<ns>`: alerts, `_id = soc.alert.uuid`;
+- `soc-audit-<ns>`: the hash-chained audit log, `_id = seq`, and `soc-meta-<ns>`: its head.
+
+All come from composable index templates that `init()` installs. Free text searches `soc.search_text`, a field
+holding the same string values the SQLite store indexes, analysed into runs of letters/digits, lower-cased;
+it is indexed but not kept in `_source`. See docs/elasticsearch.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlparse, urlunparse
+
+import elasticsearch
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
+
+from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
+from correlator.events import flatten, nest, to_utc_iso
+from correlator.query import Cidr, Clause, Prefix, Query, Range, Term, Text
+from correlator.store.base import Store, StoreError, StoreUnavailable
+from correlator.store.sqlite import _string_values as searchable_text
+from correlator.store.sqlite import ip_bytes
+
+SCHEMA_VERSION = 1
+APPLICATION = "soc"
+TEXT_FIELD = "soc.search_text"
+URI_PARAMS = {"namespace", "retention", "timeout", "ca_certs", "verify_certs"}
+_DURATION = re.compile(r"^\d+[dhms]$")
+_RETRY_STATUS = (429, 502, 503, 504)
+
+# Explicit ECS mappings. Strings not listed are `keyword` (exact match, aggregations); the only analysed
+# fields are the ECS free-text ones below and the soc search field. Ports, sizes and counters are numeric.
+IP_FIELDS = (
+    "source.ip", "destination.ip", "client.ip", "server.ip", "host.ip", "observer.ip", "related.ip",
+    "source.nat.ip", "destination.nat.ip", "client.nat.ip", "server.nat.ip", "dns.resolved_ip",
+    "threat.indicator.ip",
+)
+LONG_FIELDS = (
+    "source.port", "destination.port", "client.port", "server.port", "source.nat.port", "destination.nat.port",
+    "source.bytes", "destination.bytes", "source.packets", "destination.packets", "network.bytes",
+    "network.packets", "network.iana_number", "event.duration", "event.sequence", "event.severity",
+    "http.response.status_code", "http.request.bytes", "http.response.bytes", "process.pid", "file.size",
+)
+FLOAT_FIELDS = ("event.risk_score", "soc.alert.risk_score")
+DATE_FIELDS = ("event.ingested", "event.created", "event.start", "event.end")
+TEXT_FIELDS = ("message", "error.message")  # analysed (standard) for hunting, `.keyword` for exact queries
+KEYWORD_WITH_TEXT = ("url.original", "user_agent.original", "process.command_line", "file.path")
+
+WORDS_ANALYSIS = {
+    "tokenizer": {"soc_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
+    "analyzer": {"soc_words": {"type": "custom", "tokenizer": "soc_words", "filter": ["lowercase"]}},
+}
+
+
+def _properties(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Nest `{"a.b": mapping}` into ES `properties` objects."""
+    root: dict[str, Any] = {}
+    for name, mapping in fields.items():
+        node = root
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {"properties": {}})["properties"]
+        node[leaf] = mapping
+    return root
+
+
+def ecs_mappings() -> dict[str, Any]:
+    """The mappings shared by events and alerts."""
+    keyword = {"type": "keyword", "ignore_above": 1024}
+    fields: dict[str, dict[str, Any]] = {
+        "@timestamp": {"type": "date_nanos"},  # microseconds kept: --since/--until are exact, like SQLite
+        "event.id": {"type": "keyword"},
+        TEXT_FIELD: {"type": "text", "analyzer": "soc_words", "norms": False, "index_options": "docs"},
+        **{f: {"type": "ip"} for f in IP_FIELDS},
+        **{f: {"type": "long"} for f in LONG_FIELDS},
+        **{f: {"type": "float"} for f in FLOAT_FIELDS},
+        **{f: {"type": "date"} for f in DATE_FIELDS},
+        **{f: {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 8191}}} for f in TEXT_FIELDS},
+        **{f: keyword | {"fields": {"text": {"type": "text"}}} for f in KEYWORD_WITH_TEXT},
+        "soc.alert.rule.threat": {"type": "object", "enabled": False},
+    }
+    return {
+        "date_detection": False,
+        "numeric_detection": False,
+        "_source": {"excludes": [TEXT_FIELD]},
+        "dynamic_templates": [
+            {"ip_fields": {"path_match": "*.ip", "mapping": {"type": "ip"}}},
+            {"port_fields": {"path_match": "*.port", "mapping": {"type": "long"}}},
+            {"strings_as_keyword": {"match_mapping_type": "string", "mapping": keyword}},
+            {"doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
+        ],
+        "properties": _properties(fields),
+    }
+
+
+AUDIT_MAPPINGS = {
+    "dynamic": "strict",
+    "properties": {
+        "seq": {"type": "long"}, "ts": {"type": "keyword"}, "actor": {"type": "keyword"},
+        "action": {"type": "keyword"}, "details": {"type": "object", "enabled": False},
+        "prev_hash": {"type": "keyword"}, "hash": {"type": "keyword"},
+    },
+}
+META_MAPPINGS = {"dynamic": False, "properties": {}}
+
+
+def is_ip_field(field: str) -> bool:
+    """True for fields mapped as `ip` (the ECS list, and any `*.ip` by dynamic template)."""
+    return field in IP_FIELDS or field.endswith(".ip")
+
+
+def _unsupported(exc: ApiError) -> bool:
+    """The server does not implement an API (an ES-compatible server without ILM or data streams)."""
+    text = str(exc)
+    return exc.status_code in (400, 404, 405, 501) and (
+        "no handler found" in text or "unsupported_operation" in text or "not supported" in text
+    )
+
+
+class ElasticStore(Store):
+    """Events, alerts and the audit log in an Elasticsearch cluster."""
+
+    hunt_language = "lucene"
+    PAGE = 5000
+    ITEM_RETRIES = 5  # rounds of re-sending bulk items the cluster answered 429/5xx for
+    BACKOFF = 0.5  # seconds, doubled per round, at most MAX_BACKOFF
+    MAX_BACKOFF = 10.0
+
+    def __init__(self, uri: str, **client_options: Any) -> None:
+        """Parse `uri` (http(s)://[user:pass@]host:port[/path][?namespace=&retention=&timeout=&ca_certs=
+        &verify_certs=]); connects lazily. `client_options` go to `Elasticsearch(...)`. API key: $SOC_ES_API_KEY."""
+        self.uri = uri
+        parsed = urlparse(uri)
+        params = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        if unknown := set(params) - URI_PARAMS:
+            raise StoreError(f"store URI {uri!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(URI_PARAMS))}")
+        self.namespace = params.get("namespace", "default")
+        if not re.fullmatch(r"[a-z0-9_]+", self.namespace):
+            raise StoreError(f"store URI {uri!r}: namespace must be lower-case letters, digits or _")
+        self.retention = params.get("retention", "90d")
+        if not _DURATION.match(self.retention):
+            raise StoreError(f"store URI {uri!r}: retention {self.retention!r} is not a duration like 90d")
+        try:
+            timeout = float(params.get("timeout", "30"))
+        except ValueError:
+            raise StoreError(f"store URI {uri!r}: timeout must be seconds") from None
+        options: dict[str, Any] = {
+            "request_timeout": timeout, "max_retries": 2, "retry_on_timeout": True, "retry_on_status": _RETRY_STATUS,
+        }
+        if "ca_certs" in params:
+            options["ca_certs"] = params["ca_certs"]
+        if params.get("verify_certs", "").lower() in ("0", "false", "no"):
+            options["verify_certs"] = False
+        if api_key := os.environ.get("SOC_ES_API_KEY"):
+            options["api_key"] = api_key
+        if parsed.username:
+            options["basic_auth"] = (parsed.username, parsed.password or "")
+        netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+        if ":" in parsed.hostname:
+            netloc = f"[{parsed.hostname}]" + (f":{parsed.port}" if parsed.port else "")
+        self.url = urlunparse((parsed.scheme, netloc, parsed.path.rstrip("/"), "", "", ""))
+        self.es = Elasticsearch(self.url, **(options | client_options))
+        ns = self.namespace
+        self.events_index = f"logs-soc.events-{ns}"
+        self.alerts_index = f"soc-alerts-{ns}"
+        self.audit_index = f"soc-audit-{ns}"
+        self.meta_index = f"soc-meta-{ns}"
+        self.policy = f"soc-events-{ns}"
+        self._dirty = False
+
+    # -- errors ----------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _calls(self, what: str) -> Iterator[None]:
+        """Turn client errors into StoreUnavailable (unreachable, overloaded) or StoreError (refused)."""
+        try:
+            yield
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise StoreUnavailable(f"{self.url}: {what}: cannot reach Elasticsearch ({exc.message})") from None
+        except ApiError as exc:
+            if exc.status_code in _RETRY_STATUS or exc.status_code >= 500:
+                raise StoreUnavailable(f"{self.url}: {what}: cluster answered {exc.status_code} ({exc})") from None
+            raise StoreError(f"{self.url}: {what}: {exc.status_code} {exc}") from None
+
+    # -- schema ----------------------------------------------------------------------------------------------------
+
+    def _template_meta(self) -> dict[str, Any] | None:
+        try:
+            found = self.es.indices.get_index_template(name=self.policy)["index_templates"]
+        except NotFoundError:
+            return None
+        return found[0]["index_template"].get("_meta", {}) if found else None
+
+    def init(self) -> None:
+        """Install ILM policy, templates, the events data stream and the alerts/audit indices (idempotent)."""
+        with self._calls("init"):
+            meta = self._template_meta()
+            if meta is not None:
+                if meta.get("application") != APPLICATION:
+                    raise StoreError(f"{self.url}: template {self.policy} exists but is not soc's; nothing written")
+                if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
+                    raise StoreError(f"{self.url}: schema version {meta['schema_version']} is newer than this soc "
+                                     f"supports ({SCHEMA_VERSION}); upgrade soc. Nothing written.")
+                if meta == self._meta() and self._indices_exist():
+                    return
+            self._install()
+
+    def _meta(self) -> dict[str, Any]:
+        return {"application": APPLICATION, "schema_version": SCHEMA_VERSION, "retention": self.retention}
+
+    def _indices_exist(self) -> bool:
+        names = (self.events_index, self.alerts_index, self.audit_index, self.meta_index)
+        return all(self.es.indices.exists(index=n) for n in names)
+
+    def _supports_ilm(self) -> bool:
+        try:
+            self.es.ilm.get_status()
+        except ApiError as exc:
+            if _unsupported(exc):
+                return False
+            raise
+        return True
+
+    def _install(self) -> None:
+        es, ns, meta = self.es, self.namespace, self._meta()
+        settings: dict[str, Any] = {"analysis": WORDS_ANALYSIS, "index": {"mapping": {"ignore_malformed": True}}}
+        ilm = self._supports_ilm()
+        if ilm:
+            es.ilm.put_lifecycle(name=self.policy, policy={
+                "_meta": meta,
+                "phases": {
+                    "hot": {"actions": {"rollover": {"max_age": "1d", "max_primary_shard_size": "50gb"}}},
+                    "delete": {"min_age": self.retention, "actions": {"delete": {}}},
+                },
+            })
+        es.cluster.put_component_template(name=f"soc-ecs-{ns}", version=SCHEMA_VERSION, meta=meta,
+                                          template={"settings": settings, "mappings": ecs_mappings()})
+        events_settings = {"index": {"lifecycle": {"name": self.policy}}} if ilm else {}
+
+        def events_template(data_stream: bool) -> None:
+            es.indices.put_index_template(
+                name=self.policy, index_patterns=[self.events_index], composed_of=[f"soc-ecs-{ns}"], priority=500,
+                version=SCHEMA_VERSION, meta=meta, template={"settings": events_settings},
+                **({"data_stream": {}} if data_stream else {}),
+            )
+
+        events_template(data_stream=True)
+        for name, index, mappings in (
+            (f"soc-alerts-{ns}", self.alerts_index, None),
+            (f"soc-audit-{ns}", self.audit_index, AUDIT_MAPPINGS),
+            (f"soc-meta-{ns}", self.meta_index, META_MAPPINGS),
+        ):
+            es.indices.put_index_template(
+                name=name, index_patterns=[index], priority=500, version=SCHEMA_VERSION, meta=meta,
+                composed_of=[] if mappings else [f"soc-ecs-{ns}"],
+                template={"mappings": mappings} if mappings else {},
+            )
+        if not es.indices.exists(index=self.events_index):
+            try:
+                es.indices.create_data_stream(name=self.events_index)
+            except ApiError as exc:
+                if not _unsupported(exc):
+                    raise
+                # A server without data streams (OpenSearch-like emulators, restricted services): a plain index.
+                events_template(data_stream=False)
+                es.indices.create(index=self.events_index)
+        for index in (self.alerts_index, self.audit_index, self.meta_index):
+            if not es.indices.exists(index=index):
+                es.options(ignore_status=400).indices.create(index=index)  # 400: created concurrently
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+
+    def _source(self, flat: dict[str, Any]) -> dict[str, Any]:
+        return nest({**flat, TEXT_FIELD: searchable_text(flat)})
+
+    def write_events(self, events: Sequence[dict[str, Any]]) -> int:
+        """Bulk-create events with `_id = event.id`; a 409 (already stored) counts as a duplicate."""
+        actions = [{"_op_type": "create", "_index": self.events_index, "_id": ev["event.id"],
+                    "_source": self._source(ev)} for ev in events]
+        return self._bulk(actions, "write events")
+
+    def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
+        actions = [{"_op_type": "index", "_index": self.alerts_index, "_id": a["soc.alert.uuid"],
+                    "_source": self._source(a)} for a in alerts]
+        self._bulk(actions, "write alerts")
+
+    def _bulk(self, actions: list[dict[str, Any]], what: str) -> int:
+        """Send actions with `helpers.streaming_bulk`; re-send 429/5xx items with backoff; return docs created.
+
+        Raises StoreUnavailable when the cluster cannot be reached or keeps refusing items (the caller spools the
+        batch; re-sending is idempotent), StoreError naming each document the cluster rejected outright.
+        """
+        if not actions:
+            return 0
+        by_id = {a["_id"]: a for a in actions}
+        pending, created, rejected = actions, 0, []
+        backoff = self.BACKOFF
+        for round_ in range(self.ITEM_RETRIES + 1):
+            retry = []
+            with self._calls(what):
+                for ok, item in helpers.streaming_bulk(
+                    self.es, pending, raise_on_error=False, max_retries=self.ITEM_RETRIES,
+                    initial_backoff=self.BACKOFF, max_backoff=self.MAX_BACKOFF, chunk_size=1000,
+                ):
+                    info = next(iter(item.values()))
+                    status = info.get("status", 0)
+                    if ok:
+                        created += info.get("result") == "created"
+                    elif status == 409:
+                        continue  # already stored: a duplicate, not an error
+                    elif status in _RETRY_STATUS or status >= 500:
+                        retry.append(by_id[info["_id"]])
+                    else:
+                        err = info.get("error", {})
+                        reason = err.get("reason", err) if isinstance(err, dict) else err
+                        rejected.append(f"_id {info.get('_id')}: {status} {err.get('type', '')}: {reason}"
+                                        if isinstance(err, dict) else f"_id {info.get('_id')}: {status} {reason}")
+            if not retry:
+                break
+            if round_ == self.ITEM_RETRIES:
+                raise StoreUnavailable(f"{self.url}: {what}: {len(retry)} documents still refused (429/5xx) "
+                                       f"after {self.ITEM_RETRIES} retries")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.MAX_BACKOFF)
+            pending = retry
+        self._dirty = True
+        if rejected:
+            raise StoreError(f"{self.url}: {what}: {len(rejected)} of {len(actions)} documents rejected "
+                             f"({len(actions) - len(rejected)} stored): " + "; ".join(rejected[:20]))
+        return created
+
+    def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
+        """Merge `fields` into the alert and re-index it (compare-and-set on its sequence number)."""
+        with self._calls("update alert"):
+            for _ in range(10):
+                try:
+                    got = self.es.get(index=self.alerts_index, id=uuid)
+                except NotFoundError:
+                    raise StoreError(f"no alert with id {uuid}") from None
+                doc = self._flat(got["_source"]) | fields
+                try:
+                    self.es.index(index=self.alerts_index, id=uuid, document=self._source(doc), refresh=True,
+                                  if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
+                    return
+                except ConflictError:
+                    continue  # changed under us: merge again
+        raise StoreError(f"alert {uuid}: too many concurrent updates")
+
+    def refresh(self) -> None:
+        """Make everything written so far searchable (ES is near-real-time; `close()` does this too)."""
+        with self._calls("refresh"):
+            self.es.indices.refresh(index=f"{self.events_index},{self.alerts_index}")
+        self._dirty = False
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _flat(source: dict[str, Any]) -> dict[str, Any]:
+        flat = flatten(source)
+        flat.pop(TEXT_FIELD, None)  # excluded from _source by the mapping; some servers keep it anyway
+        return flat
+
+    def _search(self, index: str, query: dict, sort: list, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` documents in `sort` order, paging with search_after."""
+        out: list[dict[str, Any]] = []
+        after = None
+        while len(out) < limit:
+            size = min(limit - len(out), self.PAGE)
+            page = {"search_after": after} if after else {}
+            hits = self.es.search(index=index, query=query, sort=sort, size=size, track_total_hits=False,
+                                  **page)["hits"]["hits"]
+            out.extend(self._flat(h["_source"]) for h in hits)
+            if len(hits) < size:
+                break
+            after = hits[-1]["sort"]
+        return out
+
+    def search_events(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        with self._calls("search events"):
+            return self._search(self.events_index, self.translate(q), EVENT_SORT, limit)
+
+    def count_events(self, q: Query) -> int:
+        with self._calls("count events"):
+            return self.es.count(index=self.events_index, query=self.translate(q))["count"]
+
+    def search_alerts(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        with self._calls("search alerts"):
+            return self._search(self.alerts_index, self.translate(q), ALERT_SORT, limit)
+
+    def get_alert(self, uuid: str) -> dict[str, Any] | None:
+        with self._calls("get alert"):
+            try:
+                return self._flat(self.es.get(index=self.alerts_index, id=uuid)["_source"])
+            except NotFoundError:
+                return None
+
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
+        """Events matching a Lucene query_string (bare words search the free-text field), newest first."""
+        must = [{"query_string": {"query": query, "default_field": TEXT_FIELD}}]
+        dsl = {"bool": {"filter": [*must, *_time_filter(Query((), since, until))]}}
+        with self._calls(f"hunt {query!r}"):
+            return self._search(self.events_index, dsl, EVENT_SORT, limit)
+
+    @staticmethod
+    def translate(q: Query) -> dict[str, Any]:
+        """The Query DSL for `q` (same semantics as the SQLite store's SQL)."""
+        filters = [*_time_filter(q), *(_clause_dsl(c) for c in q.clauses)]
+        return {"bool": {"filter": filters}} if filters else {"match_all": {}}
+
+    # -- audit -----------------------------------------------------------------------------------------------------
+
+    def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:
+        """Append an entry: create `_id = seq` (a conflict means another writer took it), then advance the head."""
+        actor = actor or current_actor()
+        with self._calls("audit"):
+            for attempt in range(50):
+                head = self._head()
+                seq, prev = head["seq"] + 1, head["hash"]
+                ts = to_utc_iso(datetime.now(UTC))
+                entry = {"seq": seq, "ts": ts, "actor": actor, "action": action, "details": details,
+                         "prev_hash": prev, "hash": entry_hash(prev, seq, ts, actor, action, details)}
+                try:
+                    self.es.create(index=self.audit_index, id=str(seq), document=entry, refresh=True)
+                except ConflictError:
+                    # seq is taken: another writer's, or ours from a run that died before moving the head
+                    taken = self.es.get(index=self.audit_index, id=str(seq))["_source"]
+                    self._advance_head(head, taken)
+                    time.sleep(0.01 * attempt)
+                    continue
+                self._advance_head(head, entry)
+                return
+        raise StoreError(f"{self.url}: audit: could not append after 50 attempts (contention)")
+
+    def _head(self) -> dict[str, Any]:
+        try:
+            got = self.es.get(index=self.meta_index, id="audit_head")
+        except NotFoundError:
+            return {"seq": 0, "hash": GENESIS, "_seq_no": None}
+        return got["_source"] | {"_seq_no": got["_seq_no"], "_primary_term": got["_primary_term"]}
+
+    def _advance_head(self, head: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Move the head from `head` to `entry` unless someone already moved it."""
+        doc = {"seq": entry["seq"], "hash": entry["hash"]}
+        cas = ({"op_type": "create"} if head["_seq_no"] is None
+               else {"if_seq_no": head["_seq_no"], "if_primary_term": head["_primary_term"]})
+        with suppress(ConflictError):
+            self.es.index(index=self.meta_index, id="audit_head", document=doc, **cas)
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """All audit entries in seq order (with their hashes)."""
+        with self._calls("read audit log"):
+            self.es.indices.refresh(index=self.audit_index)
+            out, after = [], None
+            while True:
+                page = {"search_after": after} if after else {}
+                hits = self.es.search(index=self.audit_index, sort=[{"seq": "asc"}], size=self.PAGE,
+                                      query={"match_all": {}}, **page)["hits"]["hits"]
+                out.extend(h["_source"] for h in hits)
+                if len(hits) < self.PAGE:
+                    return out
+                after = hits[-1]["sort"]
+
+    def audit_verify(self) -> list[str]:
+        entries = self.audit_entries()
+        problems = verify_chain(entries)
+        with self._calls("read audit head"):
+            head = self._head()
+        last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
+        have = f"{head['seq']}:{head['hash']}" if head["_seq_no"] is not None else None
+        if have != last:
+            problems.append(f"audit head is {have or 'absent'} but the last entry is {last}: "
+                            "entries were removed from the end")
+        return problems
+
+    # -- status ----------------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Cluster health and version, soc schema and layout, counts and the event time span."""
+        with self._calls("status"):
+            info = self.es.info()
+            health = self.es.cluster.health()
+            meta = self._template_meta()
+            out: dict[str, Any] = {
+                "backend": "elasticsearch",
+                "uri": self.url,
+                "cluster": info.get("cluster_name"),
+                "cluster_status": health.get("status"),
+                "nodes": health.get("number_of_nodes"),
+                "server_version": info["version"].get("number"),
+                "distribution": info["version"].get("distribution", "elasticsearch"),
+                "client_version": elasticsearch.__versionstr__,
+                "schema_version": meta.get("schema_version") if meta else None,
+                "namespace": self.namespace,
+                "retention": (meta or {}).get("retention"),
+            }
+            initialized = meta is not None and self._indices_exist()
+            out["healthy"] = initialized and health.get("status") in ("green", "yellow")
+            if not initialized:
+                out["error"] = "not initialized: run `soc store init`"
+                return out
+            out |= self._layout()
+            count = self.es.count
+            out["events"] = count(index=self.events_index)["count"]
+            out["alerts"] = count(index=self.alerts_index)["count"]
+            out["audit_entries"] = count(index=self.audit_index)["count"]
+            for key, order in (("first_event", "asc"), ("last_event", "desc")):
+                hits = self.es.search(index=self.events_index, size=1, sort=[{"@timestamp": order}],
+                                      source=["@timestamp"])["hits"]["hits"]
+                out[key] = hits[0]["_source"]["@timestamp"] if hits else None
+        return out
+
+    def _layout(self) -> dict[str, Any]:
+        """Whether events live in a data stream, its backing indices and ILM policy."""
+        try:
+            streams = self.es.indices.get_data_stream(name=self.events_index)["data_streams"]
+        except ApiError:
+            streams = []
+        if not streams:
+            return {"events_target": f"index {self.events_index}", "ilm_policy": None}
+        ds = streams[0]
+        return {
+            "events_target": f"data stream {self.events_index}",
+            "backing_indices": len(ds.get("indices", [])),
+            "ilm_policy": ds.get("ilm_policy"),
+        }
+
+    def close(self) -> None:
+        """Refresh what this process wrote (so the next command sees it) and close connections."""
+        if self._dirty:
+            with suppress(StoreError):  # unreachable: nothing to make visible
+                self.refresh()
+        self.es.close()
+
+
+EVENT_SORT = [{"@timestamp": {"order": "desc"}}, {"event.id": {"order": "asc"}}]
+ALERT_SORT = [
+    {"soc.alert.risk_score": {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
+    {"@timestamp": {"order": "desc"}},
+    {"soc.alert.uuid": {"order": "asc", "unmapped_type": "keyword"}},
+]
+
+
+def _time_filter(q: Query) -> list[dict[str, Any]]:
+    """since inclusive, until exclusive, at microsecond precision (`@timestamp` is date_nanos)."""
+    bounds = {}
+    if q.since:
+        bounds["gte"] = to_utc_iso(q.since)
+    if q.until:
+        bounds["lt"] = to_utc_iso(q.until)
+    return [{"range": {"@timestamp": bounds}}] if bounds else []
+
+
+def _exact_field(field: str) -> str:
+    """The field to match exact values against (analysed ECS text fields have a `.keyword` sub-field)."""
+    return f"{field}.keyword" if field in TEXT_FIELDS else field
+
+
+def _clause_dsl(c: Clause) -> dict[str, Any]:
+    if isinstance(c, Term):
+        if is_ip_field(c.field):
+            if not isinstance(c.value, str) or ip_bytes(c.value) is None:
+                return {"match_none": {}}  # not an address: nothing in an ip field can equal it (as SQLite)
+            return {"term": {c.field: c.value}}
+        values: list[Any] = [c.value]
+        if isinstance(c.value, str) and ip_bytes(c.value):  # match an address in any spelling, as SQLite does
+            canonical = str(ipaddress.ip_address(c.value.split("%", 1)[0]))
+            if canonical != c.value:
+                values.append(canonical)
+        return {"terms": {_exact_field(c.field): values}}
+    if isinstance(c, Prefix):
+        if is_ip_field(c.field):
+            raise StoreError(f"{c.field}: prefix queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
+        return {"prefix": {_exact_field(c.field): c.prefix}}
+    if isinstance(c, Cidr):
+        if not is_ip_field(c.field):
+            raise StoreError(f"{c.field}: CIDR queries need an ip-typed field in Elasticsearch "
+                             f"({', '.join(IP_FIELDS[:4])}, …, or any *.ip field)")
+        return {"term": {c.field: str(c.network)}}
+    if isinstance(c, Range):
+        bounds = {op: v for op, v in (("gte", c.gte), ("lte", c.lte), ("gt", c.gt), ("lt", c.lt)) if v is not None}
+        return {"range": {c.field: bounds}}
+    if isinstance(c, Text):
+        return {"bool": {"filter": [{"term": {TEXT_FIELD: w}} for w in c.words]}}
+    raise StoreError(f"unsupported query clause {c!r}")
+
+
+__all__ = ["ElasticStore", "ecs_mappings", "is_ip_field", "SCHEMA_VERSION"]
