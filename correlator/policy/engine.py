@@ -1,0 +1,309 @@
+"""Applies a policy to events: where each endpoint is, what the flow's label is, and which rules it breaks.
+
+`PolicyEngine.enrich` (a pipeline enricher) adds the `gov.*` namespace to every event; the per-flow part of the
+verdict is cached by (source, destination, port, name, vlan, sensor) so repeated flows cost one dict lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from correlator.policy.lookup import NetworkMap
+from correlator.policy.model import Asset, Level, Policy, PolicyException, Zone
+
+Event = dict[str, Any]
+PORT_PROTOCOLS = {21: "ftp", 23: "telnet", 80: "http", 8080: "http", 139: "smb1", 445: "smb", 53: "dns"}
+APP_DATASETS = {"soc.http": "http", "soc.tls": "tls", "soc.ssh": "ssh", "soc.dns": "dns"}
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # write-down | cross-organization | caveat | protection
+    reason: str
+
+
+@dataclass(frozen=True)
+class FlowVerdict:
+    """The cached, per-flow part of a decision."""
+
+    src: Zone
+    dst: Zone
+    service: Asset | None
+    service_level: Level
+    label: Level
+    violations: tuple[Violation, ...]
+    fields: dict[str, Any]
+
+
+def _version(text: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in str(text).split("."))
+    except ValueError:
+        return None
+
+
+class PolicyEngine:
+    """Classification and flow rules for one policy."""
+
+    def __init__(self, policy: Policy, cache_size: int = 65536) -> None:
+        self.policy = policy
+        self.by_cidr: NetworkMap[Zone] = NetworkMap((net, z) for z in policy.zones for net in z.cidrs)
+        self.by_vlan = {v: z for z in policy.zones for v in z.vlans}
+        self.by_sensor = {s: z for z in policy.zones for s in z.sensors}
+        self.endpoints = {ep: a for a in policy.assets for ep in a.endpoints}
+        self.ips = {ip: a for a in policy.assets for ip in a.ips}
+        self.domains = {d: a for a in policy.assets for d in a.domains}
+        self.agreed: dict[frozenset[str], int] = {}
+        for ag in policy.agreements:
+            for a in ag.parties:
+                for b in ag.parties:
+                    if a != b:
+                        key = frozenset((a, b))
+                        self.agreed[key] = max(self.agreed.get(key, -1), ag.up_to.rank)
+        # Protection profiles that apply at each rank.
+        self.profiles_at = [[p for p in policy.profiles if p.from_level.rank <= lv.rank] for lv in policy.levels]
+        self.flow = lru_cache(maxsize=cache_size)(self._flow)
+        self.zone_of = lru_cache(maxsize=cache_size)(self._zone_of)
+
+    # --- lookups -------------------------------------------------------------------------------------------
+    def _zone_of(self, ip: str | None, vlan: str | None = None, sensor: str | None = None) -> Zone:
+        """CIDR (most specific) first, then the VLAN and sensor the traffic was seen on, else the default zone."""
+        z = self.by_cidr.get(ip) if ip else None
+        if z is None and vlan is not None:
+            z = self.by_vlan.get(vlan)
+        if z is None and sensor is not None:
+            z = self.by_sensor.get(sensor)
+        return z or self.policy.default_zone
+
+    def service(self, ip: str | None, port: int | None, name: str | None) -> Asset | None:
+        """The asset behind ip:port, else ip, else the domain name (or a parent domain declared `*.domain`)."""
+        if ip is not None:
+            a = self.endpoints.get((ip, port)) if port is not None else None
+            if a is not None:
+                return a
+            a = self.ips.get(ip)
+            if a is not None:
+                return a
+        if name:
+            name = name.lower().rstrip(".")
+            a = self.domains.get(name)
+            if a is not None:
+                return a
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                a = self.domains.get("*." + ".".join(parts[i:]))
+                if a is not None:
+                    return a
+        return None
+
+    # --- the per-flow verdict --------------------------------------------------------------------------------
+    def _flow(self, src_ip: str | None, dst_ip: str | None, port: int | None, name: str | None,
+              vlan: str | None, sensor: str | None) -> FlowVerdict:
+        p = self.policy
+        src = self._zone_of(src_ip, vlan, sensor)  # the initiator is on the segment the sensor sees
+        dst = self._zone_of(dst_ip) if dst_ip else src
+        service = self.service(dst_ip, port, name)
+        service_level = service.level if service else dst.max_level  # unknown service: fail closed
+        label = max(service_level, src.floor, dst.floor, key=lambda lv: lv.rank)
+        v: list[Violation] = []
+        for side, zone in (("source", src), ("destination", dst)):
+            if label.rank > zone.max_level.rank:
+                v.append(Violation("write-down", f"{label.name} data reaches {side} zone {zone.id} accredited up to "
+                                                 f"{zone.max_level.name}"))
+        a, b = src.organization, dst.organization
+        if a and b and a != b and label.rank > p.agreement_free_up_to.rank:
+            allowed = self.agreed.get(frozenset((a, b)), -1)
+            if allowed < label.rank:
+                up_to = f"only up to {p.levels[allowed].name}" if allowed >= 0 else "no agreement"
+                v.append(Violation("cross-organization", f"{label.name} flow {a} -> {b}: {up_to}"))
+        if service is not None:
+            for c in service.caveats:
+                members = p.caveats[c].organizations
+                for org in (a, b):
+                    if org not in members:
+                        v.append(Violation("caveat", f"{c} data of {service.id} reaches {org or 'the internet'}"))
+        fields: dict[str, Any] = {
+            "gov.source.zone": src.id, "gov.source.level": src.max_level.name,
+            "gov.destination.zone": dst.id, "gov.destination.level": dst.max_level.name,
+            "gov.service.level": service_level.name, "gov.service.known": service is not None,
+            "gov.label.level": label.name, "gov.label.ar": label.ar, "gov.label.rank": label.rank,
+        }
+        if a:
+            fields["gov.source.organization"] = a
+        if b:
+            fields["gov.destination.organization"] = b
+        if service is not None:
+            fields["gov.service.id"] = service.id
+            if service.caveats:
+                fields["gov.label.caveats"] = list(service.caveats)
+        return FlowVerdict(src, dst, service, service_level, label, tuple(v), fields)
+
+    def verdict(self, ev: Event) -> FlowVerdict:
+        """The per-flow verdict for an event (cached)."""
+        src = ev.get("source.ip") or ev.get("host.ip")
+        if isinstance(src, list):
+            src = src[0] if src else None
+        port = ev.get("destination.port")
+        name = ev.get("tls.client.server_name") or ev.get("url.domain")
+        vlan = ev.get("network.vlan.id")
+        return self.flow(src, ev.get("destination.ip"), port if isinstance(port, int) else None, name,
+                         str(vlan) if vlan is not None else None, ev.get("observer.name"))
+
+    # --- per-event rules ------------------------------------------------------------------------------------
+    def channel(self, ev: Event) -> tuple[str, tuple[int, ...] | None] | None:
+        """(protocol, version) of the data channel an event shows, or None when it is not judged here.
+
+        Application events (http/tls/ssh/dns) judge their connection; a flow record is judged only when no
+        application protocol was recognised, by its well-known port (ftp, telnet, smb...) or as `unknown`.
+        """
+        ds = ev.get("event.dataset")
+        proto = APP_DATASETS.get(ds)
+        if proto is None:
+            if ds == "soc.icmp":
+                return None
+            proto = ev.get("network.protocol")
+            if ds == "soc.flow":
+                if proto or ev.get("soc.flow.state") in ("rejected", "unanswered"):
+                    return None  # an application event judges it, or no data was exchanged
+                port = ev.get("destination.port")
+                proto = PORT_PROTOCOLS.get(port, "unknown") if isinstance(port, int) else "unknown"
+                if proto == "dns":
+                    return None  # soc.dns events judge DNS
+            elif not proto:
+                return None
+        version = _version(ev.get("tls.version")) if proto == "tls" else None
+        return str(proto).lower(), version
+
+    def protection(self, ev: Event, label: Level) -> list[Violation]:
+        profiles = self.profiles_at[label.rank]
+        if not profiles:
+            return []
+        ch = self.channel(ev)
+        if ch is None:
+            return []
+        proto, version = ch
+        failing = [p for p in profiles if not any(
+            c.protocol == proto and (c.min_version is None or (version is not None and version >= c.min_version))
+            for c in p.allowed)]
+        if not failing:
+            return []
+        prof = max(failing, key=lambda p: p.from_level.rank)  # report the strictest profile broken
+        if proto in prof.forbidden:
+            why = f"cleartext {proto} is forbidden"
+        elif proto == "tls":
+            why = f"TLS {'.'.join(map(str, version)) if version else '(version unknown)'} is below the minimum"
+        else:
+            why = f"{proto} is not an approved encrypted channel"
+        allowed = ", ".join(c.protocol + (">=" + ".".join(map(str, c.min_version)) if c.min_version else "")
+                            for c in prof.allowed)
+        return [Violation("protection", f"{label.name} flow on port {ev.get('destination.port')}: {why}; "
+                                        f"profile {prof.name} allows {allowed}")]
+
+    def exception_for(self, ev: Event, rule: str) -> PolicyException | None:
+        """The first exception whose scope covers this event and rule (expired or not)."""
+        src, dst, port = ev.get("source.ip"), ev.get("destination.ip"), ev.get("destination.port")
+        for x in self.policy.exceptions:
+            if x.rules and rule not in x.rules:
+                continue
+            if x.ports and port not in x.ports:
+                continue
+            if x.sources and not _in(src, x.sources):
+                continue
+            if x.destinations and not _in(dst, x.destinations):
+                continue
+            return x
+        return None
+
+    def decide(self, ev: Event) -> tuple[FlowVerdict, list[Violation], list[tuple[Violation, PolicyException]]]:
+        """(verdict, violations in force, violations covered by an exception) for one event."""
+        fv = self.verdict(ev)
+        violations = list(fv.violations) + self.protection(ev, fv.label)
+        if not violations or not self.policy.exceptions:
+            return fv, violations, []
+        open_, covered = [], []
+        for v in violations:
+            x = self.exception_for(ev, v.rule)
+            if x is None:
+                open_.append(v)
+            else:
+                covered.append((v, x))
+        return fv, open_, covered
+
+    def enrich(self, events: list[Event]) -> None:
+        """Pipeline enricher: add `gov.*` (zones, organizations, label, policy decision) to each event in place."""
+        for ev in events:
+            fv, violations, covered = self.decide(ev)
+            ev.update(fv.fields)
+            expired = [(v, x) for v, x in covered if _expired(ev, x)]
+            if violations or expired:
+                ev["gov.policy.decision"] = "deny"
+                ev["gov.policy.violations"] = [v.rule for v in violations] + ["expired-exception"] * len(expired)
+                ev["gov.policy.reasons"] = [v.reason for v in violations] + [
+                    f"{v.rule}: {v.reason}; exception {x.id} (owner {x.owner}) expired {x.expires.isoformat()}"
+                    for v, x in expired]
+            elif covered:
+                ev["gov.policy.decision"] = "excepted"
+            else:
+                ev["gov.policy.decision"] = "allow"
+            if covered:
+                ev["gov.policy.exception"] = sorted({x.id for _, x in covered})
+
+    __call__ = enrich
+
+    def explain(self, src: str, dst: str, port: int | None = None, name: str | None = None,
+                protocol: str | None = None, tls_version: str | None = None,
+                when: str | None = None) -> dict[str, Any]:
+        """The decision for a hypothetical flow, with the reasons (for `soc policy explain`)."""
+        ev: Event = {"source.ip": src, "destination.ip": dst, "network.transport": "tcp",
+                     "event.dataset": "soc.explain"}
+        if protocol:
+            ev["network.protocol"] = protocol.lower()
+        if port is not None:
+            ev["destination.port"] = port
+        if name:
+            ev["tls.client.server_name"] = name
+        if tls_version:
+            ev["tls.version"] = tls_version
+        ev["@timestamp"] = when or datetime.now(UTC).isoformat()
+        self.enrich([ev])
+        fv = self.verdict(ev)
+        rules = []
+        if fv.service is not None:
+            rules.append(f"asset {fv.service.id} (line {fv.service.line}) serves {fv.service.level.name} data")
+        else:
+            rules.append(f"no asset matches: fail closed to the destination zone's maximum {fv.dst.max_level.name}")
+        rules.append(f"source zone {fv.src.id} (line {fv.src.line}) accredited up to {fv.src.max_level.name}, floor "
+                     f"{fv.src.floor.name}; destination zone {fv.dst.id} (line {fv.dst.line}) up to "
+                     f"{fv.dst.max_level.name}, floor {fv.dst.floor.name}")
+        rules.append(f"label = high-water mark of service and zone floors = {fv.label.name} ({fv.label.ar})")
+        profiles = self.profiles_at[fv.label.rank]
+        if profiles and not protocol:
+            rules.append(f"protection not judged (no --protocol): at {fv.label.name} profiles "
+                         f"{', '.join(p.name for p in profiles)} apply")
+        return {k: v for k, v in ev.items() if k.startswith("gov.")} | {
+            "source.ip": src, "destination.ip": dst, "destination.port": port, "why": rules}
+
+
+def _in(ip: Any, nets: tuple) -> bool:
+    if not isinstance(ip, str):
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in n for n in nets)
+
+
+def _expired(ev: Event, x: PolicyException) -> bool:
+    ts = ev.get("@timestamp")
+    if not ts:
+        return False
+    try:
+        when = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return when > x.expires
