@@ -307,9 +307,7 @@ class Probes:
             cols = line.split()
             if len(cols) >= 2 and not cols[0].startswith("#"):
                 policy[cols[0].lower()] = cols[1]
-        stack = [line.split("#", 1)[0].split() for line in self._f("/etc/pam.d/common-password") or []]
-        stack = [cols for cols in stack if len(cols) >= 3 and cols[0] == "password"]
-        modules = {os.path.basename(cols[2]): cols[3:] for cols in stack}
+        modules = dict(_pam_stack(self._f("/etc/pam.d/common-password") or [], "password"))
         quality = next((m for m in ("pam_pwquality.so", "pam_cracklib.so") if m in modules), None)
         if quality:
             policy.update(PWQUALITY_DEFAULTS)
@@ -333,6 +331,16 @@ class Probes:
             policy["remember"] = _pam_args(modules["pam_pwhistory.so"]).get("remember", "10")
         self._cache[("_pw", "")] = policy  # type: ignore[assignment]
         return policy
+
+
+def _pam_stack(lines: list[str], kind: str) -> list[tuple[str, list[str]]]:
+    """(module file name, arguments) of the `kind` lines of a PAM file; `[a=b c=d]` controls are skipped."""
+    out = []
+    for line in lines:
+        rest = re.sub(r"\[[^\]]*\]", "ctl", line.split("#", 1)[0]).split()
+        if len(rest) >= 3 and rest[0] == kind:
+            out.append((os.path.basename(rest[2]), rest[3:]))
+    return out
 
 
 def _pam_args(args: list[str]) -> dict[str, str]:
