@@ -1,5 +1,66 @@
-"""soc hunt: (being built). A single command: define it with @app.callback(invoke_without_command=True)."""
+"""soc hunt: run Sigma rules retroactively over stored events (SQLite or Elasticsearch queries by pySigma)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.table import Table
 
-app = typer.Typer(help="(hunt: being built)", no_args_is_help=True)
+from correlator.query import QueryError, parse_time
+from correlator.store import StoreError
+from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, err_console, get_store, print_event
+
+app = typer.Typer(help="Retro-hunt: run Sigma rules over stored events.", no_args_is_help=True,
+                  context_settings={"allow_interspersed_args": True})
+
+
+@app.callback(invoke_without_command=True)
+def hunt(
+    rules: Annotated[list[Path], typer.Argument(help="Rule files or directories.")],
+    since: Annotated[str | None, typer.Option(help="From: ISO-8601, epoch, or a duration back (24h, 7d).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to (exclusive).")] = None,
+    limit: Annotated[int, typer.Option(help="Most events per rule.")] = 1000,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert RULES with pySigma for the store (SQLite SQL / Lucene) and print matching events.
+
+    With --json: one line per matching event, the nested event plus `soc.hunt.rule_id` / `soc.hunt.title`.
+    Correlation rules run only in the streaming engine: they are listed on stderr as skipped.
+    Exit 1 when some other rule could not be hunted (reasons on stderr), else 0.
+    """
+    from correlator.hunt import hunt as run_hunt
+
+    for p in rules:
+        if not p.exists():
+            die(f"{p}: no such rule file or directory")
+    try:
+        start, end = parse_time(since), parse_time(until)
+    except QueryError as e:
+        die(str(e))
+    st = get_store(store)
+    try:
+        results, failures = run_hunt(st, rules, start, end, limit)
+    except (StoreError, ValueError, FileNotFoundError) as e:
+        die(str(e), ExitCode.FAILURE)
+    finally:
+        st.close()
+    for f in failures:
+        err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False)
+    failures = [f for f in failures if f.reason != "correlation"]  # skipped by design, not a failure
+    if as_json:
+        for info, events in results:
+            for e in events:
+                print_event(e | {"soc.hunt.rule_id": info.id, "soc.hunt.title": info.title})
+    else:
+        t = Table(title="Hunt results")
+        for col in ("rule", "matches", "newest"):
+            t.add_column(col, overflow="fold")
+        for info, events in results:
+            t.add_row(info.title, str(len(events)), events[0].get("@timestamp", "") if events else "")
+        console.print(t)
+    raise typer.Exit(ExitCode.FAILURE if failures else ExitCode.OK)
+
+
