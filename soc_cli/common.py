@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from correlator.events import nest
+from correlator.query import Clearance, Query
 from correlator.store import Store, StoreError, open_store
 
 
@@ -101,3 +102,88 @@ class ProgressBar:
 def make_progress(total: int | None, description: str, enabled: bool = True) -> ProgressBar:
     """A progress bar on stderr; silent when disabled or when stderr is not a terminal."""
     return ProgressBar(total, description, enabled)
+
+
+# --- reader clearance (classification policy) ----------------------------------------------------------------------
+
+ClearanceOpt = Annotated[
+    str | None,
+    typer.Option("--clearance", envvar="SOC_CLEARANCE", show_envvar=True,
+                 help="Reader clearance: a level name or rank (default: config `clearance:`, else the policy's "
+                      "mapping of the OS user, else its lowest level)."),
+]
+
+
+def reader_clearance(flag: str | None = None) -> Clearance:
+    """The reader's clearance: --clearance / SOC_CLEARANCE > config `clearance:` > policy user mapping > lowest."""
+    from soc_cli.policy import resolve_clearance
+
+    return resolve_clearance(flag).clause
+
+
+def cleared_read(store: Store, kind: str, q: Query, limit: int, clearance: Clearance | None = None,
+                 what: str = "") -> list[dict[str, Any]]:
+    """Search `kind` ('events' or 'alerts') under the reader's clearance.
+
+    Items above it are not returned; how many were withheld is printed on stderr; every read that returns
+    classified items (rank > 0) is appended to the audit log.
+    """
+    from dataclasses import replace
+
+    from correlator.query import Range
+
+    clearance = clearance or reader_clearance()
+    search = store.search_events if kind == "events" else store.search_alerts
+    items = search(replace(q, clauses=(*q.clauses, clearance)), limit)
+    above = replace(q, clauses=(*q.clauses, Range("gov.label.rank", gt=clearance.max_rank)))
+    withheld = store.count_events(above) if kind == "events" else len(store.search_alerts(above, 10**9))
+    account_read(store, kind, items, withheld, clearance, what or _describe(q))
+    return items
+
+
+def cleared_count(store: Store, q: Query, clearance: Clearance | None = None, what: str = "") -> int:
+    """Count events under the reader's clearance (reporting the withheld count like `cleared_read`)."""
+    from dataclasses import replace
+
+    from correlator.query import Range
+
+    clearance = clearance or reader_clearance()
+    n = store.count_events(replace(q, clauses=(*q.clauses, clearance)))
+    withheld = store.count_events(replace(q, clauses=(*q.clauses, Range("gov.label.rank", gt=clearance.max_rank))))
+    account_read(store, "events", [], withheld, clearance, what or _describe(q))
+    return n
+
+
+def cleared_hunt(store: Store, query: str, since: Any, until: Any, limit: int,
+                 clearance: Clearance | None = None) -> list[dict[str, Any]]:
+    """`store.hunt` under the reader's clearance (the clearance is AND-ed into the native query)."""
+    clearance = clearance or reader_clearance()
+    if store.hunt_language == "sqlite":
+        rank = "coalesce(json_extract(doc, '$.\"gov.label.rank\"'), 0)"
+        ok, above = f"({query}) AND {rank} <= {clearance.max_rank}", f"({query}) AND {rank} > {clearance.max_rank}"
+    else:
+        ok = f"({query}) AND NOT gov.label.rank:>{clearance.max_rank}"
+        above = f"({query}) AND gov.label.rank:>{clearance.max_rank}"
+    items = store.hunt(ok, since, until, limit)
+    withheld = len(store.hunt(above, since, until, 10**9))
+    account_read(store, "hunt", items, withheld, clearance, query)
+    return items
+
+
+def account_read(store: Store, kind: str, items: list[dict[str, Any]], withheld: int, clearance: Clearance,
+                 what: str) -> None:
+    """Tell the reader how many items were withheld; audit the read when it returned classified items."""
+    err_console.print(f"{withheld} {kind} above your clearance (rank {clearance.max_rank}) withheld",
+                      highlight=False, style="dim" if not withheld else "yellow")
+    classified = [it for it in items if int(it.get("gov.label.rank") or 0) > 0]
+    if classified:
+        ids = [it.get("event.id") or it.get("soc.alert.uuid") for it in classified]
+        store.audit("read-classified", {"what": kind, "query": what, "clearance": clearance.max_rank,
+                                        "items": len(classified), "max_rank": max(int(it["gov.label.rank"])
+                                                                                  for it in classified),
+                                        "ids": ids[:100], "withheld": withheld})
+
+
+def _describe(q: Query) -> str:
+    return " ".join(repr(c) for c in q.clauses) + (f" since={q.since}" if q.since else "") + \
+        (f" until={q.until}" if q.until else "")

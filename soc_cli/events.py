@@ -14,9 +14,12 @@ from correlator.pipeline import Pipeline
 from correlator.query import QueryError, parse_query, parse_time
 from correlator.store import StoreError
 from soc_cli.common import (
+    ClearanceOpt,
     ExitCode,
     JsonOpt,
     StoreOpt,
+    cleared_count,
+    cleared_read,
     console,
     die,
     err_console,
@@ -24,6 +27,7 @@ from soc_cli.common import (
     make_progress,
     print_event,
     print_ndjson,
+    reader_clearance,
 )
 from soc_cli.wiring import build_pipeline
 
@@ -121,6 +125,7 @@ def search(
     until: Annotated[str | None, typer.Option(help="End (exclusive): ISO-8601, epoch, or 15m/24h/7d ago.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events, newest first.")] = 100,
     count: Annotated[bool, typer.Option("--count", help="Print only how many events match.")] = False,
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -134,12 +139,13 @@ def search(
     except QueryError as exc:
         die(str(exc))
     s = get_store(store)
+    cleared = reader_clearance(clearance)
     try:
         if count:
-            n = s.count_events(q)
+            n = cleared_count(s, q, cleared, query or "")
             print_ndjson({"count": n}) if json else console.print(n)
             return
-        hits = s.search_events(q, limit)
+        hits = cleared_read(s, "events", q, limit, cleared, query or "")
     except StoreError as exc:
         die(str(exc), ExitCode.FAILURE)
     if json:

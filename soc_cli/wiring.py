@@ -10,4 +10,11 @@ def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
     """The standard pipeline for `store`: classification enrichment and detection with the shipped rules."""
     enrichers: list = []
     detectors: list = []
+    from correlator.policy import PolicyDetector, PolicyEngine  # classification: gov.* on every event
+    from soc_cli.policy import active_policy
+
+    policy_engine = PolicyEngine(active_policy())
+    enrichers.append(policy_engine.enrich)
+    if detect:
+        detectors.append(PolicyDetector(policy_engine))
     return Pipeline(store, enrichers=enrichers, detectors=detectors)
