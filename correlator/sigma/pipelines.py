@@ -46,6 +46,11 @@ SOC_FIELD_OVERRIDES: dict[str, Any] = {
     "c-uri-path": "url.path",
     "uri": "url.original",
     "server_name": "tls.client.server_name",
+    "user_agent": "user_agent.original",
+    "id.orig_h": "source.ip",
+    "id.orig_p": "source.port",
+    "id.resp_h": "destination.ip",
+    "id.resp_p": "destination.port",
     "ja3": "tls.client.ja3",
 }
 
