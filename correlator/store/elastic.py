@@ -30,7 +30,7 @@ from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError,
 
 from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
 from correlator.events import flatten, nest, to_utc_iso
-from correlator.query import Cidr, Clause, Prefix, Query, Range, Term, Text
+from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text
 from correlator.store.base import Store, StoreError, StoreUnavailable
 from correlator.store.sqlite import _string_values as searchable_text
 from correlator.store.sqlite import ip_bytes
@@ -54,6 +54,7 @@ LONG_FIELDS = (
     "source.bytes", "destination.bytes", "source.packets", "destination.packets", "network.bytes",
     "network.packets", "network.iana_number", "event.duration", "event.sequence", "event.severity",
     "http.response.status_code", "http.request.bytes", "http.response.bytes", "process.pid", "file.size",
+    "gov.label.rank",
 )
 FLOAT_FIELDS = ("event.risk_score", "soc.alert.risk_score")
 DATE_FIELDS = ("event.ingested", "event.created", "event.start", "event.end")
@@ -373,6 +374,8 @@ class ElasticStore(Store):
     def _flat(source: dict[str, Any]) -> dict[str, Any]:
         flat = flatten(source)
         flat.pop(TEXT_FIELD, None)  # excluded from _source by the mapping; some servers keep it anyway
+        if flat.get("soc") == {}:  # what is left of {"soc": {"search_text": …}} after the exclusion
+            del flat["soc"]
         return flat
 
     def _search(self, index: str, query: dict, sort: list, limit: int) -> list[dict[str, Any]]:
@@ -596,6 +599,11 @@ def _clause_dsl(c: Clause) -> dict[str, Any]:
         return {"range": {c.field: bounds}}
     if isinstance(c, Text):
         return {"bool": {"filter": [{"term": {TEXT_FIELD: w}} for w in c.words]}}
+    if isinstance(c, Clearance):  # unlabelled items are rank 0 (public)
+        allowed: list[dict[str, Any]] = [{"range": {"gov.label.rank": {"lte": c.max_rank}}}]
+        if c.max_rank >= 0:
+            allowed.append({"bool": {"must_not": [{"exists": {"field": "gov.label.rank"}}]}})
+        return {"bool": {"should": allowed, "minimum_should_match": 1}}
     raise StoreError(f"unsupported query clause {c!r}")
 
 
