@@ -235,7 +235,7 @@ def _ident(r: _Reader, node: yaml.Node | None, where: str) -> str | None:
     return v
 
 
-def _network(r: _Reader, text: str, node: yaml.Node, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def _network(r: _Reader, text: str, node: yaml.Node, where: str) -> Any:
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
