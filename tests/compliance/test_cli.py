@@ -1,0 +1,130 @@
+"""`soc compliance scan | report | validate` end to end, through the pipeline into a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from correlator.query import Query, Term
+from correlator.store import open_store
+from soc_cli.main import app
+from tests.compliance.test_baseline import BASELINE, GOOD, MUTATIONS
+
+runner = CliRunner()
+N_CHECKS = len(MUTATIONS)
+
+
+@pytest.fixture
+def env(tmp_path: Path, soc_env, tls_server):
+    store = f"sqlite:///{tmp_path / 'soc.db'}"
+    endpoint = tls_server().endpoint
+    return {"store": store, "tls": ["--probe-tls", "--var", f"$tls_endpoint={endpoint}"]}
+
+
+def scan(env, root: Path, *args: str):
+    return runner.invoke(app, ["compliance", "scan", "--policy", str(BASELINE), "--root", str(root),
+                               "--store", env["store"], *env["tls"], *args])
+
+
+def stored(env, **terms) -> list[dict]:
+    store = open_store(env["store"])
+    try:
+        return store.search_events(Query(tuple(Term(k.replace("_", "."), v) for k, v in terms.items())), limit=10000)
+    finally:
+        store.close()
+
+
+def alerts(env) -> list[dict]:
+    store = open_store(env["store"])
+    try:
+        return store.search_alerts(Query(), limit=1000)
+    finally:
+        store.close()
+
+
+def test_scan_stores_state_events_and_alerts_only_on_change(env, make_tree):
+    good = make_tree(GOOD)
+    res = scan(env, good, "--host", "web01", "--org", "MinFin")
+    assert res.exit_code == 0, res.output
+    events = stored(env, host_name="web01")
+    assert len(events) == N_CHECKS
+    assert {(e["event.kind"], tuple(e["event.category"]), e["event.dataset"]) for e in events} == {
+        ("state", ("configuration",), "compliance.check")}
+    assert alerts(env) == []                                       # the first scan is the baseline
+
+    assert scan(env, good, "--host", "web01", "--org", "MinFin").exit_code == 0
+    assert alerts(env) == []                                       # unchanged: no alert
+
+    bad = make_tree(GOOD, MUTATIONS[10001][0][0])
+    res = scan(env, bad, "--host", "web01", "--org", "MinFin")
+    assert res.exit_code == 1                                      # a failed check at/above low
+    (alert,) = alerts(env)
+    assert alert["rule.id"] == "10001" and alert["soc.alert.severity"] == "high"
+    assert "changed from passed to failed" in alert["soc.alert.reason"]
+
+    assert scan(env, good, "--host", "web01", "--org", "MinFin").exit_code == 0
+    reasons = sorted(a["soc.alert.reason"] for a in alerts(env))
+    assert len(reasons) == 2 and "changed from failed to passed" in reasons[0]
+    assert len(stored(env, host_name="web01")) == 4 * N_CHECKS
+
+
+def test_fail_on_threshold(env, make_tree):
+    bad = make_tree(GOOD, MUTATIONS[10004][0][0])                  # X11Forwarding: a low-severity check
+    assert scan(env, bad, "--no-store").exit_code == 1
+    assert scan(env, bad, "--no-store", "--fail-on", "medium").exit_code == 0
+    worse = make_tree(GOOD, MUTATIONS[10001][0][0])                # root login: high
+    assert scan(env, worse, "--no-store", "--fail-on", "high").exit_code == 1
+    assert scan(env, worse, "--no-store", "--fail-on", "critical").exit_code == 0
+
+
+def test_json_and_reports(env, make_tree, tmp_path: Path):
+    root = make_tree(GOOD, MUTATIONS[10103][0][0])
+    res = scan(env, root, "--no-store", "--json", "--host", "db01")
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == N_CHECKS
+    failed = [d for d in lines if d["soc"]["compliance"]["check"]["result"] == "failed"]
+    assert [d["rule"]["id"] for d in failed] == ["10103"] and failed[0]["event"]["outcome"] == "failure"
+
+    md, html = tmp_path / "r.md", tmp_path / "r.html"
+    assert scan(env, root, "--no-store", "--format", "md", "-o", str(md)).exit_code == 1
+    text = md.read_text()
+    assert "| 10103 | high | failed |" in text and "## Remediation" in text
+    assert scan(env, root, "--no-store", "--format", "html", "-o", str(html)).exit_code == 1
+    assert '<tr class="failed"><td>10103</td>' in html.read_text()
+
+
+def test_report_rolls_up_latest_scan_per_host(env, make_tree):
+    good, bad = make_tree(GOOD), make_tree(GOOD, MUTATIONS[10001][0][0], MUTATIONS[10201][0][0])
+    scan(env, bad, "--host", "a1", "--org", "MinA")
+    scan(env, good, "--host", "a1", "--org", "MinA")               # a1's latest scan is clean
+    scan(env, bad, "--host", "a2", "--org", "MinA")
+    scan(env, good, "--host", "b1", "--org", "MinB")
+    res = runner.invoke(app, ["compliance", "report", "--by", "org", "--json", "--store", env["store"]])
+    assert res.exit_code == 0, res.output
+    rows = {r["org"]: r for r in map(json.loads, res.stdout.splitlines())}
+    assert rows["MinA"]["hosts"] == 2 and rows["MinA"]["scans"] == 2
+    assert (rows["MinA"]["passed"], rows["MinA"]["failed"]) == (2 * N_CHECKS - 2, 2)
+    assert rows["MinA"]["score"] == round(100 * (2 * N_CHECKS - 2) / (2 * N_CHECKS), 1)
+    assert rows["MinB"]["score"] == 100.0
+    res = runner.invoke(app, ["compliance", "report", "--by", "host", "--json", "--store", env["store"]])
+    assert {r["host"]: r["failed"] for r in map(json.loads, res.stdout.splitlines())} == {"a1": 0, "a2": 2, "b1": 0}
+
+
+def test_validate_and_bad_input(env, tmp_path: Path, make_tree):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("policy: {id: p, name: n, description: d}\nchecks:\n  - id: 1\n    title: t\n"
+                   "    condition: all\n    rules: ['q:/etc']\n")
+    res = runner.invoke(app, ["compliance", "validate", str(BASELINE), str(bad)])
+    assert res.exit_code == 2
+    assert f"{bad}:6: checks[0].rules[0]: unknown rule type" in res.output.replace("\n", "")
+    assert "ok" in res.output
+    assert runner.invoke(app, ["compliance", "validate", str(BASELINE)]).exit_code == 0
+    res = runner.invoke(app, ["compliance", "scan", "--policy", str(bad), "--root", str(make_tree(GOOD))])
+    assert res.exit_code == 2 and f"{bad}:6:" in res.stderr.replace("\n", "")
+    res = runner.invoke(app, ["compliance", "scan", "--policy", str(tmp_path / "none.yml")])
+    assert res.exit_code == 2 and "cannot read policy" in res.stderr
+    res = runner.invoke(app, ["compliance", "scan", "--var", "x=1", "--no-store"])
+    assert res.exit_code == 2

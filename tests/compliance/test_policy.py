@@ -1,0 +1,108 @@
+"""Policy validation: every error names file, line and field; valid SCA and soc policies load."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sensors.compliance import PolicyError, load_policy, parse_policy
+
+HEAD = """\
+policy:
+  id: p
+  name: P
+  description: test policy
+"""
+
+
+def policy_text(checks: str, extra: str = "") -> str:
+    return HEAD + extra + "checks:\n" + textwrap.indent(textwrap.dedent(checks), "  ")
+
+
+def error(text: str) -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "bad.yml")
+    return info.value
+
+
+@pytest.mark.parametrize(("checks", "line", "field", "words"), [
+    ("- {id: 1, title: t, condition: all, rules: ['x:/etc/passwd']}\n", 6, "checks[0].rules[0]", "unknown rule type"),
+    ("- id: 1\n  title: t\n  condition: most\n  rules: ['f:/a']\n", 8, "checks[0].condition", "not one of"),
+    ("- id: 1\n  title: t\n  rules: ['f:/a']\n  condition: all\n  colour: red\n", 10, "checks[0].colour",
+     "unknown field"),
+    ("- id: 1\n  condition: all\n  rules: ['f:/a']\n", 6, "checks[0].title", "missing"),
+    ("- {id: 1, title: a, condition: all, rules: ['f:/a']}\n- {id: 1, title: b, condition: all, rules: ['f:/b']}\n",
+     7, "checks[1].id", "duplicate check id 1"),
+    ("- id: one\n  title: t\n  condition: all\n  rules: ['f:/a']\n", 6, "checks[0].id", "positive integer"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules:\n    - 'f:/a'\n    - 'f:/etc/x -> r:(unclosed'\n", 11,
+     "checks[0].rules[1]", "invalid regex"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules:\n    - 'f:/a -> n:^x\\s+\\d+ compare <= 3'\n", 10,
+     "checks[0].rules[0]", "capture group"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules: ['f:/a -> n:^x(\\d+) compare about 3']\n", 9,
+     "checks[0].rules[0]", "bad comparison"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules: ['f:$nope -> r:x']\n", 9, "checks[0].rules[0]",
+     "undefined variable $nope"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules: ['tls:10.1.2.3:443 -> r:x']\n", 9, "checks[0].rules[0]",
+     "loopback"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules: ['c:id']\n", 9, "checks[0].rules[0]", "content checks"),
+    ("- id: 1\n  title: t\n  severity: urgent\n  condition: all\n  rules: ['f:/a']\n", 8, "checks[0].severity",
+     "not one of"),
+    ("- id: 1\n  title: t\n  condition: all\n  rules: []\n", 9, "checks[0].rules", "non-empty"),
+])
+def test_errors_name_file_line_and_field(checks, line, field, words):
+    exc = error(policy_text(checks))
+    assert (exc.file, exc.line, exc.field) == ("bad.yml", line, field)
+    assert words in exc.message
+    assert str(exc).startswith(f"bad.yml:{line}: {field}: ")
+
+
+def test_yaml_syntax_error_has_its_line():
+    exc = error(HEAD + "checks:\n  - id: 1\n    title: [unclosed\n")
+    assert exc.field == "<yaml>" and exc.line == 8
+
+
+def test_missing_sections_and_bad_variables():
+    assert error("policy: {id: p, name: n, description: d}\n").field == "<document>.checks"
+    exc = error(policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a']}\n",
+                            "variables:\n  nodollar: /etc\n"))
+    assert (exc.line, exc.field) == (6, "variables.nodollar")
+    exc = error("policy: {id: p, name: n}\nchecks: []\n")
+    assert exc.field == "policy.description"
+
+
+def test_valid_policy_model(tmp_path: Path):
+    text = policy_text("""\
+        - id: 7
+          title: "SSH"
+          description: d
+          rationale: r
+          remediation: fix it
+          severity: critical
+          references: [https://example.org]
+          compliance:
+            - cis: ["5.2.1"]
+            - nist_800_53: ["AC-3", "CM-6"]
+          condition: none
+          rules:
+            - 'not f:$f -> r:^PermitRootLogin\\s+yes'
+        """, "variables:\n  $f: /etc/ssh/sshd_config,/etc/ssh/other\nrequirements:\n  title: linux\n"
+             "  condition: any\n  rules: ['f:/etc/os-release']\n")
+    path = tmp_path / "ok.yml"
+    path.write_text(text)
+    pol = load_policy(path)
+    check = pol.checks[0]
+    assert (check.id, check.severity, check.condition) == (7, "critical", "none")
+    assert check.compliance == {"cis": ["5.2.1"], "nist_800_53": ["AC-3", "CM-6"]}
+    rule = check.rules[0]
+    assert rule.negated and rule.type == "f" and rule.location == "/etc/ssh/sshd_config,/etc/ssh/other"
+    assert pol.requirements.condition == "any"
+    assert load_policy(path, {"$f": "/x"}).checks[0].rules[0].location == "/x"
+
+
+def test_shipped_baseline_validates():
+    pol = load_policy(Path(__file__).resolve().parents[2] / "rules" / "compliance" / "national_baseline.yml")
+    assert len(pol.checks) >= 25
+    for check in pol.checks:
+        assert check.remediation and check.compliance.get("nist_800_53"), check.id

@@ -1,0 +1,139 @@
+"""Wazuh SCA semantics, checked against the rules stated in Wazuh's documentation (creating custom policies,
+regex syntax): OS_Regex classes, content operators, negation, and the condition truth table."""
+
+from __future__ import annotations
+
+import pytest
+
+from sensors.compliance import Scanner, parse_policy
+from sensors.compliance.osregex import RegexError, compile_osmatch, compile_osregex
+from sensors.compliance.rules import RuleSyntaxError, parse_rule
+
+
+@pytest.mark.parametrize(("pattern", "text", "hit"), [
+    (r"^\s*PermitRootLogin\s+no", "  PermitRootLogin  no", True),
+    (r"^\s*PermitRootLogin\s+no", "\tPermitRootLogin no", False),      # \s is an ASCII space only
+    (r"^\s*\t*PermitRootLogin", "\tPermitRootLogin no", True),
+    (r"permitrootlogin", "PermitRootLogin", True),                     # case-insensitive
+    (r"Port\.+22", "Port 22", True),                                   # \. is any character
+    (r"a.b", "axb", False),                                            # a bare dot is literal
+    (r"a.b", "a.b", True),
+    (r"^\w+$", "user-name@host_1", True),                              # \w includes - @ _
+    (r"^\w+$", "user name", False),
+    (r"^\p+$", "()*+,-.:;<=>?[]!\"'#$%&|{}", True),
+    (r"^LogLevel\s+INFO|^LogLevel\s+VERBOSE", "LogLevel VERBOSE", True),
+    (r"\$1\$", "root:$1$salt", True),                                   # \$ is literal
+    (r"^\d\d\d$", "123", True),
+    (r"^\D+$", "abc", True),
+    (r"^\S+$", "a\tb", True),
+])
+def test_osregex(pattern, text, hit):
+    assert (compile_osregex(pattern).search(text) is not None) is hit
+
+
+def test_osregex_rejects_what_os_regex_cannot_express():
+    for bad in ("(a|b)", "(open", "close)", "trailing\\"):
+        with pytest.raises(RegexError):
+            compile_osregex(bad)
+
+
+def test_osmatch_names():
+    assert compile_osmatch("^.mysql_history$").search(".MYSQL_HISTORY")
+    assert not compile_osmatch("^.mysql_history$").search("x.mysql_history")
+    assert compile_osmatch("rules|conf").search("audit.conf")
+
+
+def test_rule_parsing_follows_sca_grammar():
+    rule = parse_rule(r"not f:/etc/ssh_config -> !r:^# && r:Protocol && r:2")
+    assert rule.negated and rule.type == "f" and rule.location == "/etc/ssh_config"
+    assert [(t.kind, t.negated) for t in rule.content] == [("r", True), ("r", False), ("r", False)]
+    rule = parse_rule(r"d:/home -> r:^.mysql_history$ -> r:secret")
+    assert (rule.location, rule.file) == ("/home", r"r:^.mysql_history$") and rule.content[0].pattern == "secret"
+    rule = parse_rule(r"c:sh -c 'stat -Lc %a /x' -> n:^(\d+) compare <= 644")
+    assert rule.location == "sh -c 'stat -Lc %a /x'" and rule.content[0].op == "<="
+    assert parse_rule("p:avahi-daemon").content[0].kind == "="
+    with pytest.raises(RuleSyntaxError):
+        parse_rule("f:")
+
+
+def scan_rules(tmp_path, rules: list[str], condition: str = "all") -> tuple[str, str]:
+    import yaml
+
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"},
+           "checks": [{"id": 1, "title": "t", "condition": condition, "rules": rules}]}
+    result = Scanner(str(tmp_path)).scan(parse_policy(yaml.safe_dump(doc))).results[0]
+    return result.status, result.reason
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/ssh_config").write_text("# Protocol 1\nHost *\n  Protocol 2\nMaxAuthTries\t7\nPort 2222\n")
+    (tmp_path / "etc/login.defs").write_text("PASS_MAX_DAYS 90\nUMASK 022\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("rule", "status"), [
+    ("f:/etc/ssh_config", "passed"),
+    ("not f:/etc/ssh_config", "failed"),
+    ("f:/etc/nothing", "failed"),                                    # existence: missing -> not found
+    ("f:/etc/nothing -> r:x", "not applicable"),                     # content on a missing file
+    ("not f:/etc/nothing -> r:x", "not applicable"),                 # `not` leaves "invalid" alone
+    ("f:/etc/nothing,/etc/ssh_config -> r:Port", "passed"),          # a list: any file's line matches
+    ("f:/etc/ssh_config -> !r:^# && r:Protocol && r:2", "passed"),
+    ("f:/etc/ssh_config -> r:^Protocol", "failed"),
+    ("f:/etc/ssh_config -> host *", "passed"),                       # literal: whole line, case-insensitive
+    ("f:/etc/ssh_config -> Host", "failed"),
+    ("not f:/etc/ssh_config -> r:^Port 22$", "passed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare <= 90", "passed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare < 90", "failed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare == 90", "passed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare != 90", "failed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare > 89", "passed"),
+    (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare >= 91", "failed"),
+    (r"f:/etc/ssh_config -> n:^MaxAuthTries\s+(\d+) compare <= 4", "failed"),   # tab is not \s: no line
+    ("d:/etc", "passed"),
+    ("d:/nothing", "failed"),
+    ("d:/etc -> r:^login -> r:UMASK", "passed"),
+    ("d:/etc -> ssh_config -> r:UMASK", "failed"),
+    ("d:/nothing -> x -> r:y", "not applicable"),
+    ("r:HKEY_LOCAL_MACHINE\\System", "not applicable"),
+])
+def test_rule_results(tree, rule, status):
+    assert scan_rules(tree, [rule])[0] == status
+
+
+# Wazuh's condition truth table: (condition, rule outcomes) -> check result
+FOUND, MISSING, INVALID = "f:/etc/login.defs", "f:/etc/absent", "f:/etc/absent -> r:x"
+
+
+@pytest.mark.parametrize(("condition", "rules", "status"), [
+    ("all", [FOUND, FOUND], "passed"),
+    ("all", [FOUND, INVALID], "not applicable"),
+    ("all", [INVALID, MISSING], "failed"),
+    ("all", [MISSING, INVALID], "failed"),
+    ("any", [MISSING, FOUND], "passed"),
+    ("any", [INVALID, FOUND], "passed"),
+    ("any", [MISSING, MISSING], "failed"),
+    ("any", [MISSING, INVALID], "not applicable"),
+    ("none", [MISSING, FOUND], "failed"),
+    ("none", [INVALID, FOUND], "failed"),
+    ("none", [MISSING, INVALID], "not applicable"),
+    ("none", [MISSING, MISSING], "passed"),
+])
+def test_condition_truth_table(tree, condition, rules, status):
+    got, reason = scan_rules(tree, rules, condition)
+    assert got == status
+    assert bool(reason) == (status == "not applicable")
+
+
+def test_commands_need_opt_in_and_the_live_host(tmp_path):
+    import yaml
+
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"},
+           "checks": [{"id": 1, "title": "t", "condition": "all", "rules": ["c:echo hello world -> r:^hello"]}]}
+    policy = parse_policy(yaml.safe_dump(doc))
+    assert Scanner("/").scan(policy).results[0].reason == "command rules run only with --allow-commands"
+    assert Scanner("/", allow_commands=True).scan(policy).results[0].status == "passed"
+    under_root = Scanner(str(tmp_path), allow_commands=True).scan(policy).results[0]
+    assert under_root.status == "not applicable" and "live host" in under_root.reason
