@@ -172,34 +172,44 @@ class Matcher:
             a.make_automaton()
             self.automata[f] = a
         self.indexed = set(self.exact) | set(self.has) | set(self.automata)
+        self.parents: dict[str, list[str]] = {}
+        for f in self.indexed:
+            for i, ch in enumerate(f):
+                if ch == ".":
+                    self.parents.setdefault(f[:i], []).append(f)
 
     def __len__(self) -> int:
         return len(self.funcs)
 
     def candidates(self, e: dict[str, Any], lo: Lowered) -> set[int]:
         cands: set[int] = set(self.always)
-        indexed, exact, automata, has = self.indexed, self.exact, self.automata, self.has
+        indexed, parents = self.indexed, self.parents
         for k in e:
-            if k not in indexed:
-                continue
-            v = lo[k]
-            if v is None:
-                continue
-            vals = v if type(v) is tuple else (v,)
-            if k in has:
-                cands.update(has[k])
-            d = exact.get(k)
-            if d is not None:
-                for x in vals:
-                    ids = d.get(x)
-                    if ids:
-                        cands.update(ids)
-            a = automata.get(k)
-            if a is not None:
-                for x in vals:
-                    for _, ids in a.iter(x):
-                        cands.update(ids)
+            if k in indexed:
+                self._hit(k, lo[k], cands)
+            if k in parents and type(e[k]) is list:  # object array: its sub-fields are indexed (dns.answers.data)
+                for f in parents[k]:
+                    self._hit(f, lo[f], cands)
         return cands
+
+    def _hit(self, k: str, v: Any, cands: set[int]) -> None:
+        if v is None:
+            return
+        vals = v if type(v) is tuple else (v,)
+        ids = self.has.get(k)
+        if ids:
+            cands.update(ids)
+        d = self.exact.get(k)
+        if d is not None:
+            for x in vals:
+                ids = d.get(x)
+                if ids:
+                    cands.update(ids)
+        a = self.automata.get(k)
+        if a is not None:
+            for x in vals:
+                for _, ids in a.iter(x):
+                    cands.update(ids)
 
     def match(self, e: dict[str, Any]) -> list[int]:
         """Indexes of the rules that match event ``e`` (ascending)."""
