@@ -22,10 +22,10 @@ class TcpApp:
     __slots__ = ("proto", "bufs", "next_seq", "skip", "mode", "pending", "tls_readers", "client_hello", "banners",
                  "done", "gaps", "held")
 
-    def __init__(self) -> None:
+    def __init__(self, isn: list[int | None]) -> None:
         self.proto: str | None = None
         self.bufs = [bytearray(), bytearray()]
-        self.next_seq: list[int | None] = [None, None]
+        self.next_seq: list[int | None] = [None if s is None else (s + 1) & 0xFFFFFFFF for s in isn]
         self.skip = [0, 0]                # HTTP body bytes still to pass over
         self.mode = ["head", "head"]      # HTTP: head | chunked | off
         self.pending: list[tuple[dict, float]] = []   # HTTP requests waiting for their response
@@ -35,9 +35,6 @@ class TcpApp:
         self.done = False
         self.gaps = 0
         self.held: list[dict[int, bytes]] = [{}, {}]
-
-    def syn(self, direction: int, seq: int) -> None:
-        self.next_seq[direction] = (seq + 1) & 0xFFFFFFFF
 
     def feed(self, direction: int, seq: int, payload: bytes, ts: float, sport: int, dport: int) -> Out:
         """Add one segment's payload: in-order data is parsed, retransmitted bytes are trimmed, segments ahead of a

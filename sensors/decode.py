@@ -41,6 +41,9 @@ class Decoded(NamedTuple):
     truncated: bool       # header complete but caplen cut the packet / IP length beyond the frame
 
 
+_new = tuple.__new__  # builds a Decoded without NamedTuple's Python-level __new__ (hot path)
+
+
 class Counters(dict):
     """Packet counters (a dict so it serialises as-is)."""
 
@@ -148,6 +151,24 @@ class PacketDecoder:
             c["truncated"] += 1
             return None
         if etype == ETH_IPV4:
+            # fast path: a whole, unfragmented IPv4 datagram carrying TCP or UDP with a complete header
+            if n >= off + 40:
+                vihl, total, frag = data[off], *unpack_from(">HxxH", data, off + 2)
+                proto, ihl = data[off + 9], (vihl & 0x0F) * 4
+                pos, end = off + ihl, off + total
+                if vihl >> 4 == 4 and ihl >= 20 and not frag & 0x3FFF and total >= ihl + 20 and end <= n:
+                    if proto == TCP:
+                        sport, dport, seq = unpack_from(">HHI", data, pos)
+                        hlen = (data[pos + 12] >> 4) * 4
+                        if 20 <= hlen <= end - pos:
+                            return _new(Decoded, (4, data[off + 12:off + 16], data[off + 16:off + 20], TCP, sport,
+                                                  dport, vlans, data[pos + 13], seq, data[pos + hlen:end],
+                                                  total - ihl, False))
+                    elif proto == UDP:
+                        sport, dport, ulen = unpack_from(">HHH", data, pos)
+                        if 8 <= ulen <= end - pos:
+                            return _new(Decoded, (4, data[off + 12:off + 16], data[off + 16:off + 20], UDP, sport,
+                                                  dport, vlans, 0, 0, data[pos + 8:pos + ulen], total - ihl, False))
             return self._ipv4(data, off, n, vlans, ts)
         if etype == ETH_IPV6:
             return self._ipv6(data, off, n, vlans, ts)
@@ -234,7 +255,7 @@ class PacketDecoder:
                 if avail >= 4:  # ports survive a snaplen cut: keep the packet in its flow (tshark does)
                     sport, dport = unpack_from(">HH", data, pos)
                     c["truncated"] += 1
-                    return Decoded(version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True)
+                    return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True))
                 c["truncated"] += 1
                 return None
             sport, dport, seq = unpack_from(">HHI", data, pos)
@@ -244,24 +265,24 @@ class PacketDecoder:
                 return None
             if hlen > avail:
                 truncated = True
-            return Decoded(version, src, dst, proto, sport, dport, vlans, flags, seq,
-                           data[pos + hlen:end] if hlen < avail else b"", l4len, truncated)
+            return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, flags, seq,
+                           data[pos + hlen:end] if hlen < avail else b"", l4len, truncated))
         if proto == UDP:
             if avail < 8:
                 if avail >= 4:
                     sport, dport = unpack_from(">HH", data, pos)
                     c["truncated"] += 1
-                    return Decoded(version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True)
+                    return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True))
                 c["truncated"] += 1
                 return None
             sport, dport, ulen = unpack_from(">HHH", data, pos)
             stop = pos + ulen if 8 <= ulen <= avail else end
-            return Decoded(version, src, dst, proto, sport, dport, vlans, 0, 0, data[pos + 8:stop],
-                           l4len, truncated or ulen > avail)
+            return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, 0, 0, data[pos + 8:stop],
+                           l4len, truncated or ulen > avail))
         if proto in (ICMP, ICMPV6):
             if avail < 4:
                 c["truncated"] += 1
                 return None
-            return Decoded(version, src, dst, proto, data[pos], data[pos + 1], vlans, 0, 0, data[pos + 4:end],
-                           l4len, truncated)
-        return Decoded(version, src, dst, proto, 0, 0, vlans, 0, 0, b"", l4len, truncated)
+            return _new(Decoded, (version, src, dst, proto, data[pos], data[pos + 1], vlans, 0, 0, data[pos + 4:end],
+                           l4len, truncated))
+        return _new(Decoded, (version, src, dst, proto, 0, 0, vlans, 0, 0, b"", l4len, truncated))

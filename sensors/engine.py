@@ -16,9 +16,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from struct import error as StructError
 
-from communityid import CommunityID, FlowTuple
-
 from .apps import TcpApp
+from .community import community_id
 from .decode import ICMP, ICMPV6, TCP, UDP, Counters, PacketDecoder
 from .flows import ACK, FIN, RST, SYN, Flow, FlowTable
 from .protocols import dns
@@ -33,13 +32,18 @@ FLAG_NAMES = ((SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST"), (0x08, "PS
 FLIP = {"inbound": "outbound", "outbound": "inbound"}
 
 
+_second = [-1, ""]  # the last formatted second: events come in time order, so most share it
+
+
 def iso(ts: float) -> str:
     """Epoch seconds → ISO-8601 UTC with microseconds and `Z`."""
     sec = int(ts)
     usec = round((ts - sec) * 1e6)
     if usec >= 1_000_000:
         sec, usec = sec + 1, usec - 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{usec:06d}Z"
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{usec:06d}Z"
 
 
 def _ip(raw: bytes) -> str:
@@ -63,7 +67,6 @@ class Sensor:
         self.out: list[dict] = []
         self.seq = 0
         self.packets = 0
-        self.cid = CommunityID()
         self.decoded = 0
 
     # --- packet loop -------------------------------------------------------------------------------------
@@ -84,18 +87,15 @@ class Sensor:
                 flow, direction = update(d, ts, wirelen, n)
                 proto = d.proto
                 if proto == TCP:
-                    app = flow.app
-                    if app is None:
-                        if not (d.payload or d.flags & SYN):
-                            continue
-                        app = flow.app = TcpApp()
-                    if app.done:
-                        continue
                     if d.flags & SYN:
-                        app.syn(direction, d.seq)
+                        flow.isn[direction] = d.seq
                     if d.payload:
-                        for res in app.feed(direction, d.seq, d.payload, ts, d.sport, d.dport):
-                            self._app_event(flow, res)
+                        app = flow.app
+                        if app is None:
+                            app = flow.app = TcpApp(flow.isn)
+                        if not app.done:
+                            for res in app.feed(direction, d.seq, d.payload, ts, d.sport, d.dport):
+                                self._app_event(flow, res)
                 elif proto == UDP:
                     if d.payload and (d.dport in dns.PORTS or d.sport in dns.PORTS):
                         self._udp_dns(flow, direction, d.payload, ts)
@@ -134,16 +134,8 @@ class Sensor:
         meta = flow.meta
         if meta is None:
             src, dst = _ip(flow.src), _ip(flow.dst)
-            try:
-                if flow.icmp is not None:
-                    tup = FlowTuple(flow.proto, flow.src, flow.dst, flow.icmp[0], flow.icmp[1])
-                elif flow.proto in (TCP, UDP, 132):
-                    tup = FlowTuple(flow.proto, flow.src, flow.dst, flow.sport, flow.dport)
-                else:
-                    tup = FlowTuple(flow.proto, flow.src, flow.dst)
-                cid = self.cid.calc(tup)
-            except Exception:  # communityid refuses odd tuples (e.g. port 0 edge cases): omit the field
-                cid = None
+            sport, dport = flow.icmp if flow.icmp is not None else (flow.sport, flow.dport)
+            cid = community_id(flow.proto, flow.src, flow.dst, sport, dport)
             meta = flow.meta = (src, dst, cid, self._direction(src, dst))
         return meta
 
@@ -160,12 +152,11 @@ class Sensor:
         if reverse:
             src, dst, sport, dport, direction = dst, src, dport, sport, FLIP.get(direction, direction)
         self.seq += 1
-        ev = dict(self.base)
-        ev.update({"@timestamp": iso(ts), "event.category": CATEGORY[dataset], "event.dataset": "soc." + dataset,
-                   "event.sequence": self.seq, "source.ip": src, "destination.ip": dst,
-                   "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
-                   "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6",
-                   "related.ip": [src, dst] if src != dst else [src]})
+        ev = {**self.base, "@timestamp": iso(ts), "event.category": CATEGORY[dataset],
+              "event.dataset": "soc." + dataset, "event.sequence": self.seq, "source.ip": src, "destination.ip": dst,
+              "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
+              "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6",
+              "related.ip": [src, dst] if src != dst else [src]}
         if flow.proto in (TCP, UDP):
             ev["source.port"], ev["destination.port"] = sport, dport
         if cid:

@@ -19,7 +19,7 @@ class Flow:
     """One bidirectional flow; index 0 is the originator (sender of the first packet), 1 the responder."""
 
     __slots__ = ("key", "version", "proto", "src", "dst", "sport", "dport", "vlans", "start", "last", "pkts", "bytes",
-                 "flags", "part", "app", "first_packet", "end_reason", "icmp", "meta")
+                 "flags", "part", "app", "first_packet", "end_reason", "icmp", "meta", "queue", "isn")
 
     def __init__(self, key: tuple, d: Decoded, ts: float, ordinal: int, part: int = 0) -> None:
         self.key = key
@@ -34,6 +34,8 @@ class Flow:
         self.first_packet = ordinal
         self.end_reason = ""
         self.icmp = (d.sport, d.dport) if d.proto in (ICMP, ICMPV6) else None
+        self.queue = 1  # timeout class, see FlowTable
+        self.isn = [None, None]  # TCP initial sequence numbers seen in SYNs, per direction
         self.meta: tuple | None = None  # (source ip, destination ip, community id, direction), set by the sensor
 
     @property
@@ -58,91 +60,106 @@ class Flow:
 
 
 class FlowTable:
-    """Flows by normalised key, least recently active first; expired, evicted and finished flows go to `emit`."""
+    """Flows by normalised key. Each timeout class (closed TCP, open TCP, other) keeps its flows in last-activity
+    order, so expiry pops from the front and costs nothing while flows are alive. Expired, evicted and finished
+    flows go to `emit`."""
 
     def __init__(self, emit: Callable[[Flow], None], counters: dict, idle_tcp: float = 300.0,
-                 idle_other: float = 120.0, active: float = 1800.0, max_flows: int = 200_000) -> None:
+                 idle_other: float = 120.0, closed_tcp: float = 5.0, active: float = 1800.0,
+                 max_flows: int = 200_000) -> None:
         self.emit, self.counters = emit, counters
-        self.idle_tcp, self.idle_other, self.active, self.max_flows = idle_tcp, idle_other, active, max_flows
-        self.flows: OrderedDict[tuple, Flow] = OrderedDict()
+        self.active, self.max_flows = active, max_flows
+        self.timeouts = (closed_tcp, idle_tcp, idle_other)
+        self.queues: tuple[OrderedDict[tuple, Flow], ...] = (OrderedDict(), OrderedDict(), OrderedDict())
+        self.flows: dict[tuple, Flow] = {}
         self.next_sweep = 0.0
 
     @staticmethod
-    def key(d: Decoded) -> tuple[tuple, bool]:
-        """(normalised key, True when the packet goes from the lower to the higher endpoint)."""
+    def key(d: Decoded) -> tuple:
+        """The direction-independent key of a packet's flow."""
         src, dst, sport, dport = d.src, d.dst, d.sport, d.dport
         proto = d.proto
         if proto in (ICMP, ICMPV6):
             pair = ECHO[proto].get(sport)
             if pair is None:  # not request/reply: a one-way flow per type/code
-                return (proto, src, dst, sport, dport, d.vlans), True
+                return (proto, src, dst, sport, dport, d.vlans)
             sport = dport = min(sport, pair)  # request and reply meet under the request type
-        fwd = src < dst or (src == dst and sport <= dport)
-        if fwd:
-            return (proto, src, sport, dst, dport, d.vlans), True
-        return (proto, dst, dport, src, sport, d.vlans), False
+        if src < dst or (src == dst and sport <= dport):
+            return (proto, src, sport, dst, dport, d.vlans)
+        return (proto, dst, dport, src, sport, d.vlans)
 
     def update(self, d: Decoded, ts: float, wirelen: int, ordinal: int) -> tuple[Flow, int]:
         """Account one packet; return its flow and direction (0 from the originator, 1 towards it)."""
         if ts >= self.next_sweep:
             self.sweep(ts)
-        key, _ = self.key(d)
-        flows = self.flows
-        flow = flows.get(key)
+        src, dst, sport, dport, proto = d.src, d.dst, d.sport, d.dport, d.proto
+        if proto in (TCP, UDP):  # inline of key() for the common case
+            key = ((proto, src, sport, dst, dport, d.vlans) if src < dst or (src == dst and sport <= dport)
+                   else (proto, dst, dport, src, sport, d.vlans))
+        else:
+            key = self.key(d)
+        flow = self.flows.get(key)
         if flow is not None:
-            direction = 0 if d.src == flow.src and d.sport == flow.sport else 1
-            if flow.proto == TCP and d.flags & (SYN | ACK) == SYN and flow.closed:
+            direction = 0 if sport == flow.sport and src == flow.src else 1
+            if flow.queue == 0 and d.flags & (SYN | ACK) == SYN:
                 flow.end_reason = "reused"  # a new connection on a finished 5-tuple
-                self._finish(key, flow)
+                self._finish(flow)
                 flow = None
             elif ts - flow.start > self.active:
                 flow.end_reason = "active_timeout"
-                self._finish(key, flow)
-                flow = Flow(key, d, ts, ordinal, flow.part + 1)
-                flow.src, flow.dst, flow.sport, flow.dport = (
-                    (d.src, d.dst, d.sport, d.dport) if direction == 0 else (d.dst, d.src, d.dport, d.sport))
-                flows[key] = flow
+                self._finish(flow)
+                flow = self._new(key, d, ts, ordinal, flow.part + 1)
+                if direction:  # the continuation keeps the original orientation
+                    flow.src, flow.dst, flow.sport, flow.dport = d.dst, d.src, d.dport, d.sport
             else:
-                flows.move_to_end(key)
+                self.queues[flow.queue].move_to_end(key)
         if flow is None:
-            if len(flows) >= self.max_flows:
-                old_key, old = next(iter(flows.items()))
-                old.end_reason = "evicted"
-                self.counters["flows_evicted"] += 1
-                self._finish(old_key, old)
-            flow = flows[key] = Flow(key, d, ts, ordinal)
+            flow = self._new(key, d, ts, ordinal, 0)
             direction = 0
         flow.last = ts
         flow.pkts[direction] += 1
         flow.bytes[direction] += wirelen
-        flow.flags[direction] |= d.flags
+        flags = d.flags
+        if flags:
+            flow.flags[direction] |= flags
+            if flags & (FIN | RST) and flow.queue == 1 and flow.closed:
+                del self.queues[1][key]
+                self.queues[0][key] = flow
+                flow.queue = 0
         return flow, direction
 
-    def _finish(self, key: tuple, flow: Flow) -> None:
-        del self.flows[key]
+    def _new(self, key: tuple, d: Decoded, ts: float, ordinal: int, part: int) -> Flow:
+        if len(self.flows) >= self.max_flows:
+            oldest = min((next(iter(q.values())) for q in self.queues if q), key=lambda f: f.last)
+            oldest.end_reason = "evicted"
+            self.counters["flows_evicted"] += 1
+            self._finish(oldest)
+        flow = Flow(key, d, ts, ordinal, part)
+        flow.queue = 1 if d.proto == TCP else 2
+        self.flows[key] = self.queues[flow.queue][key] = flow
+        return flow
+
+    def _finish(self, flow: Flow) -> None:
+        del self.flows[flow.key]
+        del self.queues[flow.queue][flow.key]
         self.emit(flow)
 
     def sweep(self, now: float) -> None:
-        """Emit flows idle for longer than their timeout (checked at most once per second of capture time)."""
+        """Emit flows idle for longer than their class's timeout (at most once per second of capture time)."""
         self.next_sweep = now + 1.0
-        flows, shortest = self.flows, min(self.idle_tcp, self.idle_other, 5.0)
-        expired = []
-        for key, flow in flows.items():
-            idle = now - flow.last
-            if idle <= shortest:
-                break
-            limit = (5.0 if flow.closed else self.idle_tcp) if flow.proto == TCP else self.idle_other
-            if idle > limit:
-                expired.append((key, flow))
-        for key, flow in expired:
-            flow.end_reason = "idle_timeout"
-            self._finish(key, flow)
+        for queue, timeout in zip(self.queues, self.timeouts, strict=True):
+            while queue:
+                flow = next(iter(queue.values()))
+                if now - flow.last <= timeout:
+                    break
+                flow.end_reason = "idle_timeout"
+                self._finish(flow)
 
     def flush(self, reason: str = "end_of_input") -> None:
-        """Emit every open flow."""
-        for key, flow in list(self.flows.items()):
+        """Emit every open flow, oldest first."""
+        for flow in sorted(self.flows.values(), key=lambda f: (f.start, f.first_packet)):
             flow.end_reason = reason
-            self._finish(key, flow)
+            self._finish(flow)
 
 
 __all__ = ["Flow", "FlowTable", "TCP", "UDP"]

@@ -14,6 +14,7 @@ import socket
 import ssl
 import stat
 import warnings
+from functools import cached_property
 
 from sensors.compliance.rootfs import RootFS, Unreadable
 
@@ -92,48 +93,44 @@ class Probes:
         proc = "/proc/sys/" + dotted.replace(".", "/")
         if self.fs.is_file(proc):
             return [" ".join(self.fs.read_text(proc).split())]
-        value = self._sysctl_config().get(dotted)
+        value = self._sysctl_config.get(dotted)
         return None if value is None else [" ".join(value.split())]
 
+    @cached_property
     def _sysctl_config(self) -> dict[str, str]:
-        if ("_sysctl_conf", "") not in self._cache:
-            chosen: dict[str, str] = {}
-            for directory in SYSCTL_DIRS:  # earlier directories shadow files of the same name
-                for name in self.fs.listdir(directory):
-                    if name.endswith(".conf"):
-                        chosen.setdefault(name, f"{directory}/{name}")
-            values: dict[str, str] = {}
-            for path in [chosen[n] for n in sorted(chosen)] + ["/etc/sysctl.conf"]:
-                for line in self._f(path) or []:
-                    line = line.strip()
-                    if not line or line[0] in "#;" or "=" not in line:
-                        continue
-                    k, _, v = line.partition("=")
-                    values[k.strip().lstrip("-").replace("/", ".")] = v.strip()
-            self._cache[("_sysctl_conf", "")] = values  # type: ignore[assignment]
-        return self._cache[("_sysctl_conf", "")]  # type: ignore[return-value]
+        """What `sysctl --system` applies at boot: *.conf by name across the sysctl.d directories, then sysctl.conf."""
+        chosen: dict[str, str] = {}
+        for directory in SYSCTL_DIRS:  # earlier directories shadow files of the same name
+            for name in self.fs.listdir(directory):
+                if name.endswith(".conf"):
+                    chosen.setdefault(name, f"{directory}/{name}")
+        values: dict[str, str] = {}
+        for path in [chosen[n] for n in sorted(chosen)] + ["/etc/sysctl.conf"]:
+            for line in self._f(path) or []:
+                line = line.strip()
+                if not line or line[0] in "#;" or "=" not in line:
+                    continue
+                k, _, v = line.partition("=")
+                values[k.strip().lstrip("-").replace("/", ".")] = v.strip()
+        return values
 
     # -- sshd -----------------------------------------------------------------------------------------------
     def _sshd(self, keyword: str) -> list[str] | None:
-        config = self._sshd_effective()
+        config = self._sshd_effective
         if config is None:
             return None
         if not keyword:
             return [f"{k} {v}" for k, values in sorted(config.items()) for v in values]
         return config.get(keyword.lower())
 
+    @cached_property
     def _sshd_effective(self) -> dict[str, list[str]] | None:
-        if ("_sshd", "") in self._cache:
-            return self._cache[("_sshd", "")]  # type: ignore[return-value]
+        """Global settings as sshd applies them: Includes expanded in place, first value wins, Match excluded."""
         if not self.fs.is_file("/etc/ssh/sshd_config"):
-            result = None
-        else:
-            found: dict[str, list[str]] = {}
-            self._sshd_file("/etc/ssh/sshd_config", found, depth=0)
-            result = {k: [v] for k, v in SSHD_DEFAULTS.items()}
-            result.update(found)
-        self._cache[("_sshd", "")] = result  # type: ignore[assignment]
-        return result
+            return None
+        found: dict[str, list[str]] = {}
+        self._sshd_file("/etc/ssh/sshd_config", found, depth=0)
+        return {k: [v] for k, v in SSHD_DEFAULTS.items()} | found
 
     def _sshd_file(self, path: str, found: dict[str, list[str]], depth: int) -> None:
         if depth > 16:
@@ -164,21 +161,20 @@ class Probes:
 
     # -- packages, services ---------------------------------------------------------------------------------
     def _pkg(self, name: str) -> list[str] | None:
-        return self._dpkg().get(name)
+        return self._dpkg.get(name)
 
+    @cached_property
     def _dpkg(self) -> dict[str, list[str]]:
-        if ("_dpkg", "") not in self._cache:
-            try:
-                text = self.fs.read_text("/var/lib/dpkg/status")
-            except FileNotFoundError as exc:
-                raise Unreadable("no dpkg database (/var/lib/dpkg/status)") from exc
-            installed: dict[str, list[str]] = {}
-            for para in text.split("\n\n"):
-                fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", para, re.M))
-                if fields.get("Status", "").split()[-1:] == ["installed"] and "Package" in fields:
-                    installed[fields["Package"]] = [f"version {fields.get('Version', '')}"]
-            self._cache[("_dpkg", "")] = installed  # type: ignore[assignment]
-        return self._cache[("_dpkg", "")]  # type: ignore[return-value]
+        try:
+            text = self.fs.read_text("/var/lib/dpkg/status")
+        except FileNotFoundError as exc:
+            raise Unreadable("no dpkg database (/var/lib/dpkg/status)") from exc
+        installed: dict[str, list[str]] = {}
+        for para in text.split("\n\n"):
+            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", para, re.M))
+            if fields.get("Status", "").split()[-1:] == ["installed"] and "Package" in fields:
+                installed[fields["Package"]] = [f"version {fields.get('Version', '')}"]
+        return installed
 
     def _svc(self, unit: str) -> list[str] | None:
         if "." not in unit:
@@ -295,13 +291,13 @@ class Probes:
 
     # -- password policy ------------------------------------------------------------------------------------
     def _pwpolicy(self, key: str) -> list[str] | None:
-        policy = self._password_policy()
+        policy = self._password_policy
         value = policy.get(key.lower())
         return None if value is None else [value]
 
+    @cached_property
     def _password_policy(self) -> dict[str, str]:
-        if ("_pw", "") in self._cache:
-            return self._cache[("_pw", "")]  # type: ignore[return-value]
+        """login.defs settings plus the effective PAM password rules of /etc/pam.d/common-password."""
         policy: dict[str, str] = {}
         for line in self._f("/etc/login.defs") or []:
             cols = line.split()
@@ -329,7 +325,6 @@ class Probes:
             policy["remember"] = _pam_args(args).get("remember", "0")
         if "pam_pwhistory.so" in modules:
             policy["remember"] = _pam_args(modules["pam_pwhistory.so"]).get("remember", "10")
-        self._cache[("_pw", "")] = policy  # type: ignore[assignment]
         return policy
 
 

@@ -75,15 +75,6 @@ class RootFS:
         except PermissionError as exc:
             raise Unreadable(f"permission denied: {path}") from exc
 
-    def lstat(self, path: str) -> os.stat_result | None:
-        """lstat() of `path` itself (its parent resolved inside the root)."""
-        parent, name = os.path.split(path.rstrip("/") or "/")
-        try:
-            base = self.host_path(parent)
-            return os.lstat(os.path.join(base, name)) if name else os.lstat(base)
-        except FileNotFoundError:
-            return None
-
     def is_file(self, path: str) -> bool:
         st = self.stat(path)
         return st is not None and stat.S_ISREG(st.st_mode)
@@ -139,27 +130,32 @@ class RootFS:
 
     def walk(self, top: str, skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, os.stat_result]]:
         """(in-root path, lstat) for everything below `top`: no symlinks followed, one filesystem only."""
-        start = self.stat(top)
-        if start is None or not stat.S_ISDIR(start.st_mode):
+        try:
+            base = self.host_path(top)
+        except (FileNotFoundError, Unreadable):
             return
-        stack = [top.rstrip("/") or "/"]
+        start = os.stat(base)
+        if not stat.S_ISDIR(start.st_mode):
+            return
+        top = top.rstrip("/")
+        stack = [(top, base)]  # below `top` every directory is real (lstat), so no further resolution is needed
         while stack:
-            current = stack.pop()
+            current, real = stack.pop()
             try:
-                names = sorted(os.listdir(self.host_path(current)))
+                entries = sorted(os.scandir(real), key=lambda e: e.name)
             except OSError:
                 continue
-            for name in names:
-                child = f"{current.rstrip('/')}/{name}"
+            for entry in entries:
+                child = f"{current}/{entry.name}"
                 if child in skip:
                     continue
                 try:
-                    st = os.lstat(os.path.join(self.host_path(current), name))
+                    st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 yield child, st
                 if stat.S_ISDIR(st.st_mode) and st.st_dev == start.st_dev:
-                    stack.append(child)
+                    stack.append((child, entry.path))
 
 
 def _open_readonly(real: str) -> int:
