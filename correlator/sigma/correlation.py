@@ -86,13 +86,10 @@ class Correlation:
         self.percentile = getattr(cond, "percentile", None)
         # alias -> {ref index -> field}
         self.aliases: dict[str, dict[int, str]] = {}
+        position = {ref.reference: i for i, ref in enumerate(rule.rules or [])}
         for alias in rule.aliases:
-            m = {}
-            for ref, fname in alias.mapping.items():
-                rid = _ref_id(ref)
-                if rid in ref_ids:
-                    m[ref_ids.index(rid)] = fname
-            self.aliases[alias.alias] = m
+            self.aliases[alias.alias] = {position[ref.reference]: fname for ref, fname in alias.mapping.items()
+                                         if ref.reference in position}
         self.groups: OrderedDict[tuple, _Window] = OrderedDict()
         self.max_groups = max_groups
         self.max_entries = max_entries
