@@ -25,7 +25,7 @@ def verify(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         print_ndjson({"intact": not problems, "problems": problems, "store": s.uri})
     for p in problems:
-        err_console.print(f"[red]TAMPERED[/] {p}", highlight=False)
+        err_console.print(f"[red]TAMPERED[/] {p}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(ExitCode.FAILURE)
     if not json_out:

@@ -174,7 +174,7 @@ def account_read(store: Store, kind: str, items: list[dict[str, Any]], withheld:
                  what: str) -> None:
     """Tell the reader how many items were withheld; audit the read when it returned classified items."""
     err_console.print(f"{withheld} {kind} above your clearance (rank {clearance.max_rank}) withheld",
-                      highlight=False, style="dim" if not withheld else "yellow")
+                      highlight=False, soft_wrap=True, style="dim" if not withheld else "yellow")
     classified = [it for it in items if int(it.get("gov.label.rank") or 0) > 0]
     if classified:
         ids = [it.get("event.id") or it.get("soc.alert.uuid") for it in classified]

@@ -48,7 +48,7 @@ def active_policy(flag: Path | str | None = None) -> Policy:
         return _load(str(path))
     except PolicyError as exc:
         for p in exc.problems:
-            err_console.print(p, highlight=False, markup=False)
+            err_console.print(p, highlight=False, markup=False, soft_wrap=True)
         die(f"policy {path} is invalid ({len(exc.problems)} problem(s))")
 
 
@@ -89,7 +89,7 @@ def validate(
         p = load_policy(file)
     except PolicyError as exc:
         for problem in exc.problems:
-            err_console.print(problem, highlight=False, markup=False)
+            err_console.print(problem, highlight=False, markup=False, soft_wrap=True)
             if json_out:
                 print_ndjson({"valid": False, "problem": problem})
         raise typer.Exit(ExitCode.USAGE) from None

@@ -80,7 +80,7 @@ def export(
     s.audit("share-export", {"output": str(output), "tlp": tlp, "cap": cap.name, "alerts": len(alerts),
                              "indicators": result.indicators, "left_out": len(result.left_out)})
     for line in result.left_out:
-        err_console.print(f"left out: {line}", highlight=False, markup=False)
+        err_console.print(f"left out: {line}", highlight=False, markup=False, soft_wrap=True)
     summary = {"output": str(output), "tlp": f"TLP:{tlp.upper()}", "cap": cap.name, "alerts": len(alerts),
                "indicators": result.indicators, "left_out": len(result.left_out)}
     if json_out:

@@ -1,0 +1,118 @@
+"""Policy validation: errors name file, line and field; the CLI exits 2; valid policies load exactly."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from correlator.policy import PolicyError, load_policy, parse_policy
+from soc_cli.main import app
+from tests.policy.conftest import BACKBONE
+
+runner = CliRunner()
+
+BASE = """\
+name: t
+organizations:
+  - {id: a, name: A}
+  - {id: b, name: B}
+zones:
+  - {id: net, default: true, max_level: public}
+  - id: za
+    organization: a
+    max_level: secret
+    cidrs: [10.1.0.0/16]
+assets:
+  - {id: s1, level: restricted, match: ["10.1.0.5:443"]}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as exc:
+        parse_policy(text, "p.yaml")
+    return exc.value.problems
+
+
+def test_shipped_policy_is_valid(policy):
+    assert [lv.name for lv in policy.levels] == ["public", "restricted", "secret", "top-secret"]
+    assert [lv.ar for lv in policy.levels] == ["عام", "محدود", "سري", "سري للغاية"]
+    assert policy.default_zone.id == "internet" and len(policy.organizations) >= 5
+    assert policy.level("سري").rank == 2 and policy.level("SECRET").rank == 2 and policy.level(3).name == "top-secret"
+
+
+def test_default_ladder_when_levels_absent():
+    p = parse_policy(BASE)
+    assert [lv.name for lv in p.levels] == ["public", "restricted", "secret", "top-secret"]
+
+
+@pytest.mark.parametrize("edit, where", [
+    (("max_level: secret", "max_level: cosmic"), "p.yaml:9: zones[1].max_level: unknown level 'cosmic'"),
+    (("cidrs: [10.1.0.0/16]", "cidrs: [10.1.0.1/16]"), "p.yaml:10: zones[1].cidrs: '10.1.0.1/16' is not a network"),
+    (("organization: a", "organization: zz"), "p.yaml:8: zones[1].organization: unknown organization 'zz'"),
+    (('match: ["10.1.0.5:443"]', 'match: ["10.1.0.5:99999"]'), "p.yaml:12: assets[0].match: '10.1.0.5:99999'"),
+    (("  - {id: b, name: B}", "  - {id: b}"), "p.yaml:4: organizations[1].name: required field missing"),
+    (("name: t", "name: t\nbogus: 1"), "p.yaml:2: policy.bogus: unknown field"),
+    (("{id: net, default: true, max_level: public}", "{id: net, max_level: public}"),
+     "zones: one zone must be `default: true`"),
+])
+def test_errors_name_file_line_field(edit, where):
+    found = problems(BASE.replace(*edit))
+    assert any(p.startswith(where) or where in p for p in found), found
+
+
+def test_all_problems_reported_at_once():
+    text = BASE.replace("max_level: secret", "max_level: cosmic").replace("level: restricted", "level: ultra")
+    found = problems(text)
+    assert len(found) == 2 and "zones[1].max_level" in found[0] and "assets[0].level" in found[1]
+
+
+def test_yaml_syntax_error_has_line():
+    found = problems(BASE + "  - {id: broken\n")
+    assert found[0].startswith("p.yaml:") and "yaml" in found[0]
+
+
+def test_more_semantic_checks():
+    extra = """\
+agreements:
+  - {between: [a], up_to: secret}
+protection:
+  - {name: p, from_level: restricted, allowed: [rot13]}
+exceptions:
+  - {id: X1, owner: o, reason: r, rules: [teleport], scope: {ports: [21]}, expires: someday}
+"""
+    found = problems(BASE + extra)
+    joined = "\n".join(found)
+    for needle in ("agreements[0].between: an agreement needs at least two organizations",
+                   "protection[0].allowed: 'rot13'", "exceptions[0].rules: unknown rule 'teleport'",
+                   "exceptions[0].scope: name a source or destination network",
+                   "exceptions[0].expires: 'someday' is not a date"):
+        assert needle in joined, joined
+
+
+def test_cli_validate(tmp_path):
+    ok = runner.invoke(app, ["policy", "validate", str(BACKBONE), "--json"])
+    assert ok.exit_code == 0 and '"valid":true' in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("max_level: secret", "max_level: cosmic"))
+    res = runner.invoke(app, ["policy", "validate", str(bad)])
+    assert res.exit_code == 2
+    assert f"{bad}:9: zones[1].max_level: unknown level 'cosmic'" in res.stderr
+
+
+def test_cli_explain_json():
+    import json
+
+    res = runner.invoke(app, ["policy", "explain", "--src", "10.20.3.3", "--dst", "10.100.1.10:443",
+                              "--protocol", "tls", "--tls-version", "1.3", "--json"])
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["gov.label.level"] == "secret" and out["gov.policy.decision"] == "deny"
+    assert set(out["gov.policy.violations"]) == {"write-down", "cross-organization", "caveat"}
+    res = runner.invoke(app, ["policy", "explain", "--src", "nonsense", "--dst", "10.0.0.1"])
+    assert res.exit_code == 2 and "--src" in res.stderr
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(PolicyError) as exc:
+        load_policy(tmp_path / "nope.yaml")
+    assert exc.value.problems[0].startswith(f"{tmp_path / 'nope.yaml'}:1: file: cannot read")
