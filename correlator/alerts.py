@@ -107,15 +107,16 @@ def build_alert(
             alert[f"soc.alert.original_event.{f.removeprefix('event.')}"] = event[f]
     for f, v in group.items():
         alert[f] = v
-    label = max((e.get("gov.label.level") for e in events if e.get("gov.label.level") is not None),
-                default=None, key=_label_rank)
-    if label is not None:
-        alert["gov.label.level"] = label
+    raise_label(alert, events)
     return alert
 
 
-def _label_rank(v: Any) -> Any:
-    return (0, v) if isinstance(v, (int, float)) else (1, str(v))
+def raise_label(alert: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The alert's classification is the highest of its inputs (`gov.label.rank`, which clearance filters on)."""
+    for e in events:
+        rank = e.get("gov.label.rank")
+        if isinstance(rank, int) and rank > alert.get("gov.label.rank", -1):
+            alert["gov.label.rank"], alert["gov.label.level"] = rank, e.get("gov.label.level")
 
 
 class AlertFolder:
@@ -140,6 +141,7 @@ class AlertFolder:
                 alert["soc.alert.suppression.end"] = end
                 alert["@timestamp"] = end
             anc = alert["soc.alert.ancestors"]
+            raise_label(alert, batch)
             for e in batch:
                 if len(anc) < MAX_ANCESTORS and e.get("event.id") and e["event.id"] not in anc:
                     anc.append(e["event.id"])

@@ -9,7 +9,18 @@ from rich.table import Table
 
 from correlator.query import Query, QueryError, Term, parse_time
 from correlator.store import StoreError
-from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, get_store, print_ndjson
+from soc_cli.common import (
+    ClearanceOpt,
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    get_store,
+    print_ndjson,
+    reader_clearance,
+    withhold,
+)
 
 app = typer.Typer(help="Read alerts: list them, show why one fired.", no_args_is_help=True)
 
@@ -43,6 +54,7 @@ def list_alerts(
     until: Annotated[str | None, typer.Option(help="Up to this time (exclusive).")] = None,
     severity: Annotated[str | None, typer.Option(help="Minimum severity: low, medium, high, critical.")] = None,
     limit: Annotated[int, typer.Option(help="Most alerts shown.")] = 100,
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -60,6 +72,7 @@ def list_alerts(
         for sev in wanted:
             clauses = (Term("soc.alert.severity", sev),) if sev else ()
             found.extend(st.search_alerts(Query(clauses, start, end), limit=limit))
+        found = withhold(st, "alerts", found, reader_clearance(clearance), f"alerts list severity={severity}")
     except StoreError as e:
         die(str(e), ExitCode.FAILURE)
     finally:
@@ -83,6 +96,7 @@ def list_alerts(
 @app.command()
 def show(
     alert_id: Annotated[str, typer.Argument(help="Alert id (soc.alert.uuid).")],
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -90,6 +104,8 @@ def show(
     st = get_store(store)
     try:
         a = st.get_alert(alert_id)
+        a = next(iter(withhold(st, "alerts", [a], reader_clearance(clearance), f"alert {alert_id}")), None) if a \
+            else None
     except StoreError as e:
         die(str(e), ExitCode.FAILURE)
     finally:

@@ -170,6 +170,15 @@ def cleared_hunt(store: Store, query: str, since: Any, until: Any, limit: int,
     return items
 
 
+def withhold(store: Store, kind: str, items: list[dict[str, Any]], clearance: Clearance | None = None,
+             what: str = "") -> list[dict[str, Any]]:
+    """Filter items already read (hunt results, one alert by id) by clearance; report and audit like `cleared_read`."""
+    clearance = clearance or reader_clearance()
+    kept = [it for it in items if int(it.get("gov.label.rank") or 0) <= clearance.max_rank]
+    account_read(store, kind, kept, len(items) - len(kept), clearance, what)
+    return kept
+
+
 def account_read(store: Store, kind: str, items: list[dict[str, Any]], withheld: int, clearance: Clearance,
                  what: str) -> None:
     """Tell the reader how many items were withheld; audit the read when it returned classified items."""

@@ -10,7 +10,19 @@ from rich.table import Table
 
 from correlator.query import QueryError, parse_time
 from correlator.store import StoreError
-from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, err_console, get_store, print_event
+from soc_cli.common import (
+    ClearanceOpt,
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    err_console,
+    get_store,
+    print_event,
+    reader_clearance,
+    withhold,
+)
 
 app = typer.Typer(help="Retro-hunt: run Sigma rules over stored events.", no_args_is_help=True,
                   context_settings={"allow_interspersed_args": True})
@@ -22,6 +34,7 @@ def hunt(
     since: Annotated[str | None, typer.Option(help="From: ISO-8601, epoch, or a duration back (24h, 7d).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to (exclusive).")] = None,
     limit: Annotated[int, typer.Option(help="Most events per rule.")] = 1000,
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -43,6 +56,8 @@ def hunt(
     st = get_store(store)
     try:
         results, failures = run_hunt(st, rules, start, end, limit)
+        cleared = reader_clearance(clearance)
+        results = [(info, withhold(st, "events", events, cleared, f"hunt {info.id}")) for info, events in results]
     except (StoreError, ValueError, FileNotFoundError) as e:
         die(str(e), ExitCode.FAILURE)
     finally:
