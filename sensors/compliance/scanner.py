@@ -191,12 +191,14 @@ class Scanner:
         return result, reason
 
     def _command(self, rule: Rule) -> tuple[int, str]:
+        """Run through the shell like Wazuh's wm_exec: stdout and stderr together, any exit status."""
         if not self.allow_commands:
             return INVALID, "command rules run only with --allow-commands"
         if not self.fs.is_live:
             return INVALID, "command rules run on the live host only, not under --root"
         try:
-            proc = subprocess.run(rule.location, shell=True, capture_output=True, text=True,  # noqa: S602
+            proc = subprocess.run(rule.location, shell=True, stdout=subprocess.PIPE,  # noqa: S602
+                                  stderr=subprocess.STDOUT, text=True, errors="replace",
                                   timeout=self.command_timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return INVALID, f"timeout running command '{rule.location}'"

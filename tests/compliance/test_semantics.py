@@ -3,6 +3,8 @@ regex syntax): OS_Regex classes, content operators, negation, and the condition 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sensors.compliance import Scanner, parse_policy
@@ -137,3 +139,33 @@ def test_commands_need_opt_in_and_the_live_host(tmp_path):
     assert Scanner("/", allow_commands=True).scan(policy).results[0].status == "passed"
     under_root = Scanner(str(tmp_path), allow_commands=True).scan(policy).results[0]
     assert under_root.status == "not applicable" and "live host" in under_root.reason
+
+
+# Rule strings as they appear in Wazuh's shipped CIS Debian 12 policy (ruleset/sca/debian/cis_debian12.yml),
+# run against real command output on this host: coreutils stat, dpkg-query, sysctl.
+WAZUH_RULES = [
+    (r"c:stat -L /etc/passwd -> r:^Access: \(0644/-rw-r--r--\)\s*Uid: \(\s*0/\s*root\)\s*Gid: \(\s*0/\s*root\)$",
+     "passed"),
+    (r"c:stat -L /etc/passwd -> r:^Access: \(0600/-rw-------\)", "failed"),
+    ("c:dpkg-query -s soc-no-such-package -> r:package 'soc-no-such-package' is not installed", "passed"),
+    ("c:sysctl kernel.ostype -> r:kernel.ostype = Linux", "passed"),
+    (r"d:/etc -> r:^passwd$ -> r:^root:\w*:0:", "passed"),
+    (r"f:/etc/passwd -> !r:^# && !r:^root: && r:^\w+:\w+:0:", "failed"),
+]
+
+
+@pytest.mark.parametrize(("rule", "status"), WAZUH_RULES)
+def test_wazuh_rules_against_real_commands(rule, status):
+    import shutil
+
+    import yaml
+
+    tool = rule[2:].split()[0] if rule.startswith("c:") else None
+    if tool and not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed on this host")
+    if not os.path.isfile("/etc/passwd") or os.stat("/etc/passwd").st_mode & 0o777 != 0o644:
+        pytest.skip("this host's /etc/passwd is not 0644 root:root")
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"},
+           "checks": [{"id": 1, "title": "t", "condition": "all", "rules": [rule]}]}
+    result = Scanner("/", allow_commands=True).scan(parse_policy(yaml.safe_dump(doc))).results[0]
+    assert result.status == status, result.reason
