@@ -18,6 +18,7 @@ from scapy.utils import RawPcapNgReader, RawPcapReader
 
 Record = tuple[float, bytes, int, int]
 SNAPLEN = 262144
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h
 
 
 class CaptureError(Exception):
@@ -113,28 +114,33 @@ class BpfFilter:
 
 
 def live(iface: str, bpf: str | None = None, stop: Callable[[], bool] = lambda: False,
-         stats: dict | None = None) -> Iterator[Record]:
-    """Capture on an interface with scapy's L2 listen socket (kernel BPF filter), yielding raw records until
-    `stop()` is true. `stats` receives the kernel's drop counter when the socket offers it."""
+         stats: dict | None = None, on_ready: Callable[[], None] | None = None) -> Iterator[Record]:
+    """Capture on an interface with scapy's Linux L2 listen socket (filter attached in the kernel), yielding raw
+    records until `stop()` is true (checked at least every 0.2 s). `stats["kernel_drops"]` gets the socket's drop
+    count at the end."""
+    import select
+
     from scapy.config import conf
-    from scapy.data import DLT_EN10MB
+    from scapy.data import ARPHRD_TO_DLT
 
     _quiet_scapy()
     sock = conf.L2listen(iface=iface, filter=bpf)
-    linktype = getattr(sock, "LL", None)
-    linktype = DLT_EN10MB if linktype is None else 1
+    arphrd = sock.ins.getsockname()[3]
+    linktype = ARPHRD_TO_DLT.get(arphrd, 1)  # e.g. Ethernet and loopback → 1, tun (ARPHRD_NONE) → raw IP
     stats = stats if stats is not None else {}
+    _kernel_drops(sock)  # reading the statistics resets them: drops while scapy set the socket up do not count
+    if on_ready:
+        on_ready()
     try:
         while not stop():
-            if not sock.select([sock], 0.2)[0] if hasattr(sock, "select") else False:
+            if not select.select([sock.ins], [], [], 0.2)[0]:
                 continue
             try:
-                data, _sa, ts = sock.recv_raw(SNAPLEN)
+                _cls, data, ts = sock.recv_raw(SNAPLEN)
             except (OSError, InterruptedError):
                 continue
-            if data is None:
-                continue
-            yield (ts if ts else time.time()), data, len(data), linktype
+            if data is not None:
+                yield (ts or time.time()), data, len(data), linktype
     finally:
         stats["kernel_drops"] = _kernel_drops(sock)
         sock.close()
@@ -143,11 +149,10 @@ def live(iface: str, bpf: str | None = None, stop: Callable[[], bool] = lambda: 
 def _kernel_drops(sock: object) -> int:
     """PACKET_STATISTICS drops for a Linux packet socket (0 when unavailable)."""
     try:
-        import socket as _s
-        raw = sock.ins.getsockopt(_s.SOL_PACKET, 6, 8)  # PACKET_STATISTICS: tp_packets, tp_drops
-        return int.from_bytes(raw[4:8], "little")
-    except Exception:
+        raw = sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # struct tpacket_stats: packets, drops
+    except OSError:
         return 0
+    return int.from_bytes(raw[4:8], "little")
 
 
 def file_size(path: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from scapy.error import Scapy_Exception
 
 from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
 from sensors.engine import Sensor
@@ -198,12 +199,13 @@ def live_capture(
 
     def records() -> Iterator[Record]:
         try:
-            for rec in live(iface, bpf, stop, cap_stats):
+            ready = lambda: err_console.print(f"capturing on {iface}", highlight=False)  # noqa: E731
+            for rec in live(iface, bpf, stop, cap_stats, on_ready=ready):
                 seen["n"] += 1
                 yield rec
                 if stop():
                     return
-        except (OSError, PermissionError) as exc:
+        except (OSError, PermissionError, Scapy_Exception) as exc:
             cap_stats["error"] = f"{iface}: {exc}"
 
     st = get_store(store)
