@@ -1,10 +1,12 @@
 """Retro-hunt: the same Sigma rules converted by pySigma backends and run against the store's events.
 
 - SQLite store: pySigma-backend-sqlite with soc's ECS pipeline; fields read from the flat event JSON
-  (``json_extract(doc, '$."source.ip"')``), string equality ``COLLATE NOCASE`` (Sigma is case-insensitive),
+  (``json_extract(doc, '$."source.ip"')``) as text, string equality ``COLLATE NOCASE`` (Sigma is case-insensitive),
   NOT folded to two-valued logic by the backend, ``REGEXP`` provided by Python's ``re`` (search semantics).
 - Elasticsearch store: pySigma-backend-elasticsearch's Lucene backend (``query_string``) with the same pipeline.
-Correlation rules and keyword (field-less) rules are not hunted; they are reported with that reason.
+Correlation rules and keyword (field-less) rules are not hunted; they are reported with that reason. A list-valued
+field (``event.category``, ``related.ip``) is JSON text to SQL: the streaming engine matches any element, SQL
+does not (documented difference).
 """
 
 from __future__ import annotations
@@ -26,12 +28,25 @@ from correlator.sigma.pipelines import build_pipeline
 
 
 class StoreSQLiteBackend(sqliteBackend):
-    """pySigma's SQLite backend reading fields out of soc's ``events.doc`` JSON; emits a WHERE expression."""
+    """pySigma's SQLite backend reading fields out of soc's ``events.doc`` JSON; emits a WHERE expression.
+
+    Fields are compared as text (``CAST(.. AS TEXT)``: Sigma's ``EventID: 4688`` matches a JSON 4688 or "4688",
+    as the streaming matcher does), except in numeric comparisons (gt/gte/lt/lte), which see the JSON number.
+    """
 
     collate_nocase = True
+    _numeric = False
 
     def escape_and_quote_field(self, field: str) -> str:
-        return "json_extract(doc, '$.\"" + field.replace("'", "''").replace('"', '""') + "\"')"
+        path = "json_extract(doc, '$.\"" + field.replace("'", "''").replace('"', '""') + "\"')"
+        return path if self._numeric else f"CAST({path} AS TEXT)"
+
+    def convert_condition_field_compare_op_val(self, cond: Any, state: Any) -> Any:
+        self._numeric = True
+        try:
+            return super().convert_condition_field_compare_op_val(cond, state)
+        finally:
+            self._numeric = False
 
     def finalize_query_default(self, rule: Any, query: str, index: int, state: Any) -> Any:
         return query
