@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from correlator.pipeline import Pipeline
-from correlator.query import Query, Term
+from correlator.query import Query, QueryError, Term, parse_time
 from correlator.store import StoreUnavailable
 from sensors.compliance import PolicyError, Scanner, load_policy
 from sensors.compliance.events import DATASET, StateChangeDetector, to_events
@@ -199,16 +199,24 @@ def validate(policies: Annotated[list[Path], typer.Argument(help="Policy files t
 def report(
     by: Annotated[By, typer.Option("--by", help="Roll up by organization or host.")] = By.org,
     policy_id: Annotated[str | None, typer.Option("--policy-id", help="Only this policy id.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only scans since: ISO time, epoch, or 30d.")] = None,
     json_out: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Scores across hosts from the latest stored scan of each host (a national view per ministry)."""
+    """Scores across hosts from the latest stored scan of each host (a national view per ministry).
+
+    Example: soc compliance report --by org --since 30d
+    """
+    try:
+        start = parse_time(since)
+    except QueryError as exc:
+        die(f"--since: {exc}")
     clauses = [Term("event.dataset", DATASET)]
     if policy_id:
         clauses.append(Term("soc.compliance.policy.id", policy_id))
     st = get_store(store)
     try:
-        events = st.search_events(Query(tuple(clauses)), limit=10_000_000)
+        events = st.search_events(Query(tuple(clauses), since=start), limit=10_000_000)
     except StoreUnavailable as exc:
         die(f"store unavailable: {exc}", ExitCode.FAILURE)
     finally:

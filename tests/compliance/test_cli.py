@@ -111,6 +111,10 @@ def test_report_rolls_up_latest_scan_per_host(env, make_tree):
     assert rows["MinB"]["score"] == 100.0
     res = runner.invoke(app, ["compliance", "report", "--by", "host", "--json", "--store", env["store"]])
     assert {r["host"]: r["failed"] for r in map(json.loads, res.stdout.splitlines())} == {"a1": 0, "a2": 2, "b1": 0}
+    later = runner.invoke(app, ["compliance", "report", "--since", "2999-01-01T00:00:00Z", "--json",
+                                "--store", env["store"]])
+    assert later.exit_code == 0 and later.stdout == ""
+    assert runner.invoke(app, ["compliance", "report", "--since", "yesterday", "--store", env["store"]]).exit_code == 2
 
 
 def test_validate_and_bad_input(env, tmp_path: Path, make_tree):
