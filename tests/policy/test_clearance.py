@@ -1,0 +1,237 @@
+"""Red team: over every read path, nothing above the reader's clearance leaks (counts included); classified reads
+are audited; the audit chain detects and locates tampering; clearance comes from flag > env > config > policy."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from correlator.alerts import build_alert
+from correlator.pipeline import Pipeline
+from correlator.policy import PolicyDetector, PolicyEngine
+from correlator.policy.detect import PolicyRule
+from correlator.query import Clearance, Query
+from correlator.store import open_store
+from soc_cli.main import app
+
+runner = CliRunner()
+INTERNET = "185.220.101.7"
+# (source, destination, port, tls version) -> flows at every level, some of them violations
+FLOWS = [
+    (INTERNET, "172.16.10.10", 443, "1.3"),       # public, allowed
+    ("10.20.3.3", "10.20.5.10", 443, "1.2"),      # restricted, allowed
+    ("10.10.3.3", "10.20.5.10", 443, "1.2"),      # restricted, cross-organization
+    ("10.10.3.3", "10.100.1.10", 443, "1.3"),     # secret, allowed
+    ("10.20.3.3", "10.100.1.10", 443, "1.3"),     # secret, write-down + cross-org + caveat
+    ("10.10.3.3", "10.10.200.5", 443, "1.3"),     # top-secret (enclave), allowed
+    ("10.40.3.3", "10.10.200.5", 443, "1.3"),     # top-secret, write-down + cross-org
+    (INTERNET, "10.10.200.5", 443, "1.3"),        # top-secret to the internet
+]
+HUNT_RULE = """\
+title: Any TCP flow
+id: 5b0f4a8e-1c7e-4f0e-9f5e-3d1b2a7c9e01
+status: test
+logsource:
+    category: firewall
+detection:
+    sel:
+        network.transport: tcp
+    condition: sel
+level: low
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, policy):
+    """A store holding labelled events at every level, policy alerts, a Sigma-style alert and unlabelled items."""
+    tmp = tmp_path_factory.mktemp("redteam")
+    uri = f"sqlite:///{tmp / 'soc.db'}"
+    store = open_store(uri)
+    store.init()
+    now = datetime.now(UTC) - timedelta(minutes=30)
+    events = []
+    for i, (src, dst, port, ver) in enumerate(FLOWS):
+        for k, ds in enumerate(("soc.flow", "soc.tls")):
+            ev = {"@timestamp": (now + timedelta(seconds=10 * i + k)).isoformat().replace("+00:00", "Z"),
+                  "event.kind": "event", "event.dataset": ds, "event.sequence": 2 * i + k, "observer.name": "t",
+                  "source.ip": src, "destination.ip": dst, "source.port": 40000 + i, "destination.port": port,
+                  "network.transport": "tcp"}
+            if ds == "soc.tls":
+                ev |= {"tls.version": ver, "network.protocol": "tls"}
+            else:
+                ev |= {"network.protocol": "tls", "soc.flow.state": "established"}
+            events.append(ev)
+    engine = PolicyEngine(policy)
+    Pipeline(store, enrichers=[engine.enrich], detectors=[PolicyDetector(engine)]).run(events)
+    # an unlabelled event (no policy ran on it: rank 0 by contract) and a Sigma-style alert over classified events
+    Pipeline(store).run([{"@timestamp": now.isoformat().replace("+00:00", "Z"), "event.dataset": "compliance.check",
+                          "message": "unlabelled", "network.transport": "tcp"}])
+    top = store.search_events(Query((Clearance(3),)), 1000)
+    secret_inputs = [e for e in top if e.get("gov.label.rank") == 3][:2]
+    rule = PolicyRule("sigma-test", "Sigma-style alert on top-secret traffic", level="high")
+    store.write_alerts([build_alert(rule, secret_inputs[-1], {"destination.ip": "10.10.200.5"},
+                                    secret_inputs[0]["@timestamp"], "test", secret_inputs)])
+    truth_events = [int(e.get("gov.label.rank") or 0) for e in store.search_events(Query(), 10_000)]
+    truth_alerts = {a["soc.alert.uuid"]: int(a.get("gov.label.rank") or 0)
+                    for a in store.search_alerts(Query(), 10_000)}
+    assert sorted(set(truth_events)) == [0, 1, 2, 3] and sorted(set(truth_alerts.values())) == [1, 2, 3]
+    rule_file = tmp / "any_tcp.yml"
+    rule_file.write_text(HUNT_RULE)
+    store.close()
+    return {"uri": uri, "events": truth_events, "alerts": truth_alerts, "rule": rule_file, "tmp": tmp}
+
+
+def soc(world, *args, clearance: int | None = None, env: dict | None = None):
+    argv = list(args) + (["--clearance", str(clearance)] if clearance is not None else [])
+    res = runner.invoke(app, ["--store", world["uri"], *argv], env={"SOC_CLEARANCE": None, "SOC_POLICY": None,
+                                                                   "SOC_CONFIG": None, **(env or {})})
+    return res
+
+
+def withheld(stderr: str, kind: str) -> int:
+    return sum(int(n) for n in re.findall(rf"(\d+) {kind} above your clearance", stderr))
+
+
+def lines(stdout: str) -> list[dict]:
+    return [json.loads(x) for x in stdout.splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("clearance", [0, 1, 2, 3])
+def test_events_search_and_count(world, clearance):
+    above = sum(r > clearance for r in world["events"])
+    res = soc(world, "events", "search", "--json", "--limit", "10000", clearance=clearance)
+    assert res.exit_code == 0, res.stderr
+    got = lines(res.stdout)
+    assert len(got) == len(world["events"]) - above
+    assert all(int((e.get("gov") or {}).get("label", {}).get("rank") or 0) <= clearance for e in got)
+    assert withheld(res.stderr, "events") == above
+    res = soc(world, "events", "search", "--count", "--json", clearance=clearance)
+    assert json.loads(res.stdout)["count"] == len(world["events"]) - above
+    assert withheld(res.stderr, "events") == above
+    # a targeted query for the top-secret host only finds what the reader may see
+    res = soc(world, "events", "search", "destination.ip:10.10.200.5", "--json", clearance=clearance)
+    assert len(lines(res.stdout)) == (6 if clearance >= 3 else 0)
+    assert withheld(res.stderr, "events") == (0 if clearance >= 3 else 6)
+
+
+@pytest.mark.parametrize("clearance", [0, 1, 2, 3])
+def test_alerts_list_and_show(world, clearance):
+    res = soc(world, "alerts", "list", "--json", "--limit", "1000", clearance=clearance)
+    assert res.exit_code == 0, res.stderr
+    shown = {a["id"] for a in lines(res.stdout)}
+    visible = {u for u, r in world["alerts"].items() if r <= clearance}
+    assert shown == visible
+    assert withheld(res.stderr, "alerts") == len(world["alerts"]) - len(visible)
+    for uuid, rank in world["alerts"].items():
+        res = soc(world, "alerts", "show", uuid, "--json", clearance=clearance)
+        if rank <= clearance:
+            assert res.exit_code == 0 and json.loads(res.stdout)["soc.alert.uuid"] == uuid
+        else:
+            assert res.exit_code == 1 and uuid not in res.stdout and withheld(res.stderr, "alerts") == 1
+
+
+@pytest.mark.parametrize("clearance", [0, 1, 2])
+def test_hunt(world, clearance):
+    full = soc(world, "hunt", str(world["rule"]), "--json", clearance=3)  # top clearance: nothing withheld
+    assert full.exit_code == 0, full.stderr + full.stdout
+    everything = lines(full.stdout)
+    ranks = [int((e.get("gov") or {}).get("label", {}).get("rank") or 0) for e in everything]
+    assert set(ranks) == {0, 1, 2, 3}
+    res = soc(world, "hunt", str(world["rule"]), "--json", clearance=clearance)
+    assert res.exit_code == 0, res.stderr
+    got = lines(res.stdout)
+    assert sorted(e["event"]["id"] for e in got) == sorted(
+        e["event"]["id"] for e, r in zip(everything, ranks, strict=True) if r <= clearance)
+    assert withheld(res.stderr, "events") == sum(r > clearance for r in ranks)
+
+
+@pytest.mark.parametrize("clearance", [0, 1, 3])
+def test_share_export_never_exceeds_clearance_or_cap(world, clearance, tmp_path):
+    out = tmp_path / "bundle.json"
+    res = soc(world, "share", "export", "--tlp", "amber+strict", "--since", "24h", "-o", str(out), "--json",
+              clearance=clearance)
+    assert res.exit_code == 0, res.stderr
+    bundle = json.loads(out.read_text())
+    cap = min(clearance, 1)  # the policy shares up to restricted
+    national = {o["id"]: o for o in bundle["objects"] if o.get("definition_type") == "statement"}
+    for o in bundle["objects"]:
+        if o["type"] == "indicator":
+            uuid = o["external_references"][0]["external_id"]
+            assert world["alerts"][uuid] <= cap
+    levels = {o["name"].split(": ")[1] for o in national.values()}
+    assert levels <= {"public", "restricted"}
+    summary = json.loads(res.stdout)
+    assert summary["alerts"] == sum(r <= clearance for r in world["alerts"].values())
+    assert withheld(res.stderr, "alerts") == sum(r > clearance for r in world["alerts"].values())
+    left = [x for x in res.stderr.splitlines() if x.startswith("left out:")]
+    assert sum("above the shareable maximum" in x for x in left) == sum(
+        cap < r <= clearance for r in world["alerts"].values())
+
+
+def test_classified_reads_are_audited_and_chain_verifies(world):
+    res = soc(world, "events", "search", "--json", "--limit", "10000", clearance=2)
+    assert res.exit_code == 0
+    res = soc(world, "audit", "list", "--json", "--action", "read-classified")
+    entries = lines(res.stdout)
+    assert entries and entries[-1]["details"]["clearance"] == 2 and entries[-1]["details"]["max_rank"] == 2
+    assert entries[-1]["details"]["items"] == sum(0 < r <= 2 for r in world["events"])
+    before = len(entries)
+    soc(world, "events", "search", "source.ip:185.220.101.7", "destination.ip:172.16.10.10", "--json", clearance=2)
+    assert len(lines(soc(world, "audit", "list", "--json", "--action", "read-classified").stdout)) == before
+    res = soc(world, "audit", "verify")
+    assert res.exit_code == 0, res.stderr
+
+
+def _tampered_copy(world, tmp_path, sql: list[str]) -> str:
+    src = world["uri"].removeprefix("sqlite:///")
+    dst = tmp_path / "copy.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    with sqlite3.connect(dst) as db:
+        db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+        for s in sql:
+            db.execute(s)
+    return f"sqlite:///{dst}"
+
+
+@pytest.mark.parametrize("name, sql, needle", [
+    ("edit", ["UPDATE audit SET actor = 'someone-else' WHERE seq = 2"],
+     "seq=2: content does not match"),
+    ("delete", ["DELETE FROM audit WHERE seq = 2"], "seq=3"),
+    ("reorder", ["UPDATE audit SET seq = -1 WHERE seq = 2", "UPDATE audit SET seq = 2 WHERE seq = 3",
+                 "UPDATE audit SET seq = 3 WHERE seq = -1"], "seq=2"),
+])
+def test_audit_verify_locates_tampering(world, tmp_path, name, sql, needle):
+    for c in (2, 3, 2):  # at least three classified reads in the log
+        soc(world, "events", "search", "--json", clearance=c)
+    uri = _tampered_copy(world, tmp_path, sql)
+    res = runner.invoke(app, ["--store", uri, "audit", "verify"])
+    assert res.exit_code == 1, (name, res.stdout)
+    assert needle in res.stderr, (name, res.stderr)
+
+
+def test_clearance_precedence(world, tmp_path, monkeypatch):
+    import getpass
+
+    def who(*args, env=None):
+        res = runner.invoke(app, [*args, "policy", "whoami", "--json"],
+                            env={"SOC_CLEARANCE": None, "SOC_CONFIG": None, **(env or {})})
+        assert res.exit_code == 0, res.stderr
+        return json.loads(res.stdout)
+
+    config = tmp_path / "config.yaml"
+    config.write_text("clearance: secret\n")
+    monkeypatch.setattr(getpass, "getuser", lambda: "soc-analyst")
+    assert who()["clearance"] == "restricted"  # the policy maps the OS user
+    monkeypatch.setattr(getpass, "getuser", lambda: "nobody-listed")
+    assert who()["clearance"] == "public"  # the policy default
+    assert who("--config", str(config))["clearance"] == "secret"
+    assert who("--config", str(config), env={"SOC_CLEARANCE": "محدود"})["clearance"] == "restricted"
+    res = runner.invoke(app, ["policy", "whoami", "--clearance", "cosmic"], env={"SOC_CLEARANCE": None})
+    assert res.exit_code == 2 and "unknown clearance 'cosmic'" in res.stderr
