@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import stat
 import subprocess
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from sensors.compliance.rules import Minterm, Rule
 
 FOUND, NOT_FOUND, INVALID = 1, 0, -1
 PASSED, FAILED, NOT_APPLICABLE, ERROR = "passed", "failed", "not applicable", "error"
+_OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
 @dataclass(slots=True)
@@ -68,8 +70,7 @@ def _compare(term: Minterm, line: str) -> bool:
         value = int(m.group(1).strip())
     except ValueError:
         return False
-    return {"==": value == term.number, "!=": value != term.number, "<=": value <= term.number,
-            ">=": value >= term.number, "<": value < term.number, ">": value > term.number}[term.op]
+    return _OPS[term.op](value, term.number)
 
 
 class Scanner:

@@ -169,3 +169,20 @@ def test_wazuh_rules_against_real_commands(rule, status):
            "checks": [{"id": 1, "title": "t", "condition": "all", "rules": [rule]}]}
     result = Scanner("/", allow_commands=True).scan(parse_policy(yaml.safe_dump(doc))).results[0]
     assert result.status == status, result.reason
+
+
+def test_a_crashing_probe_is_an_error_result_not_a_crash(tree, monkeypatch):
+    from sensors.compliance.probes import Probes
+
+    def boom(self, name):
+        raise RuntimeError("corrupt database")
+
+    monkeypatch.setattr(Probes, "_pkg", boom)
+    import yaml
+
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"},
+           "checks": [{"id": 1, "title": "a", "condition": "all", "rules": ["pkg:openssh-server"]},
+                      {"id": 2, "title": "b", "condition": "all", "rules": ["f:/etc/login.defs"]}]}
+    first, second = Scanner(str(tree)).scan(parse_policy(yaml.safe_dump(doc))).results
+    assert first.status == "error" and "RuntimeError: corrupt database" in first.reason
+    assert second.status == "passed"
