@@ -63,7 +63,7 @@ def hunt(
     finally:
         st.close()
     for f in failures:
-        err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False)
+        err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False, soft_wrap=True)
     failures = [f for f in failures if f.reason != "correlation"]  # skipped by design, not a failure
     if as_json:
         for info, events in results:

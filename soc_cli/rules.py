@@ -35,7 +35,8 @@ def _report_failures(failures: list[RuleFailure], as_json: bool) -> None:
         if as_json:
             print_ndjson({"kind": "failure", "path": f.path, "line": f.line, "reason": f.reason, "message": f.message})
         else:
-            err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False)
+            err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False,
+                              soft_wrap=True)
 
 
 def _engine(paths: list[Path]) -> Any:
@@ -97,7 +98,14 @@ def validate(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
 
     ps = _paths(paths)
     rs = load_rules(ps)
-    validator = SigmaValidator(InstalledSigmaPlugins.autodiscover().validators.values())
+    validators = dict(InstalledSigmaPlugins.autodiscover().validators)
+    for name, dataset, attr in (("attacktag", "mitre_attack", "mitre_attack_tactics"),
+                                ("d3_fendtag", "mitre_d3fend", "mitre_d3fend_tactics")):
+        if name in validators and not _reference_data(dataset, attr):
+            del validators[name]
+            err_console.print(f"warning: {dataset} reference data not available offline (pySigma downloads and "
+                              f"caches it); the {name} check is skipped", highlight=False, soft_wrap=True)
+    validator = SigmaValidator(validators.values())
     issues = validator.validate_rules(iter(rs.rules + rs.correlations))
     _report_failures(rs.failures, as_json)
     errors = len(rs.failures)
@@ -208,6 +216,17 @@ def _regression(paths: list[Path], as_json: bool) -> None:
     if ran == 0 and not failed:
         die("no rule under the given paths has a regression_tests_path; pass --events FILE", ExitCode.USAGE)
     raise typer.Exit(ExitCode.FAILURE if failed else ExitCode.OK)
+
+
+def _reference_data(module: str, attr: str) -> bool:
+    """True when pySigma's MITRE reference data loads (from its cache or the network)."""
+    import importlib
+
+    try:
+        getattr(importlib.import_module(f"sigma.data.{module}"), attr)
+    except Exception:  # noqa: BLE001 - URLError, cache errors: the data is simply unavailable
+        return False
+    return True
 
 
 def convert_rules(paths: list[Path], target: str) -> tuple[list[dict[str, Any]], list[RuleFailure]]:
