@@ -86,9 +86,9 @@ class PolicyDetector:
     def _label(self, alert: Event, ev: Event) -> None:
         """Raise the alert's label to the event's if higher; severity and risk follow the label."""
         rank = max(int(ev.get("gov.label.rank", 0)), int(alert.get("gov.label.rank", 0)))
-        if alert.get("gov.label.rank") == rank and "gov.label.ar" in alert:
-            return
         lv = self.levels[rank]
+        if alert.get("gov.label.ar") == lv.ar:
+            return
         sev, risk = severity(rank, len(self.levels))
         alert.update({"gov.label.level": lv.name, "gov.label.ar": lv.ar, "gov.label.rank": rank,
                       "soc.alert.severity": sev, "soc.alert.risk_score": risk, "soc.alert.rule.level": sev})
