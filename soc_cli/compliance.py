@@ -126,6 +126,8 @@ def scan(
     with make_progress(len(pol.checks), f"Scanning {host}", enabled=not json_out) as bar:
         result = scanner.scan(pol, on_check=lambda _c: bar.advance())
     events = to_events(result, host, org)
+    if not result.requirements_met:
+        warn(result.requirements_reason)
 
     partial = False
     if not no_store:
@@ -176,21 +178,32 @@ def _print_table(result, host: str, org: str | None) -> None:
 
 
 @app.command()
-def validate(policies: Annotated[list[Path], typer.Argument(help="Policy files to check.")]) -> None:
-    """Check policy files; errors name file, line and field (exit 2 if any is invalid)."""
+def validate(
+    policies: Annotated[list[Path], typer.Argument(help="Policy files to check.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check policy files; errors name file, line and field (exit 2 if any is invalid).
+
+    Example: soc compliance validate rules/compliance/national_baseline.yml
+    """
     bad = 0
     for path in policies:
+        row: dict = {"file": str(path), "ok": False}
         try:
             pol = load_policy(path)
+            row.update(ok=True, policy=pol.id, checks=len(pol.checks))
+            text = f"[green]ok[/] {path}: policy {pol.id}, {len(pol.checks)} checks"
         except PolicyError as exc:
-            bad += 1
-            console.print(f"[red]invalid[/] {exc}", highlight=False)
-            continue
+            row["error"] = {"line": exc.line, "field": exc.field, "message": exc.message}
+            text = f"[red]invalid[/] {exc}"
         except OSError as exc:
-            bad += 1
-            console.print(f"[red]unreadable[/] {path}: {exc.strerror or exc}", highlight=False)
-            continue
-        console.print(f"[green]ok[/] {path}: policy {pol.id}, {len(pol.checks)} checks", highlight=False)
+            row["error"] = {"line": 0, "field": "", "message": f"cannot read: {exc.strerror or exc}"}
+            text = f"[red]unreadable[/] {path}: {exc.strerror or exc}"
+        bad += not row["ok"]
+        if json_out:
+            print_ndjson(row)
+        else:
+            console.print(text, highlight=False)
     if bad:
         raise typer.Exit(ExitCode.USAGE)
 

@@ -126,6 +126,11 @@ def test_validate_and_bad_input(env, tmp_path: Path, make_tree):
     assert f"{bad}:6: checks[0].rules[0]: unknown rule type" in res.output.replace("\n", "")
     assert "ok" in res.output
     assert runner.invoke(app, ["compliance", "validate", str(BASELINE)]).exit_code == 0
+    res = runner.invoke(app, ["compliance", "validate", "--json", str(bad), str(tmp_path / "missing.yml")])
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 2 and [r["ok"] for r in rows] == [False, False]
+    assert rows[0]["error"] == {"line": 6, "field": "checks[0].rules[0]", "message": rows[0]["error"]["message"]}
+    assert "cannot read" in rows[1]["error"]["message"]
     res = runner.invoke(app, ["compliance", "scan", "--policy", str(bad), "--root", str(make_tree(GOOD))])
     assert res.exit_code == 2 and f"{bad}:6:" in res.stderr.replace("\n", "")
     res = runner.invoke(app, ["compliance", "scan", "--policy", str(tmp_path / "none.yml")])
