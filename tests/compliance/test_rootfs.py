@@ -90,3 +90,49 @@ def test_scan_changes_nothing_in_the_tree(make_tree, tls_server):
     results = Scanner(str(root), probe_tls=True).scan(pol).results
     assert any(r.status == "failed" for r in results)
     assert snapshot(root) == before
+
+
+def test_permission_denied_is_not_applicable_with_reason():
+    """A file the scanning user may not read: not applicable, the reason names it, the scan goes on.
+
+    As root the scan runs in a forked child that drops to uid/gid 65534 (root could read anything).
+    """
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from sensors.compliance import parse_policy
+    from tests.compliance.conftest import build_tree
+
+    root = Path(tempfile.mkdtemp(prefix="soc-perm-", dir="/tmp"))  # /tmp is traversable by every user
+    os.chmod(root, 0o755)
+    build_tree(root, {"/etc/login.defs": ("file", "PASS_MAX_DAYS 30\n", 0o000), "/etc/os-release": "ID=debian\n"})
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"}, "checks": [
+        {"id": 1, "title": "a", "condition": "all",
+         "rules": [r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare <= 90"]},
+        {"id": 2, "title": "b", "condition": "all", "rules": ["f:/etc/os-release -> r:^ID=debian"]}]}
+    policy = parse_policy(yaml.safe_dump(doc))
+
+    def run() -> list[str]:
+        return [f"{r.status}|{r.reason}" for r in Scanner(str(root)).scan(policy).results]
+
+    if os.getuid() != 0:
+        lines = run()
+    else:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: drop privileges, scan, report through the pipe
+            try:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+                os.write(write_fd, "\n".join(run()).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as fh:
+            lines = fh.read().splitlines()
+        os.waitpid(pid, 0)
+    shutil.rmtree(root)
+    assert lines == ["not applicable|cannot open /etc/login.defs: Permission denied", "passed|"]
