@@ -221,6 +221,8 @@ def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str,
     title = ctx.string(m, "title", fld)
     if not title.strip():
         raise ctx.fail(m.lines.get("title", m.line), f"{fld}.title", "must not be empty")
+    if m.get("condition") in ("all required", "any required"):  # deprecated Wazuh spellings
+        m["condition"] = m["condition"].split()[0]
     condition = ctx.choice(m, "condition", fld, CONDITIONS, "all")
     regex_type = ctx.choice(m, "regex_type", fld, REGEX_TYPES, regex_type)
     raw_rules = m["rules"]

@@ -101,6 +101,8 @@ def parse_rule(text: str, regex_type: str = "osregex") -> Rule:
         body = body[4:]
     kind, sep, value = body.partition(":")
     kind = kind.strip()
+    if kind.startswith("!") and kind[1:] in TYPES:
+        raise RuleSyntaxError(f"'{kind}:' does not negate in Wazuh SCA (the '!' is ignored); write 'not {kind[1:]}:'")
     if not sep or kind not in TYPES:
         raise RuleSyntaxError(f"unknown rule type {kind!r} (expected one of {', '.join(sorted(TYPES))})")
     file = None

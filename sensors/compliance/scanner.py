@@ -140,9 +140,24 @@ class Scanner:
             return (FOUND if any(line_matches(n, rule.content) for n in names) else NOT_FOUND), ""
         targets = [t.strip() for t in rule.location.split(",")] if kind in ("f", "stat", "find") else [rule.location]
         if kind == "f" and rule.content is None:
-            found = any(self.fs.is_file(t) for t in targets)
-            return (FOUND if found else NOT_FOUND), ""
+            return self._files_exist(targets)
         return self._content(kind, targets, rule.content)
+
+    def _files_exist(self, paths: list[str]) -> tuple[int, str]:
+        """Wazuh's FILE_EXISTS over a list: a regular file is found; anything else there is invalid."""
+        result, reason = NOT_FOUND, ""
+        for path in paths:
+            try:
+                st = self.fs.stat(path)
+            except Unreadable as exc:
+                result, reason = INVALID, reason or str(exc)
+                continue
+            if st is None:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                return FOUND, ""
+            result, reason = INVALID, reason or f"{path} is not a regular file"
+        return result, reason
 
     def _content(self, kind: str, targets: list[str], content: tuple[Minterm, ...] | None) -> tuple[int, str]:
         result, reason = NOT_FOUND, ""

@@ -56,6 +56,8 @@ def test_rule_parsing_follows_sca_grammar():
     assert parse_rule("p:avahi-daemon").content[0].kind == "="
     with pytest.raises(RuleSyntaxError):
         parse_rule("f:")
+    with pytest.raises(RuleSyntaxError, match="write 'not f:'"):
+        parse_rule("!f:/etc/passwd")
 
 
 def scan_rules(tmp_path, rules: list[str], condition: str = "all") -> tuple[str, str]:
@@ -94,6 +96,9 @@ def tree(tmp_path):
     (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare > 89", "passed"),
     (r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare >= 91", "failed"),
     (r"f:/etc/ssh_config -> n:^MaxAuthTries\s+(\d+) compare <= 4", "failed"),   # tab is not \s: no line
+    ("f:/etc", "not applicable"),                                    # exists, but not a regular file
+    ("f:/etc/absent,/etc", "not applicable"),
+    ("f:/etc,/etc/login.defs", "passed"),
     ("d:/etc", "passed"),
     ("d:/nothing", "failed"),
     ("d:/etc -> r:^login -> r:UMASK", "passed"),
@@ -186,3 +191,8 @@ def test_a_crashing_probe_is_an_error_result_not_a_crash(tree, monkeypatch):
     first, second = Scanner(str(tree)).scan(parse_policy(yaml.safe_dump(doc))).results
     assert first.status == "error" and "RuntimeError: corrupt database" in first.reason
     assert second.status == "passed"
+
+
+def test_deprecated_required_conditions(tree):
+    assert scan_rules(tree, [FOUND, MISSING], "any required")[0] == "passed"
+    assert scan_rules(tree, [FOUND, MISSING], "all required")[0] == "failed"
