@@ -104,8 +104,8 @@ class PolicyEngine:
     def _flow(self, src_ip: str | None, dst_ip: str | None, port: int | None, name: str | None,
               vlan: str | None, sensor: str | None) -> FlowVerdict:
         p = self.policy
-        src = self._zone_of(src_ip, vlan, sensor)  # the initiator is on the segment the sensor sees
-        dst = self._zone_of(dst_ip) if dst_ip else src
+        src = self.zone_of(src_ip, vlan, sensor)  # the initiator is on the segment the sensor sees
+        dst = self.zone_of(dst_ip) if dst_ip else src
         service = self.service(dst_ip, port, name)
         service_level = service.level if service else dst.max_level  # unknown service: fail closed
         label = max(service_level, src.floor, dst.floor, key=lambda lv: lv.rank)

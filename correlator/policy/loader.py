@@ -114,7 +114,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     """Validate policy YAML text (see docs/policy.md for the format)."""
     r = _Reader(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml keeps marks
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1

@@ -7,6 +7,7 @@ specific block covering it; a lookup is one `bisect` on the interval starts.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -54,7 +55,12 @@ class NetworkMap(Generic[V]):
     def get(self, address: str) -> V | None:
         """The value for an address string, or None (also for a string that is not an address)."""
         try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+            return self._v4.get(int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big"))
+        except OSError:
+            pass
+        except TypeError:
             return None
-        return (self._v4 if ip.version == 4 else self._v6).get(int(ip))
+        try:
+            return self._v6.get(int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big"))
+        except OSError:
+            return None
