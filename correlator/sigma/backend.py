@@ -21,6 +21,7 @@ from datetime import datetime
 from ipaddress import ip_address, ip_network
 from typing import Any, ClassVar
 
+import ahocorasick
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -408,7 +409,7 @@ class _Gen:
         if kind == "and":
             return "(" + " and ".join(self.expr(c) for c in n[1]) + ")" if n[1] else "True"
         if kind == "or":
-            return "(" + " or ".join(self.expr(c) for c in n[1]) + ")" if n[1] else "False"
+            return "(" + " or ".join(self.or_parts(n[1])) + ")" if n[1] else "False"
         if kind == "not":
             return "(not " + self.expr(n[1]) + ")"
         if kind == "str":
@@ -451,6 +452,35 @@ class _Gen:
         rx = self.const("regex", pattern_regex(parts, cased), 0)
         return f"{rx}.match({var}) is not None"
 
+    def or_parts(self, kids: list[Node]) -> list[str]:
+        """OR children; many plain values of one field become one set lookup, prefix/suffix tuple or
+        Aho-Corasick automaton (SigmaHQ lists of hundreds of values cost one pass, not hundreds)."""
+        groups: dict[tuple, list[str]] = {}
+        rest: list[Node] = []
+        for c in kids:
+            shape = _shape(c)
+            if shape is None:
+                rest.append(c)
+            else:
+                groups.setdefault((c[1], shape[0]), []).append(shape[1])
+        out = []
+        for (f, shape), lits in groups.items():
+            if len(lits) < GROUP_MIN:
+                rest.extend(("str", f, _parts(shape, lit), False) for lit in lits)
+                continue
+            out.append(self.group_expr(f, shape, lits))
+        return out + [self.expr(c) for c in rest]
+
+    def group_expr(self, f: str | None, shape: str, lits: list[str]) -> str:
+        uniq = tuple(sorted(set(lits)))
+        if f is None:
+            return f"_keyword(l, {self.const('group_pred', shape, uniq)})"
+        c = self.const({"eq": "set", "start": "tuple", "end": "tuple", "contains": "ac"}[shape], uniq)
+        test = {"eq": "{x} in " + c, "start": "{x}.startswith(" + c + ")", "end": "{x}.endswith(" + c + ")",
+                "contains": c + ".find({x})"}[shape]
+        return (f"(type(v := l[{f!r}]) is str and {test.format(x='v')}"
+                f" or type(v) is tuple and any({test.format(x='x')} for x in v))")
+
     def str_expr(self, f: str | None, parts: tuple, cased: bool) -> str:
         if cased:  # compare the raw string
             p = self.const("pat_pred", parts, True)
@@ -464,6 +494,57 @@ class _Gen:
             f"(type(v := l[{f!r}]) is str and {self.str_pred(parts, False, 'v')}"
             f" or type(v) is tuple and any({t} for x in v))"
         )
+
+
+GROUP_MIN = 4  # OR-ed plain values of one field from which a set / automaton pays
+
+
+def _shape(n: Node) -> tuple[str, str] | None:
+    """('eq'|'start'|'end'|'contains', lower-case literal) for a simple uncased string leaf, else None."""
+    if n[0] != "str" or n[3]:
+        return None
+    p = n[2]
+    if len(p) == 1 and p[0] not in ("\0*", "\0?"):
+        return "eq", p[0].lower()
+    if len(p) == 2 and p[0] == "\0*" and p[1] not in ("\0*", "\0?"):
+        return "end", p[1].lower()
+    if len(p) == 2 and p[1] == "\0*" and p[0] not in ("\0*", "\0?"):
+        return "start", p[0].lower()
+    if len(p) == 3 and p[0] == p[2] == "\0*" and p[1] not in ("\0*", "\0?"):
+        return "contains", p[1].lower()
+    return None
+
+
+def _parts(shape: str, lit: str) -> tuple:
+    return {"eq": (lit,), "start": (lit, "\0*"), "end": ("\0*", lit), "contains": ("\0*", lit, "\0*")}[shape]
+
+
+class _Contains:
+    """Any of many literals inside a string, one Aho-Corasick pass (pyahocorasick)."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, lits: tuple[str, ...]) -> None:
+        self.a = ahocorasick.Automaton()
+        for w in lits:
+            self.a.add_word(w, w)
+        self.a.make_automaton()
+
+    def find(self, s: str) -> bool:
+        for _ in self.a.iter(s):
+            return True
+        return False
+
+
+def _group_pred(shape: str, lits: tuple[str, ...]) -> Any:
+    if shape == "eq":
+        vals = frozenset(lits)
+        return vals.__contains__
+    if shape == "start":
+        return lambda x: x.startswith(lits)
+    if shape == "end":
+        return lambda x: x.endswith(lits)
+    return _Contains(lits).find
 
 
 def generate(tree: Node) -> CompiledCondition:
@@ -497,4 +578,12 @@ def build_const(factory: str, args: tuple) -> Any:
         return _ts_pred(TimestampPart[args[0]], args[1])
     if factory == "pat_pred":
         return _pattern_pred(args[0], args[1])
+    if factory == "set":
+        return frozenset(args[0])
+    if factory == "tuple":
+        return tuple(args[0])
+    if factory == "ac":
+        return _Contains(args[0])
+    if factory == "group_pred":
+        return _group_pred(args[0], args[1])
     raise ValueError(f"unknown constant factory {factory}")

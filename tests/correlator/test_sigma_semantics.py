@@ -62,6 +62,11 @@ RULES = {
     "number": "x.n: 99",
     "bool_string": "x.flag: 'true'",
     "star_any": "x.user: '*'",
+    # many values of one field: compiled to one set / tuple / Aho-Corasick automaton
+    "contains_many": "x.cmd|contains: ['whoami', 'URLCACHE', 'mshtml', 'zzz', 'yyy', 'secret']",
+    "eq_many": "x.user: ['ALICE', 'bob', 'svc', 'nobody', 'x']",
+    "startswith_many": "x.img|startswith: ['c:\\\\windows\\\\', 'X', 'q', 'r', 's']",
+    "endswith_many": "x.img|endswith: ['.EXE', '\\\\sh', 'zz', 'yy', 'ww']",
 }
 COMPOUND = {
     "not_filter_on_absent_field": """
