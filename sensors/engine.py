@@ -54,7 +54,7 @@ class Sensor:
     """Turns packet records `(ts, data, wirelen, linktype)` into ECS events."""
 
     def __init__(self, sensor_name: str | None = None, home_net: Sequence[str] = (), source: str | None = None,
-                 **flow_options: float) -> None:
+                 community_seed: int = 0, **flow_options: float) -> None:
         self.counters = Counters()
         self.events = Counters()
         self.decoder = PacketDecoder(self.counters)
@@ -68,6 +68,7 @@ class Sensor:
         self.seq = 0
         self.packets = 0
         self.decoded = 0
+        self.community_seed = community_seed
 
     # --- packet loop -------------------------------------------------------------------------------------
     def run(self, records: Iterable[tuple[float, bytes, int, int]], flush: bool = True) -> Iterator[dict]:
@@ -135,7 +136,7 @@ class Sensor:
         if meta is None:
             src, dst = _ip(flow.src), _ip(flow.dst)
             sport, dport = flow.icmp if flow.icmp is not None else (flow.sport, flow.dport)
-            cid = community_id(flow.proto, flow.src, flow.dst, sport, dport)
+            cid = community_id(flow.proto, flow.src, flow.dst, sport, dport, self.community_seed)
             meta = flow.meta = (src, dst, cid, self._direction(src, dst))
         return meta
 

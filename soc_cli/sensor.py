@@ -33,6 +33,8 @@ app = typer.Typer(help="Network sensor: pcap files or a live interface → flows
 BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (via scapy).")]
 NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.name (default: config sensor.name, "
                                                                    "else the host name).")]
+SeedOpt = Annotated[int, typer.Option("--community-id-seed", min=0, max=65535,
+                                      help="Community ID seed (as Suricata's community-id-seed).")]
 HomeOpt = Annotated[str | None, typer.Option("--home-net", help="Comma-separated CIDRs of the protected networks; "
                                                                 "sets network.direction (default: config home_net).")]
 
@@ -45,9 +47,9 @@ def _options(sensor_name: str | None, home_net: str | None) -> tuple[str | None,
     return name, [n for n in (x.strip() for x in nets_list) if n]
 
 
-def _make_sensor(name: str | None, nets: list[str], source: str | None) -> Sensor:
+def _make_sensor(name: str | None, nets: list[str], source: str | None, seed: int = 0) -> Sensor:
     try:
-        return Sensor(sensor_name=name, home_net=nets, source=source)
+        return Sensor(sensor_name=name, home_net=nets, source=source, community_seed=seed)
     except ValueError as exc:
         die(f"--home-net: {exc}")
 
@@ -80,6 +82,7 @@ def pcap(
     bpf: BpfOpt = None,
     sensor_name: NameOpt = None,
     home_net: HomeOpt = None,
+    community_id_seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
@@ -101,7 +104,7 @@ def pcap(
         with make_progress(total, "Reading", enabled=not json_out) as bar:
             for f in files:
                 path = str(f.resolve())
-                sensor = _make_sensor(name, nets, path)
+                sensor = _make_sensor(name, nets, path, community_id_seed)
                 fstats: dict = {}
 
                 def records(path: str = path, fstats: dict = fstats) -> Iterator[Record]:
@@ -169,6 +172,7 @@ def live_capture(
     count: Annotated[int | None, typer.Option("--count", help="Stop after N packets.")] = None,
     sensor_name: NameOpt = None,
     home_net: HomeOpt = None,
+    community_id_seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; open flows
@@ -181,7 +185,7 @@ def live_capture(
     name, nets = _options(sensor_name, home_net)
     if bpf:
         _bpf(bpf)  # validate the syntax before opening the socket
-    sensor = _make_sensor(name, nets, None)
+    sensor = _make_sensor(name, nets, None, community_id_seed)
     sensor.base["observer.ingress.interface.name"] = iface
     stopping = {"signal": None}
     deadline = time.monotonic() + duration if duration is not None else None

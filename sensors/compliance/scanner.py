@@ -107,6 +107,8 @@ class Scanner:
         for rule in check.rules:
             try:
                 found, why = self.eval_rule(rule)
+            except Unreadable as exc:
+                found, why = INVALID, str(exc)
             except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the scan
                 return CheckResult(check, ERROR, f"{rule.text}: {type(exc).__name__}: {exc}")
             if found != INVALID and rule.negated:

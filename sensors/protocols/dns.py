@@ -98,9 +98,12 @@ def parse(buf: bytes) -> dict:
                 break
             if len(answers) < an:
                 data = _rdata(buf, rtype, pos, rdlen)
-                answers.append({"name": name, "type": TYPES.get(rtype, str(rtype)),
-                                "class": "IN" if rclass == 1 else str(rclass), "ttl": ttl,
-                                "data": data if isinstance(data, str) else " ".join(data)})
+                entry = {"name": name, "type": TYPES.get(rtype, str(rtype)),
+                         "class": "IN" if rclass == 1 else str(rclass), "ttl": ttl}
+                if isinstance(data, str):
+                    answers.append({**entry, "data": data})
+                else:  # TXT: one answer per character-string, as Suricata and tshark list them
+                    answers.extend({**entry, "data": text} for text in data)
                 if rtype in (1, 28):
                     resolved.append(data)
                 elif rtype in (16, 99):

@@ -79,7 +79,16 @@ def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
         ev["url.query"] = query
     host = headers.get("host")
     if host is not None:
-        ev["url.domain"] = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if host.startswith("["):  # IPv6 literal: ECS keeps the brackets in url.domain
+            end = host.find("]") + 1 or len(host)
+            domain, port = host[:end], host[end + 1:]
+        elif host.count(":") == 1:
+            domain, _, port = host.partition(":")
+        else:
+            domain, port = host, ""
+        ev["url.domain"] = domain
+        if port.isdigit():
+            ev["url.port"] = int(port)
         ev["soc.http.host"] = host
     if "user-agent" in headers:
         ev["user_agent.original"] = headers["user-agent"]

@@ -77,6 +77,11 @@ def _u16_list(data: bytes, start: int, nbytes: int) -> list[int]:
     return [unpack_from(">H", data, start + i)[0] for i in range(0, nbytes - nbytes % 2, 2)]
 
 
+def version_name(v: int) -> str:
+    """1.2, 1.3 (drafts 0x7Fxx included), 3.0 for SSLv3, else hex."""
+    return "1.3" if v >> 8 == 0x7F else VERSIONS.get(v, f"0x{v:04x}")
+
+
 def _cipher_name(c: int) -> str:
     return _tls_cipher_suites.get(c, f"0x{c:04X}")
 
@@ -136,8 +141,8 @@ def client_hello(body: bytes) -> dict:
            f"{sha256(ja4_e.encode()).hexdigest()[:12] if ja4_ext else '000000000000'}")
     ev: dict = {"tls.client.ja3": md5(ja3.encode()).hexdigest(), "soc.tls.client.ja3_string": ja3,
                 "tls.client.ja4": ja4, "tls.client.supported_ciphers": [_cipher_name(c) for c in ciphers],
-                "tls.version_protocol": "tls", "tls.version": VERSIONS.get(top, f"0x{top:04x}"),
-                "soc.tls.client.versions": [VERSIONS.get(v, f"0x{v:04x}") for v in (versions or [version])]}
+                "tls.version_protocol": "ssl" if top <= 0x0300 else "tls", "tls.version": version_name(top),
+                "soc.tls.client.versions": [version_name(v) for v in (versions or [version])]}
     if sni:
         ev["tls.client.server_name"] = sni
     if alpn:
@@ -161,5 +166,5 @@ def server_hello(body: bytes) -> dict:
             chosen = unpack_from(">H", data, 0)[0]
     ja3s = f"{version},{cipher},{'-'.join(map(str, ext_types))}"
     return {"tls.server.ja3s": md5(ja3s.encode()).hexdigest(), "soc.tls.server.ja3s_string": ja3s,
-            "tls.cipher": _cipher_name(cipher), "tls.version": VERSIONS.get(chosen, f"0x{chosen:04x}"),
-            "tls.version_protocol": "tls"}
+            "tls.cipher": _cipher_name(cipher), "tls.version": version_name(chosen),
+            "tls.version_protocol": "ssl" if chosen <= 0x0300 else "tls"}
