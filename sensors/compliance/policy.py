@@ -78,6 +78,12 @@ class _LinedList(list):
 
 class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # noqa: D102 - yaml hook
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:  # PyYAML would silently keep the last one
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
         mapping = _Lines(super().construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.lines = {self.construct_object(k, deep=True): v.start_mark.line + 1 for k, v in node.value}

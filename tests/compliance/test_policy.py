@@ -106,3 +106,8 @@ def test_shipped_baseline_validates():
     assert len(pol.checks) >= 25
     for check in pol.checks:
         assert check.remediation and check.compliance.get("nist_800_53"), check.id
+
+
+def test_duplicate_keys_are_errors_not_silently_dropped():
+    exc = error(policy_text("- id: 1\n  title: t\n  condition: all\n  rules: ['f:/a']\n  rules: ['f:/b']\n"))
+    assert (exc.line, exc.field) == (10, "<yaml>") and "duplicate key 'rules'" in exc.message
