@@ -22,11 +22,11 @@ from soc_cli.common import ExitCode, JsonOpt, console, die, err_console, print_n
 app = typer.Typer(help="The information-classification policy: validate, show, explain a flow, ES roles.",
                   no_args_is_help=True)
 
-SHIPPED_POLICY = Path(rules.__file__).parent / "policy" / "backbone.yaml"
+SHIPPED_POLICY = Path(rules.__file__).parent / "policy" / "national-backbone.yml"
 PolicyOpt = Annotated[
     Path | None,
     typer.Option("--policy", envvar="SOC_POLICY", show_envvar=True,
-                 help="Policy file (default: config `policy:`, else the shipped rules/policy/backbone.yaml)."),
+                 help="Policy file (default: config `policy:`, else the shipped rules/policy/national-backbone.yml)."),
 ]
 
 

@@ -17,6 +17,7 @@ from correlator.policy.model import Asset, Level, Policy, PolicyException, Zone
 
 Event = dict[str, Any]
 PORT_PROTOCOLS = {21: "ftp", 23: "telnet", 80: "http", 8080: "http", 139: "smb1", 445: "smb", 53: "dns"}
+NO_DATA = frozenset({"rejected", "unanswered"})  # TCP flows that carried no data: nothing can have leaked
 APP_DATASETS = {"soc.http": "http", "soc.tls": "tls", "soc.ssh": "ssh", "soc.dns": "dns"}
 
 
@@ -167,7 +168,7 @@ class PolicyEngine:
                 return None
             proto = ev.get("network.protocol")
             if ds == "soc.flow":
-                if proto or ev.get("soc.flow.state") in ("rejected", "unanswered"):
+                if proto or ev.get("soc.flow.state") in NO_DATA:
                     return None  # an application event judges it, or no data was exchanged
                 port = ev.get("destination.port")
                 proto = PORT_PROTOCOLS.get(port, "unknown") if isinstance(port, int) else "unknown"
@@ -236,6 +237,10 @@ class PolicyEngine:
     def enrich(self, events: list[Event]) -> None:
         """Pipeline enricher: add `gov.*` (zones, organizations, label, policy decision) to each event in place."""
         for ev in events:
+            if ev.get("soc.flow.state") in NO_DATA:
+                ev.update(self.verdict(ev).fields)
+                ev["gov.policy.decision"] = "no-data"
+                continue
             fv, violations, covered = self.decide(ev)
             ev.update(fv.fields)
             expired = [(v, x) for v, x in covered if _expired(ev, x)]

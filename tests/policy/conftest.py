@@ -12,7 +12,7 @@ from sensors import capture
 from sensors.engine import Sensor
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKBONE = ROOT / "rules" / "policy" / "backbone.yaml"
+BACKBONE = ROOT / "rules" / "policy" / "national-backbone.yml"
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,13 @@ INTERNET = "185.220.101.7"
 # (source, destination, port, tls version) -> flows at every level, some of them violations
 FLOWS = [
     (INTERNET, "172.16.10.10", 443, "1.3"),       # public, allowed
-    ("10.20.3.3", "10.20.5.10", 443, "1.2"),      # restricted, allowed
-    ("10.10.3.3", "10.20.5.10", 443, "1.2"),      # restricted, cross-organization
-    ("10.10.3.3", "10.100.1.10", 443, "1.3"),     # secret, allowed
-    ("10.20.3.3", "10.100.1.10", 443, "1.3"),     # secret, write-down + cross-org + caveat
-    ("10.10.3.3", "10.10.200.5", 443, "1.3"),     # top-secret (enclave), allowed
-    ("10.40.3.3", "10.10.200.5", 443, "1.3"),     # top-secret, write-down + cross-org
-    (INTERNET, "10.10.200.5", 443, "1.3"),        # top-secret to the internet
+    ("10.10.3.3", "10.10.5.10", 443, "1.2"),      # restricted, allowed
+    ("10.20.3.3", "10.10.5.10", 443, "1.2"),      # restricted, cross-organization
+    ("10.20.3.3", "10.1.0.10", 443, "1.3"),     # secret, allowed
+    ("10.10.3.3", "10.1.0.10", 443, "1.3"),     # secret, write-down + cross-org + caveat
+    ("10.20.3.3", "10.20.200.5", 443, "1.3"),     # top-secret (enclave), allowed
+    ("10.40.3.3", "10.20.200.5", 443, "1.3"),     # top-secret, write-down + cross-org
+    (INTERNET, "10.20.200.5", 443, "1.3"),        # top-secret to the internet
 ]
 HUNT_RULE = """\
 title: Any TCP flow
@@ -74,7 +74,7 @@ def world(tmp_path_factory, policy):
     top = store.search_events(Query((Clearance(3),)), 1000)
     secret_inputs = [e for e in top if e.get("gov.label.rank") == 3][:2]
     rule = PolicyRule("sigma-test", "Sigma-style alert on top-secret traffic", level="high")
-    store.write_alerts([build_alert(rule, secret_inputs[-1], {"destination.ip": "10.10.200.5"},
+    store.write_alerts([build_alert(rule, secret_inputs[-1], {"destination.ip": "10.20.200.5"},
                                     secret_inputs[0]["@timestamp"], "test", secret_inputs)])
     truth_events = [int(e.get("gov.label.rank") or 0) for e in store.search_events(Query(), 10_000)]
     truth_alerts = {a["soc.alert.uuid"]: int(a.get("gov.label.rank") or 0)
@@ -114,7 +114,7 @@ def test_events_search_and_count(world, clearance):
     assert json.loads(res.stdout)["count"] == len(world["events"]) - above
     assert withheld(res.stderr, "events") == above
     # a targeted query for the top-secret host only finds what the reader may see
-    res = soc(world, "events", "search", "destination.ip:10.10.200.5", "--json", clearance=clearance)
+    res = soc(world, "events", "search", "destination.ip:10.20.200.5", "--json", clearance=clearance)
     assert len(lines(res.stdout)) == (6 if clearance >= 3 else 0)
     assert withheld(res.stderr, "events") == (0 if clearance >= 3 else 6)
 

@@ -102,7 +102,7 @@ def test_cli_validate(tmp_path):
 def test_cli_explain_json():
     import json
 
-    res = runner.invoke(app, ["policy", "explain", "--src", "10.20.3.3", "--dst", "10.100.1.10:443",
+    res = runner.invoke(app, ["policy", "explain", "--src", "10.10.3.3", "--dst", "10.1.0.10:443",
                               "--protocol", "tls", "--tls-version", "1.3", "--json"])
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)

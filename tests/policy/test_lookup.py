@@ -55,8 +55,8 @@ def test_engine_zone_by_vlan_and_sensor_and_domain(engine):
     assert engine.zone_of("192.0.2.10", "120", None).id == "mof-lan"
     assert engine.zone_of("192.0.2.10", None, "moi-gw").id == "moi-lan"
     assert engine.zone_of("192.0.2.10", None, None).id == "internet"
-    assert engine.zone_of("10.10.200.9").id == "moi-enclave"  # the /24 inside moi's /16 wins
-    assert engine.zone_of("fd00:10::5").id == "moi-lan"
+    assert engine.zone_of("10.20.200.9").id == "moi-enclave"  # the /24 inside moi's /16 wins
+    assert engine.zone_of("fd00:20::5").id == "moi-lan"
     assert engine.service(None, None, "api.portal.gov.example").id == "portal-web"  # *.portal.gov.example
-    assert engine.service("10.100.1.10", 5432, None).id == "civil-registry-db"
-    assert engine.service("10.100.1.10", 22, None) is None
+    assert engine.service("10.1.0.10", 5432, None).id == "civil-registry-db"
+    assert engine.service("10.1.0.10", 22, None) is None

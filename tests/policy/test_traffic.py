@@ -14,27 +14,28 @@ CASES = {
     # allowed flows
     "citizen-reads-portal": (lambda s: t.tls_session(INTERNET, "172.16.10.10", 443, "1.3", "www.portal.gov.example", s),
                              set(), "allow"),
-    "moi-reads-registry": (lambda s: t.tls_session("10.10.3.3", "10.100.1.10", 443, "1.3", None, s), set(), "allow"),
-    "mof-internal-treasury": (lambda s: t.tls_session("10.20.3.3", "10.20.5.10", 443, "1.2", None, s), set(),
+    "moi-reads-registry": (lambda s: t.tls_session("10.20.3.3", "10.1.0.10", 443, "1.3", None, s), set(), "allow"),
+    "mof-internal-treasury": (lambda s: t.tls_session("10.10.3.3", "10.10.5.10", 443, "1.2", None, s), set(),
                               "allow"),
-    "moi-admin-ssh": (lambda s: t.ssh_session("10.10.3.3", "10.10.5.20", 22, s), set(), "allow"),
-    "moi-to-mofa-agreed": (lambda s: t.tls_session("10.10.3.3", "10.40.1.10", 443, "1.3", None, s), set(), "allow"),
-    "mof-backup-ftp-excepted": (lambda s: t.cleartext_session("10.20.7.5", "10.100.250.30", 21, b"220 vault FTP\r\n",
+    "moi-admin-ssh": (lambda s: t.ssh_session("10.20.3.3", "10.20.5.20", 22, s), set(), "allow"),
+    "moi-to-mofa-agreed": (lambda s: t.tls_session("10.20.3.3", "10.40.1.10", 443, "1.3", None, s), set(), "allow"),
+    "mof-backup-ftp-excepted": (lambda s: t.cleartext_session("10.10.7.5", "10.1.250.30", 21, b"220 vault FTP\r\n",
                                                               b"USER backup\r\n", s), set(), "excepted"),
+    "scan-rejected-no-data": (lambda s: t.rejected(INTERNET, "10.20.5.21", 8080, s), set(), "no-data"),
     # violations
-    "write-down-to-internet": (lambda s: t.tls_session(INTERNET, "10.10.5.20", 443, "1.3", None, s),
+    "write-down-to-internet": (lambda s: t.tls_session(INTERNET, "10.20.5.20", 443, "1.3", None, s),
                                {"write-down"}, "deny"),
-    "cross-org-no-agreement": (lambda s: t.tls_session("10.10.3.3", "10.20.5.10", 443, "1.2", None, s),
+    "cross-org-no-agreement": (lambda s: t.tls_session("10.20.3.3", "10.10.5.10", 443, "1.2", None, s),
                                {"cross-organization"}, "deny"),
     "cleartext-http-restricted": (lambda s: t.http_session("10.30.3.3", "10.30.2.10", 80, "records.moh", s),
                                   {"protection"}, "deny"),
-    "old-tls-restricted": (lambda s: t.tls_session("10.20.3.4", "10.20.5.10", 443, "1.0", None, s),
+    "old-tls-restricted": (lambda s: t.tls_session("10.10.3.4", "10.10.5.10", 443, "1.0", None, s),
                            {"protection"}, "deny"),
     "telnet-restricted": (lambda s: t.cleartext_session("10.30.3.3", "10.30.4.4", 23, b"login: ", b"admin\r\n", s),
                           {"protection"}, "deny"),
-    "caveat-outside-org": (lambda s: t.tls_session("10.40.3.3", "10.100.1.10", 443, "1.3", None, s),
+    "caveat-outside-org": (lambda s: t.tls_session("10.40.3.3", "10.1.0.10", 443, "1.3", None, s),
                            {"caveat"}, "deny"),
-    "expired-exception-telnet": (lambda s: t.cleartext_session("10.100.250.9", "10.100.250.2", 23, b"login: ",
+    "expired-exception-telnet": (lambda s: t.cleartext_session("10.1.250.9", "10.1.250.2", 23, b"login: ",
                                                                b"admin\r\n", s), {"expired-exception"}, "deny"),
 }
 
@@ -92,7 +93,7 @@ def test_labels_and_zones(stored, policy):
                                                                                          "public")
     assert ev["gov.service.id"] == "portal-web" and ev["gov.destination.organization"] == "portal"
     # the moi enclave has no listed asset on the ssh host: unknown service fails closed to the zone maximum
-    ev = store.search_events(Query((Term("destination.ip", "10.10.5.20"), Term("destination.port", 22))), 1)[0]
+    ev = store.search_events(Query((Term("destination.ip", "10.20.5.20"), Term("destination.port", 22))), 1)[0]
     assert ev["gov.service.known"] is False and ev["gov.label.level"] == "secret"
     assert ev["gov.label.ar"] == "سري"
 

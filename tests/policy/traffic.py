@@ -87,3 +87,12 @@ def cleartext_session(client: str, server: str, port: int, banner: bytes, comman
 def write(path: Path, packets: list) -> Path:
     wrpcap(str(path), sorted(packets, key=lambda p: p.time))
     return path
+
+
+def rejected(client: str, server: str, port: int, start: float, sport: int = 45000) -> list:
+    """A SYN answered by RST: a scan probe, no data exchanged."""
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    syn = eth / IP(src=client, dst=server) / TCP(sport=sport, dport=port, flags="S", seq=7)
+    rst = eth / IP(src=server, dst=client) / TCP(sport=port, dport=sport, flags="RA", seq=0, ack=8)
+    syn.time, rst.time = start, start + 0.001
+    return [syn, rst]
