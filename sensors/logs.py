@@ -85,7 +85,8 @@ class LogTail:
 
     def lines(self, follow: bool = False, stop: Callable[[], bool] = lambda: False,
               poll: float = 0.5) -> Iterator[tuple[int, bytes]]:
-        """Yield (byte offset, line without newline) from the checkpoint on; with `follow`, wait for more."""
+        """Yield (byte offset, line without newline) from the checkpoint on; with `follow`, wait for more,
+        yielding (-1, None) each time the file is idle."""
         state = self._load()
         try:
             cur = os.stat(self.path)
@@ -114,6 +115,7 @@ class LogTail:
             if st is not None and st.st_size < self.offset:  # truncated in place
                 self._open(self.path, 0)
                 continue
+            yield -1, None  # idle: lets the caller flush what it holds
             time.sleep(poll)
 
     def _drain(self) -> Iterator[tuple[int, bytes]]:
@@ -440,10 +442,14 @@ class LogReader:
         self.errors: list[str] = []
         self.max_errors = max_errors
 
-    def events(self, follow: bool = False, stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+    def events(self, follow: bool = False, stop: Callable[[], bool] = lambda: False) -> Iterator[dict | None]:
+        """Events in file order; when following, None each time the file is idle (a cue to flush)."""
         tsv = ZeekTSV()
         seen_header: list[bytes] = []
         for offset, raw in self.tail.lines(follow, stop):
+            if raw is None:
+                yield None
+                continue
             if self.tail.header is not seen_header:  # a (new) file was opened: take its Zeek TSV header
                 seen_header = self.tail.header
                 tsv = ZeekTSV()

@@ -57,20 +57,26 @@ def ingest(
     batch: list[dict] = []
     last_flush = time.monotonic()
 
+    committed = {"offset": None, "inode": None}
+
     def flush() -> None:
         nonlocal last_flush
         if batch:
             pipeline.process(batch)
             batch.clear()
-        reader.tail.commit()  # only after the events read so far are stored (or spooled)
+        where = {"offset": reader.tail.offset, "inode": reader.tail.inode}
+        if where != committed:
+            reader.tail.commit()  # only after the events read so far are stored (or spooled)
+            committed.update(where)
         last_flush = time.monotonic()
 
     try:
         pipeline.replay()
         with make_progress(None, f"Ingesting {file.name}", enabled=not json_out) as bar:
             for ev in reader.events(follow=follow, stop=lambda: stopping["signal"] is not None):
-                batch.append(ev)
-                if len(batch) >= pipeline.batch_size or (follow and time.monotonic() - last_flush > 1.0):
+                if ev is not None:
+                    batch.append(ev)
+                if len(batch) >= pipeline.batch_size or (follow and (ev is None or time.monotonic() - last_flush > 1)):
                     bar.advance(len(batch))
                     flush()
             bar.advance(len(batch))
