@@ -17,6 +17,7 @@ from correlator.policy.model import Asset, Level, Policy, PolicyException, Zone
 
 Event = dict[str, Any]
 PORT_PROTOCOLS = {21: "ftp", 23: "telnet", 80: "http", 8080: "http", 139: "smb1", 445: "smb", 53: "dns"}
+ICMP_REPLIES = frozenset({0, 14, 16, 18, 129})  # echo/timestamp/info/mask replies, ICMPv6 echo reply
 NO_DATA = frozenset({"rejected", "unanswered"})  # TCP flows that carried no data: nothing can have leaked
 APP_DATASETS = {"soc.http": "http", "soc.tls": "tls", "soc.ssh": "ssh", "soc.dns": "dns"}
 
@@ -109,7 +110,8 @@ class PolicyEngine:
         dst = self.zone_of(dst_ip) if dst_ip else src
         service = self.service(dst_ip, port, name)
         service_level = service.level if service else dst.max_level  # unknown service: fail closed
-        label = max(service_level, src.floor, dst.floor, key=lambda lv: lv.rank)
+        held = self.ips.get(src_ip) if src_ip else None  # a client that is itself an asset sends its data
+        label = max(service_level, held.level if held else src.floor, src.floor, dst.floor, key=lambda lv: lv.rank)
         v: list[Violation] = []
         for side, zone in (("source", src), ("destination", dst)):
             if label.rank > zone.max_level.rank:
@@ -121,12 +123,12 @@ class PolicyEngine:
             if allowed < label.rank:
                 up_to = f"only up to {p.levels[allowed].name}" if allowed >= 0 else "no agreement"
                 v.append(Violation("cross-organization", f"{label.name} flow {a} -> {b}: {up_to}"))
-        if service is not None:
-            for c in service.caveats:
+        for asset in (service, held):
+            for c in asset.caveats if asset is not None else ():
                 members = p.caveats[c].organizations
                 for org in (a, b):
                     if org not in members:
-                        v.append(Violation("caveat", f"{c} data of {service.id} reaches {org or 'the internet'}"))
+                        v.append(Violation("caveat", f"{c} data of {asset.id} reaches {org or 'the internet'}"))
         fields: dict[str, Any] = {
             "gov.source.zone": src.id, "gov.source.level": src.max_level.name,
             "gov.destination.zone": dst.id, "gov.destination.level": dst.max_level.name,
@@ -139,20 +141,31 @@ class PolicyEngine:
             fields["gov.destination.organization"] = b
         if service is not None:
             fields["gov.service.id"] = service.id
-            if service.caveats:
-                fields["gov.label.caveats"] = list(service.caveats)
+        if held is not None:
+            fields["gov.source.asset"] = held.id
+        caveats = sorted({c for asset in (service, held) if asset is not None for c in asset.caveats})
+        if caveats:
+            fields["gov.label.caveats"] = caveats
         return FlowVerdict(src, dst, service, service_level, label, tuple(v), fields)
+
+    @staticmethod
+    def orient(ev: Event) -> tuple[Any, Any, int | None]:
+        """(client ip, server ip, service port): answers and replies sent by the server are turned around."""
+        src, dst = ev.get("source.ip") or ev.get("host.ip"), ev.get("destination.ip")
+        if isinstance(src, list):
+            src = src[0] if src else None
+        sport, dport = ev.get("source.port"), ev.get("destination.port")
+        if (ev.get("dns.type") == "answer" or ev.get("soc.icmp.type") in ICMP_REPLIES
+                or (isinstance(sport, int) and isinstance(dport, int) and sport < 1024 <= dport)):
+            return dst, src, sport if isinstance(sport, int) else None
+        return src, dst, dport if isinstance(dport, int) else None
 
     def verdict(self, ev: Event) -> FlowVerdict:
         """The per-flow verdict for an event (cached)."""
-        src = ev.get("source.ip") or ev.get("host.ip")
-        if isinstance(src, list):
-            src = src[0] if src else None
-        port = ev.get("destination.port")
+        client, server, port = self.orient(ev)
         name = ev.get("tls.client.server_name") or ev.get("url.domain")
         vlan = ev.get("network.vlan.id")
-        return self.flow(src, ev.get("destination.ip"), port if isinstance(port, int) else None, name,
-                         str(vlan) if vlan is not None else None, ev.get("observer.name"))
+        return self.flow(client, server, port, name, str(vlan) if vlan is not None else None, ev.get("observer.name"))
 
     # --- per-event rules ------------------------------------------------------------------------------------
     def channel(self, ev: Event) -> tuple[str, tuple[int, ...] | None] | None:
@@ -206,7 +219,7 @@ class PolicyEngine:
 
     def exception_for(self, ev: Event, rule: str) -> PolicyException | None:
         """The first exception whose scope covers this event and rule (expired or not)."""
-        src, dst, port = ev.get("source.ip"), ev.get("destination.ip"), ev.get("destination.port")
+        src, dst, port = self.orient(ev)
         for x in self.policy.exceptions:
             if x.rules and rule not in x.rules:
                 continue

@@ -21,10 +21,14 @@ CASES = {
     "moi-to-mofa-agreed": (lambda s: t.tls_session("10.20.3.3", "10.40.1.10", 443, "1.3", None, s), set(), "allow"),
     "mof-backup-ftp-excepted": (lambda s: t.cleartext_session("10.10.7.5", "10.1.250.30", 21, b"220 vault FTP\r\n",
                                                               b"USER backup\r\n", s), set(), "excepted"),
+    "mof-dns-national-resolver": (lambda s: t.dns_exchange("10.10.3.9", "10.1.0.53", "portal.gov.example", s), set(),
+                                  "allow"),
     "scan-rejected-no-data": (lambda s: t.rejected(INTERNET, "10.20.5.21", 8080, s), set(), "no-data"),
     # violations
     "write-down-to-internet": (lambda s: t.tls_session(INTERNET, "10.20.5.20", 443, "1.3", None, s),
                                {"write-down"}, "deny"),
+    "secret-host-uploads": (lambda s: t.tls_session("10.1.0.80", INTERNET, 443, "1.3", "files.drop.example", s),
+                            {"write-down"}, "deny"),
     "cross-org-no-agreement": (lambda s: t.tls_session("10.20.3.3", "10.10.5.10", 443, "1.2", None, s),
                                {"cross-organization"}, "deny"),
     "cleartext-http-restricted": (lambda s: t.http_session("10.30.3.3", "10.30.2.10", 80, "records.moh", s),
@@ -96,6 +100,14 @@ def test_labels_and_zones(stored, policy):
     ev = store.search_events(Query((Term("destination.ip", "10.20.5.20"), Term("destination.port", 22))), 1)[0]
     assert ev["gov.service.known"] is False and ev["gov.label.level"] == "secret"
     assert ev["gov.label.ar"] == "سري"
+
+
+def test_answers_are_classified_from_the_client_side(stored):
+    """A DNS answer travels resolver -> client; the service is still the resolver (public), not the client."""
+    store, _ = stored
+    answer = store.search_events(Query((Term("source.ip", "10.1.0.53"), Term("dns.type", "answer"))), 1)[0]
+    assert answer["gov.service.id"] == "cdc-dns" and answer["gov.label.level"] == "public"
+    assert answer["gov.policy.decision"] == "allow"
 
 
 def test_severity_rises_with_label(stored):

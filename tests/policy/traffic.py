@@ -96,3 +96,16 @@ def rejected(client: str, server: str, port: int, start: float, sport: int = 450
     rst = eth / IP(src=server, dst=client) / TCP(sport=port, dport=sport, flags="RA", seq=0, ack=8)
     syn.time, rst.time = start, start + 0.001
     return [syn, rst]
+
+
+def dns_exchange(client: str, resolver: str, name: str, start: float, sport: int = 53535) -> list:
+    """A UDP DNS query and its answer (the answer's source is the resolver)."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import UDP
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    q = eth / IP(src=client, dst=resolver) / UDP(sport=sport, dport=53) / DNS(id=9, rd=1, qd=DNSQR(qname=name))
+    a = eth / IP(src=resolver, dst=client) / UDP(sport=53, dport=sport) / DNS(
+        id=9, qr=1, aa=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata="172.16.10.10"))
+    q.time, a.time = start, start + 0.002
+    return [q, a]
