@@ -2,10 +2,11 @@
 
 OS_Regex (`r:` and `n:` in SCA rules, the default `regex_type: osregex`): case-insensitive;
 `\\w` = [A-Za-z0-9@_-], `\\d`, `\\s` = ASCII space only, `\\t` = tab, `\\p` = punctuation, `\\W \\D \\S` their
-complements, `\\.` = any character, `+`/`*` quantify the preceding backslash class, `^` `$` anchor, a top-level
-`|` separates alternatives, `(`...`)` capture (used by `n:`), and `\\$ \\( \\) \\\\ \\| \\<` are literals. Every other
-character is literal (a bare `.` matches a dot). Python's backtracking matches a superset of OS_Regex's greedy,
-non-backtracking engine only in contrived patterns such as `\\p*\\d*:` (documented in docs/compliance.md).
+complements, `\\.` = any character, `+`/`*` quantify the preceding backslash class, `^` / `$` anchor where a
+(sub-)pattern starts / ends (literal elsewhere), a top-level `|` separates alternatives, `(`...`)` capture (used by
+`n:`), and `\\$ \\( \\) \\\\ \\| \\<` are literals. Every other character is literal (a bare `.` matches a dot).
+Python's backtracking matches a superset of OS_Regex's greedy engine with its few saved backtrack points only in
+contrived patterns such as `\\p*\\d*:` (documented in docs/compliance.md).
 
 OS_Match (sregex, used for `d:` file names without `r:`): literal substring match, case-insensitive, with `^`, `$`
 and `|`.
@@ -64,10 +65,10 @@ def _translate_osregex(pattern: str) -> str:
             if depth:
                 raise RegexError(f"alternation inside a group is not OS_Regex syntax: {pattern!r}")
             out.append("|")
-        elif ch == "^":
-            out.append("^")
-        elif ch == "$":
-            out.append("$")
+        elif ch == "^" and (i == 0 or (pattern[i - 1] == "|" and depth == 0)):
+            out.append("^")  # an anchor only where a (sub-)pattern begins; elsewhere a literal caret
+        elif ch == "$" and depth == 0 and (i + 1 == n or pattern[i + 1] == "|"):
+            out.append("$")  # an anchor only where a (sub-)pattern ends
         else:
             out.append(re.escape(ch))
         i += 1

@@ -27,6 +27,9 @@ from sensors.compliance.rules import RuleSyntaxError, parse_rule
     (r"\$1\$", "root:$1$salt", True),                                   # \$ is literal
     (r"^\d\d\d$", "123", True),
     (r"^\D+$", "abc", True),
+    (r"a^b", "a^b", True),                                              # ^ inside a pattern is literal
+    (r"a$b|^x$", "a$b", True),                                          # so is $ before its end
+    (r"^x$|^y$", "y", True),
     (r"^\S+$", "a\tb", True),
 ])
 def test_osregex(pattern, text, hit):
