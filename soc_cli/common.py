@@ -154,22 +154,6 @@ def cleared_count(store: Store, q: Query, clearance: Clearance | None = None, wh
     return n
 
 
-def cleared_hunt(store: Store, query: str, since: Any, until: Any, limit: int,
-                 clearance: Clearance | None = None) -> list[dict[str, Any]]:
-    """`store.hunt` under the reader's clearance (the clearance is AND-ed into the native query)."""
-    clearance = clearance or reader_clearance()
-    if store.hunt_language == "sqlite":
-        rank = "coalesce(json_extract(doc, '$.\"gov.label.rank\"'), 0)"
-        ok, above = f"({query}) AND {rank} <= {clearance.max_rank}", f"({query}) AND {rank} > {clearance.max_rank}"
-    else:
-        ok = f"({query}) AND NOT gov.label.rank:>{clearance.max_rank}"
-        above = f"({query}) AND gov.label.rank:>{clearance.max_rank}"
-    items = store.hunt(ok, since, until, limit)
-    withheld = len(store.hunt(above, since, until, 10**9))
-    account_read(store, "hunt", items, withheld, clearance, query)
-    return items
-
-
 def withhold(store: Store, kind: str, items: list[dict[str, Any]], clearance: Clearance | None = None,
              what: str = "") -> list[dict[str, Any]]:
     """Filter items already read (hunt results, one alert by id) by clearance; report and audit like `cleared_read`."""
