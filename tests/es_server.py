@@ -11,12 +11,17 @@ With SOC_TEST_ES_URL set, the suite runs against that real cluster instead (no g
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import importlib.resources
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -88,10 +93,10 @@ class EsServer:
     client_options: dict[str, Any] = field(default_factory=dict)
     can_restart: bool = False
 
-    def store(self, namespace: str | None = None, **params: str) -> ElasticStore:
-        """A store in a fresh namespace of its own (not yet initialized)."""
+    def store(self, namespace: str | None = None, via: str | None = None, **params: str) -> ElasticStore:
+        """A store in a fresh namespace of its own (not yet initialized), optionally through a proxy at `via`."""
         query = {"namespace": namespace or "t" + uuid.uuid4().hex[:12], **params}
-        uri = self.url + "/?" + "&".join(f"{k}={v}" for k, v in query.items())
+        uri = (via or self.url) + "/?" + "&".join(f"{k}={v}" for k, v in query.items())
         return ElasticStore(uri, **self.client_options)
 
     def stop(self) -> None:
@@ -182,3 +187,80 @@ def start_server(name: str, tmp: Path) -> EsServer:
 
 def server_names() -> list[str]:
     return ["external"] if os.environ.get("SOC_TEST_ES_URL") else ["noida", "osmem"]
+
+
+class FaultProxy:
+    """An HTTP proxy in front of a server that answers some bulk requests or items with 429/5xx itself,
+    without forwarding them (so they are really not stored): to test retry with backoff on a live server."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.fail_requests: list[int] = []  # statuses for the next whole bulk requests
+        self.fail_items: list[tuple[int, int]] = []  # (how many leading items, status) for the next bulk requests
+        self.bulk_times: list[float] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, headers, payload = proxy.handle(self.command, self.path, dict(self.headers), body)
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        try:
+            conn.request(method, path, body=body or None,
+                         headers={k: v for k, v in headers.items()
+                                  if k.lower() not in ("host", "content-length", "connection", "transfer-encoding")})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        if "/_bulk" not in path:
+            return self.forward(method, path, headers, body)
+        self.bulk_times.append(time.monotonic())
+        json_headers = {"Content-Type": "application/json", "X-Elastic-Product": "Elasticsearch"}
+        if self.fail_requests:
+            status = self.fail_requests.pop(0)
+            error = {"error": {"type": "injected", "reason": f"injected {status}"}, "status": status}
+            return status, json_headers, json.dumps(error).encode()
+        if not self.fail_items:
+            return self.forward(method, path, headers, body)
+        n, status = self.fail_items.pop(0)
+        lines = body.decode().splitlines()
+        pairs = [lines[i:i + 2] for i in range(0, len(lines), 2)]  # create/index actions: header + source
+        refused, passed = pairs[:n], pairs[n:]
+        items = []
+        for head, _ in refused:
+            op, meta = next(iter(json.loads(head).items()))
+            items.append({op: {"_index": meta["_index"], "_id": meta["_id"], "status": status,
+                               "error": {"type": "injected", "reason": f"injected {status}"}}})
+        if passed:
+            forwarded = "\n".join(line for pair in passed for line in pair) + "\n"
+            code, _, payload = self.forward(method, path, headers, forwarded.encode())
+            assert code == 200, payload
+            items += json.loads(payload)["items"]
+        return 200, json_headers, json.dumps({"took": 1, "errors": True, "items": items}).encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

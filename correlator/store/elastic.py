@@ -40,7 +40,8 @@ APPLICATION = "soc"
 TEXT_FIELD = "soc.search_text"
 URI_PARAMS = {"namespace", "retention", "timeout", "ca_certs", "verify_certs"}
 _DURATION = re.compile(r"^\d+[dhms]$")
-_RETRY_STATUS = (429, 502, 503, 504)
+_RETRY_STATUS = (429, 502, 503, 504)  # the transport re-sends other requests on these
+BULK_RETRY_STATUS = (429, 500, 502, 503, 504)  # bulk requests and items: re-sent with backoff
 
 # Explicit ECS mappings. Strings not listed are `keyword` (exact match, aggregations); the only analysed
 # fields are the ECS free-text ones below and the soc search field. Ports, sizes and counters are numeric.
@@ -137,8 +138,8 @@ class ElasticStore(Store):
 
     hunt_language = "lucene"
     PAGE = 5000
-    ITEM_RETRIES = 5  # rounds of re-sending bulk items the cluster answered 429/5xx for
-    BACKOFF = 0.5  # seconds, doubled per round, at most MAX_BACKOFF
+    RETRIES = 6  # times a bulk request or item answered 429/5xx is re-sent
+    BACKOFF = 0.5  # seconds before the first re-send, doubled each time, at most MAX_BACKOFF
     MAX_BACKOFF = 10.0
 
     def __init__(self, uri: str, **client_options: Any) -> None:
@@ -301,45 +302,35 @@ class ElasticStore(Store):
         self._bulk(actions, "write alerts")
 
     def _bulk(self, actions: list[dict[str, Any]], what: str) -> int:
-        """Send actions with `helpers.streaming_bulk`; re-send 429/5xx items with backoff; return docs created.
+        """Send actions with `helpers.streaming_bulk`, which re-sends requests and items answered 429/5xx with
+        exponential backoff; return how many documents were created.
 
-        Raises StoreUnavailable when the cluster cannot be reached or keeps refusing items (the caller spools the
-        batch; re-sending is idempotent), StoreError naming each document the cluster rejected outright.
+        Raises StoreUnavailable when the cluster cannot be reached or still refuses items after the retries (the
+        caller spools the batch; re-sending is idempotent), StoreError naming each document rejected outright.
         """
-        if not actions:
-            return 0
-        by_id = {a["_id"]: a for a in actions}
-        pending, created, rejected = actions, 0, []
-        backoff = self.BACKOFF
-        for round_ in range(self.ITEM_RETRIES + 1):
-            retry = []
-            with self._calls(what):
-                for ok, item in helpers.streaming_bulk(
-                    self.es, pending, raise_on_error=False, max_retries=self.ITEM_RETRIES,
-                    initial_backoff=self.BACKOFF, max_backoff=self.MAX_BACKOFF, chunk_size=1000,
-                ):
-                    info = next(iter(item.values()))
-                    status = info.get("status", 0)
-                    if ok:
-                        created += info.get("result") == "created"
-                    elif status == 409:
-                        continue  # already stored: a duplicate, not an error
-                    elif status in _RETRY_STATUS or status >= 500:
-                        retry.append(by_id[info["_id"]])
-                    else:
-                        err = info.get("error", {})
-                        reason = err.get("reason", err) if isinstance(err, dict) else err
-                        rejected.append(f"_id {info.get('_id')}: {status} {err.get('type', '')}: {reason}"
-                                        if isinstance(err, dict) else f"_id {info.get('_id')}: {status} {reason}")
-            if not retry:
-                break
-            if round_ == self.ITEM_RETRIES:
-                raise StoreUnavailable(f"{self.url}: {what}: {len(retry)} documents still refused (429/5xx) "
-                                       f"after {self.ITEM_RETRIES} retries")
-            time.sleep(backoff)
-            backoff = min(backoff * 2, self.MAX_BACKOFF)
-            pending = retry
+        created, refused, rejected = 0, 0, []
+        with self._calls(what):
+            for ok, item in helpers.streaming_bulk(
+                self.es.options(retry_on_status=()), actions, raise_on_error=False, chunk_size=1000,
+                max_retries=self.RETRIES, initial_backoff=self.BACKOFF, max_backoff=self.MAX_BACKOFF,
+                retry_on_status=BULK_RETRY_STATUS,
+            ):
+                info = next(iter(item.values()))
+                status = info.get("status", 0)
+                if ok:
+                    created += info.get("result") == "created"
+                elif status == 409:
+                    continue  # already stored: a duplicate, not an error
+                elif status in BULK_RETRY_STATUS:
+                    refused += 1
+                else:
+                    err = info.get("error")
+                    why = f"{err.get('type')}: {err.get('reason')}" if isinstance(err, dict) else str(err)
+                    rejected.append(f"_id {info.get('_id')}: {status} {why}")
         self._dirty = True
+        if refused:
+            raise StoreUnavailable(f"{self.url}: {what}: {refused} documents still refused (429/5xx) after "
+                                   f"{self.RETRIES} retries")
         if rejected:
             raise StoreError(f"{self.url}: {what}: {len(rejected)} of {len(actions)} documents rejected "
                              f"({len(actions) - len(rejected)} stored): " + "; ".join(rejected[:20]))

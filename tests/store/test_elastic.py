@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from elasticsearch import Elasticsearch
-from es_server import EsServer, free_port
+from es_server import EsServer, FaultProxy, free_port
 
 from correlator.audit import entry_hash
 from correlator.events import event_id
@@ -112,6 +112,52 @@ def test_rejected_documents_are_named_and_the_rest_stored(es_store):
         es_store.write_events([_event(3), bad])
     es_store.refresh()
     assert es_store.count_events(Query()) == 2
+
+
+@pytest.fixture
+def proxied(es_server):
+    """A store reached through a proxy that answers chosen bulk requests/items with 429/5xx itself."""
+    proxy = FaultProxy(es_server.url)
+    store = es_server.store(via=proxy.url)
+    store.init()
+    store.BACKOFF = 0.2
+    yield proxy, store
+    store.close()
+    proxy.close()
+
+
+def _pauses(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def test_bulk_items_refused_with_429_or_503_are_resent_with_backoff(proxied):
+    proxy, store = proxied
+    proxy.fail_items = [(30, 429), (10, 503)]
+    assert store.write_events([_event(i) for i in range(100)]) == 100
+    store.refresh()
+    assert store.count_events(Query()) == 100
+    assert len(proxy.bulk_times) == 3
+    first, second = _pauses(proxy.bulk_times)
+    assert first >= 0.2 and second >= 0.4  # exponential backoff
+
+
+def test_bulk_requests_refused_with_429_or_503_are_resent_with_backoff(proxied):
+    proxy, store = proxied
+    proxy.fail_requests = [429, 503]
+    assert store.write_events([_event(i) for i in range(50)]) == 50
+    assert len(proxy.bulk_times) == 3 and min(_pauses(proxy.bulk_times)) >= 0.2
+
+
+def test_items_refused_beyond_the_retries_make_the_store_unavailable(proxied):
+    proxy, store = proxied
+    store.RETRIES = 2
+    proxy.fail_items = [(5, 503)] * 3
+    with pytest.raises(StoreUnavailable, match="5 documents still refused"):
+        store.write_events([_event(i) for i in range(40)])
+    proxy.fail_requests = [503] * 3
+    with pytest.raises(StoreUnavailable, match="503"):
+        store.write_events([_event(i) for i in range(40)])
+    assert store.write_events([_event(i) for i in range(40)]) == 5  # the re-sent batch adds only what was missing
 
 
 def _alert(uuid: str, risk: float, ts: str) -> dict:
