@@ -29,6 +29,7 @@ _CLASSES = {
     "p": f"[{_PUNCT}]",
     ".": r"(?s:.)",
 }
+_LITERAL_ESCAPES = set("()\\$|<")
 
 
 class RegexError(ValueError):
@@ -50,11 +51,16 @@ def _translate_osregex(pattern: str) -> str:
                 if i < n and pattern[i] in "+*":
                     out.append(pattern[i])
                     i += 1
-            else:
+            elif nxt in _LITERAL_ESCAPES:
                 out.append(re.escape(nxt))
+            else:  # Wazuh fails to compile it and the minterm then silently never matches
+                raise RegexError(f"'\\{nxt}' is not an OS_Regex escape (valid: \\d \\w \\s \\t \\p \\D \\W \\S "
+                                 f"\\. and \\( \\) \\\\ \\$ \\| \\<) in {pattern!r}")
             continue
         if ch == "(":
             depth += 1
+            if depth > 1:
+                raise RegexError(f"OS_Regex allows one level of parentheses: {pattern!r}")
             out.append("(")
         elif ch == ")":
             if depth == 0:

@@ -37,7 +37,7 @@ def test_osregex(pattern, text, hit):
 
 
 def test_osregex_rejects_what_os_regex_cannot_express():
-    for bad in ("(a|b)", "(open", "close)", "trailing\\"):
+    for bad in ("(a|b)", "(open", "close)", "trailing\\", r"a\/b", r"\[x\]", "((nested))"):
         with pytest.raises(RegexError):
             compile_osregex(bad)
 
