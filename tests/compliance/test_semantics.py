@@ -199,3 +199,32 @@ def test_a_crashing_probe_is_an_error_result_not_a_crash(tree, monkeypatch):
 def test_deprecated_required_conditions(tree):
     assert scan_rules(tree, [FOUND, MISSING], "any required")[0] == "passed"
     assert scan_rules(tree, [FOUND, MISSING], "all required")[0] == "failed"
+
+
+# Three d: rules of Wazuh's CIS Debian 12 policy (checks 33116, 33118, 33119; GPLv2, Wazuh Inc.), run on the audit
+# rules that the same checks' remediation text tells the admin to write. 33116 and 33118 pass. 33119 fails on a
+# host remediated exactly as told: its rule wants "-C uid!=euid " while the remediation writes "-C euid!=uid".
+# soc reproduces Wazuh's result; this is the class of wrong result the baseline's pass/fail fixtures prevent.
+CIS_REMEDIATED = """\
+-a always,exit -F arch=b64 -S mount -F auid>=1000 -F auid!=4294967295 -k mounts
+-w /etc/sudoers -p wa -k scope
+-w /etc/sudoers.d/ -p wa -k scope
+-a always,exit -F arch=b64 -C euid!=uid -F euid=0 -Fauid>=1000 -F auid!=4294967295 -S execve -k actions
+"""
+D = r"d:/etc/audit/rules.d -> r:\.+.rules$ -> "
+WAZUH_CIS_AUDIT = [
+    ([D + r"r:^-a && r:always,exit|exit,always && r:-F arch=b64|-F arch=b32 && r:-S mount && r:-F auid>=\d+ && "
+      r"r:-F auid!=-1|-F auid!=4294967295|-F auid!=unset && r:-k mounts|key=mounts"], "passed"),
+    ([D + "r:^-w && r:/etc/sudoers && r:-p wa && r:-k scope|key=scope",
+      D + "r:^-w && r:/etc/sudoers.d && r:-p wa && r:-k scope|key=scope"], "passed"),
+    ([D + "r:^-a && r:exit,always|always,exit && r:-F arch=b64|-F arch=b32 && r:-C uid!=euid  && "
+      "r:-F euid=0|-F auid >= 1000 |-F auid!=-1 |-F auid!=4294967295 && r:-S execve && r:-k actions|key=actions"],
+     "failed"),
+]
+
+
+@pytest.mark.parametrize(("rules", "status"), WAZUH_CIS_AUDIT)
+def test_wazuh_cis_audit_rules_on_their_own_remediation(tmp_path, rules, status):
+    (tmp_path / "etc/audit/rules.d").mkdir(parents=True)
+    (tmp_path / "etc/audit/rules.d/50-cis.rules").write_text(CIS_REMEDIATED)
+    assert scan_rules(tmp_path, rules)[0] == status
