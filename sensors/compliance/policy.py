@@ -148,8 +148,13 @@ def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Po
     `overrides` replaces the values of policy variables (`{"$tls_endpoint": "127.0.0.1:8443"}`).
     """
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(path, line, "<file>", f"not UTF-8 text (byte {exc.start})") from exc
     return parse_policy(text, path, overrides)
 
 

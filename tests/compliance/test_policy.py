@@ -111,3 +111,11 @@ def test_shipped_baseline_validates():
 def test_duplicate_keys_are_errors_not_silently_dropped():
     exc = error(policy_text("- id: 1\n  title: t\n  condition: all\n  rules: ['f:/a']\n  rules: ['f:/b']\n"))
     assert (exc.line, exc.field) == (10, "<yaml>") and "duplicate key 'rules'" in exc.message
+
+
+def test_binary_policy_file_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "blob.yml"
+    path.write_bytes(b"policy:\n  id: \xff\xfe\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert (info.value.line, info.value.field) == (2, "<file>") and "UTF-8" in info.value.message
