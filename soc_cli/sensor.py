@@ -143,8 +143,9 @@ def pcap(
         print_ndjson({"type": "summary", "files": len(files), "errors": errors} | run)
     else:
         _summary({"file": "total", **_total(per_file)}, run)
-    if errors:
-        raise typer.Exit(ExitCode.FAILURE if per_file else ExitCode.USAGE)
+    if errors:  # every file unreadable: bad input (2); some: a failure (1), the readable ones are stored
+        unreadable = sum(1 for e in errors if "not a readable pcap" in e)
+        raise typer.Exit(ExitCode.USAGE if unreadable == len(files) else ExitCode.FAILURE)
     if run["spooled_events"] or run.get("spooled_alerts"):
         raise typer.Exit(ExitCode.PARTIAL)
 
