@@ -48,6 +48,7 @@ class _Reader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.problems: list[str] = []
+        self.item_line = 1  # line of the list item being read: where a missing field is reported
 
     def fail(self, node: yaml.Node | None, where: str, reason: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -80,14 +81,12 @@ class _Reader:
     def scalar(self, node: yaml.Node | None, where: str, required: bool = True) -> str | None:
         if node is None:
             if required:
-                self.problems.append(f"{self.path}:{self._line}: {where}: required field missing")
+                self.problems.append(f"{self.path}:{self.item_line}: {where}: required field missing")
             return None
         if not isinstance(node, yaml.ScalarNode) or node.value == "":
             self.fail(node, where, "expected a non-empty value")
             return None
         return str(node.value)
-
-    _line = 1
 
     def strings(self, node: yaml.Node | None, where: str) -> list[tuple[str, yaml.Node]]:
         if isinstance(node, yaml.ScalarNode) and node.value not in ("", "~", "null"):
@@ -173,7 +172,7 @@ def _levels(r: _Reader, node: yaml.Node | None) -> list[Level]:
         m = r.mapping(n, where, {"name", "ar"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         name, ar = r.scalar(m.get("name"), f"{where}.name"), r.scalar(m.get("ar"), f"{where}.ar")
         if name is None or ar is None:
             continue
@@ -195,7 +194,7 @@ def _organizations(r: _Reader, node: yaml.Node | None) -> dict[str, Organization
         m = r.mapping(n, where, {"id", "name", "ar"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         oid = _ident(r, m.get("id"), f"{where}.id")
         name = r.scalar(m.get("name"), f"{where}.name")
         if oid is None or name is None:
@@ -213,7 +212,7 @@ def _caveats(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization]) 
         m = r.mapping(n, where, {"name", "ar", "organizations"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         name = _ident(r, m.get("name"), f"{where}.name")
         members = set()
         for o, on in r.strings(m.get("organizations"), f"{where}.organizations"):
@@ -254,7 +253,7 @@ def _zones(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization], le
         m = r.mapping(n, where, {"id", "organization", "max_level", "floor", "cidrs", "vlans", "sensors", "default"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         zid = _ident(r, m.get("id"), f"{where}.id")
         org = r.scalar(m.get("organization"), f"{where}.organization", required=False)
         if org is not None and org not in orgs:
@@ -304,7 +303,7 @@ def _assets(r: _Reader, node: yaml.Node | None, level: Any, caveats: dict[str, C
         m = r.mapping(n, where, {"id", "level", "caveats", "match", "description"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         aid = _ident(r, m.get("id"), f"{where}.id")
         lv = level(m.get("level"), f"{where}.level")
         cav = []
@@ -360,7 +359,7 @@ def _agreements(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization
         m = r.mapping(n, where, {"between", "up_to", "reference"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         parties = set()
         for o, on in r.strings(m.get("between"), f"{where}.between"):
             if o not in orgs:
@@ -382,7 +381,7 @@ def _profiles(r: _Reader, node: yaml.Node | None, level: Any) -> list[Protection
         m = r.mapping(n, where, {"name", "from_level", "allowed", "forbidden"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         name = r.scalar(m.get("name"), f"{where}.name")
         lv = level(m.get("from_level"), f"{where}.from_level")
         allowed = []
@@ -407,7 +406,7 @@ def _exceptions(r: _Reader, node: yaml.Node | None) -> list[PolicyException]:
         m = r.mapping(n, where, {"id", "owner", "reason", "rules", "scope", "expires"})
         if m is None:
             continue
-        r._line = n.start_mark.line + 1
+        r.item_line = n.start_mark.line + 1
         eid = _ident(r, m.get("id"), f"{where}.id")
         owner = r.scalar(m.get("owner"), f"{where}.owner")
         reason = r.scalar(m.get("reason"), f"{where}.reason")
