@@ -270,8 +270,9 @@ def _zones(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization], le
                     r.fail(cn, f"{where}.cidrs", f"{net} is already in zone {owners[net]!r}")
                 owners[net] = zid or "?"
                 cidrs.append(net)
-        vlans = [v for v, _ in r.strings(m.get("vlans"), f"{where}.vlans")]
-        for v, vn in r.strings(m.get("vlans"), f"{where}.vlans"):
+        vlan_items = r.strings(m.get("vlans"), f"{where}.vlans")
+        vlans = [v for v, _ in vlan_items]
+        for v, vn in vlan_items:
             if not v.isdigit() or not 0 < int(v) < 4095:
                 r.fail(vn, f"{where}.vlans", f"{v!r} is not a VLAN id (1-4094)")
             elif ("vlan", v) in owners:
