@@ -5,7 +5,8 @@
 Both sides answer the questions of baseline checks 10601/10602 over the same tree, one filesystem, no symlinks
 followed: world-writable files, world-writable directories without the sticky bit, and set-uid regular files.
 soc runs its `find:` probe (RootFS walk -> `ls -l`-style lines) and the policy's own PCRE rules; the peer runs
-one `find DIR -xdev ...` pass (comma operator). The answers must be identical; the script prints both timings and the ratio.
+one `find DIR -xdev ...` pass (comma operator). The answers must be identical; the script prints both timings
+and the ratio.
 """
 
 from __future__ import annotations
