@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from correlator.events import nest
 from correlator.query import Clearance, Query
-from correlator.store import Store, StoreError, open_store
+from correlator.store import Store, StoreError, StoreUnavailable, open_store
 
 
 class ExitCode(IntEnum):
@@ -63,6 +63,9 @@ def get_store(uri: str | None = None, init: bool = True) -> Store:
         store = open_store(uri or state["store"])
         if init:
             store.init()
+        return store
+    except StoreUnavailable as exc:  # unreachable now: writers spool, readers fail with their own message
+        warn(str(exc))
         return store
     except StoreError as exc:
         die(str(exc))

@@ -79,6 +79,28 @@ def test_cli_ingest_spools_while_elasticsearch_is_down_and_replay_stores_each_ev
     assert spool_for(store.uri).pending()["events"] == 0
 
 
+def test_cli_ingest_with_elasticsearch_down_from_the_start_spools_everything(es_server, soc_env, tmp_path):
+    if not es_server.can_restart:
+        pytest.skip(f"{es_server.name}: the test cannot stop and restart this server with its data")
+    store = es_server.store()
+    store.init()
+    events = _events(0, BATCH + 10)
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    es_server.stop()
+    try:
+        run = subprocess.run([SOC, "events", "ingest", str(path), "--store", store.uri, "--no-rules"],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        es_server.start()
+    assert run.returncode == 3, run.stderr
+    assert f"{len(events)} spooled" in " ".join(run.stdout.split())
+    replay = subprocess.run([SOC, "store", "replay", "--store", store.uri], capture_output=True, text=True,
+                            timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    assert sorted(_stored_ids(es_server, store)) == sorted(e["event.id"] for e in events)
+
+
 def test_hung_cluster_times_out_into_the_spool(es_server, soc_env):
     """A cluster that accepts connections but never answers (SIGSTOP) is unavailable after the timeout."""
     if es_server.name == "external":
