@@ -220,7 +220,7 @@ def es_roles_cmd(
 
     Load each with `PUT _security/role/<name>`; map users to roles with role mappings.
     """
-    roles = es_roles(active_policy(policy), index or ["soc-events*", "soc-alerts*", ".ds-soc-events*"])
+    roles = es_roles(active_policy(policy), index or ["logs-soc.events-*", "soc-alerts-*"])
     if json_out:
         for name, body in roles.items():
             print_ndjson({"name": name, "role": body})
