@@ -49,15 +49,17 @@ def compare(truth: dict, events: list[dict]) -> dict[str, tuple[int, int, list]]
             k = (ev["network.transport"], frozenset([(ev["source.ip"], ev["source.port"]),
                                                      (ev["destination.ip"], ev["destination.port"])]))
             index[k].append(ev)
-    agree, diffs, used = 0, [], set()
+    agree, diffs, used, splits = 0, [], set(), []
     for f in truth["flows_exact"]:
         a, b = (f["a_ip"], f["a_port"]), (f["b_ip"], f["b_port"])
         got = [0, 0, 0, 0]
+        parts = []
         for ev in index[(f["transport"], frozenset([a, b]))]:
             start, end = _iso_to_epoch(ev["event.start"]), _iso_to_epoch(ev["event.end"])
             if end < f["start"] - 1e-6 or start > f["end"] + 1e-6 or id(ev) in used:
                 continue
             used.add(id(ev))
+            parts.append(ev)
             fwd = (ev["source.ip"], ev["source.port"]) == a
             sp, sb = ev["source.packets"], ev["source.bytes"]
             dp, db = ev["destination.packets"], ev["destination.bytes"]
@@ -67,7 +69,10 @@ def compare(truth: dict, events: list[dict]) -> dict[str, tuple[int, int, list]]
             agree += 1
         else:
             diffs.append((f["transport"], a, b, "want", want, "got", got))
+        if len(parts) > 1:  # FLOW-SPLIT: the end reasons of every record but the last
+            splits.append(tuple(e["soc.flow.end_reason"] for e in parts[:-1]))
     out["flows"] = (agree, len(truth["flows_exact"]), diffs)
+    out["flow_splits"] = (0, 0, splits)
 
     # ICMP packets per (src, dst, type, code) (ICMP-GROUPS)
     t = Counter({(g["src"], g["dst"], g["type"], g["code"]): g["packets"] for g in truth["icmp_flows"]})
