@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sigma.correlations import (
@@ -141,7 +142,7 @@ class Correlation:
             n = len(w.entries)
             return self.op(n, self.count), n
         if t == SigmaCorrelationType.VALUE_COUNT:
-            n = sum(1 for v in w.values if v is not None)
+            n = len(w.values) - (None in w.values)  # distinct values, kept incrementally
             return self.op(n, self.count), n
         if t in (SigmaCorrelationType.TEMPORAL, SigmaCorrelationType.TEMPORAL_ORDERED):
             need = len(self.ref_ids)
@@ -255,6 +256,10 @@ def event_time(event: dict[str, Any]) -> float:
     if isinstance(ts, (int, float)):
         return float(ts)
     try:
-        return parse_ts(str(ts)).timestamp()
-    except ValueError:
-        return 0.0
+        d = datetime.fromisoformat(ts)  # fast path: soc's own ISO-8601 UTC with Z
+        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    except (TypeError, ValueError):
+        try:
+            return parse_ts(str(ts)).timestamp()
+        except ValueError:
+            return 0.0

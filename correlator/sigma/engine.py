@@ -27,6 +27,13 @@ from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_re
 from correlator.sigma.pipelines import build_pipeline
 
 WILD = ("\0*", "\0?")
+# Which producers (ECS event.module) carry a Sigma logsource product's events.
+PRODUCT_MODULES: dict[str, tuple[str, ...]] = {
+    "windows": ("windows", "sysmon", "security", "powershell", "system", "winlog", "wineventlog"),
+    "linux": ("linux", "auditd", "system", "syslog", "journald"),
+    "zeek": ("zeek", "soc"),
+    "cisco": ("cisco", "cisco_ios", "cisco_asa", "cisco_ftd"),
+}
 
 
 @dataclass
@@ -173,6 +180,17 @@ class Matcher:
                 else:
                     has.setdefault(k[1], []).append(i)
         self.always = always
+        # Unanchored rules (keywords, pure negations) are routed by logsource product (else service) against the
+        # event's producer (event.module): a Cisco or Apache keyword rule is not tried on soc sensor events.
+        # Events without event.module (e.g. raw EVTX renderings) still meet every rule.
+        source = [info.logsource.get("product") or info.logsource.get("service") for info in c.infos]
+        self.always_any = tuple(i for i in always if not source[i])
+        self.always_by_module: dict[str, tuple[int, ...]] = {}
+        for i in always:
+            product = source[i]
+            if product:
+                for module in PRODUCT_MODULES.get(product.lower(), (product.lower(),)):
+                    self.always_by_module[module] = (*self.always_by_module.get(module, ()), i)
         self.exact = {f: {v: tuple(ids) for v, ids in d.items()} for f, d in exact.items()}
         self.has = {f: tuple(ids) for f, ids in has.items()}
         self.automata: dict[str, Any] = {}
@@ -196,36 +214,42 @@ class Matcher:
     def candidates(self, e: dict[str, Any], lo: Lowered) -> set[int]:
         """Rules whose anchors the event hits (plus the unanchored ones). The hot path: one dict lookup per
         event field, lower-casing only indexed fields (cached in ``lo`` for the rule functions)."""
-        cands: set[int] = set(self.always)
-        index, parents = self.index, self.parents
-        for k, raw in e.items():
-            spec = index.get(k)
-            if spec is not None:
-                if type(raw) is str:
-                    v = lo[k] = raw.lower()
-                    vals = (v,)
-                else:
-                    v = lo[k]
-                    if v is None:
-                        continue
-                    vals = v if type(v) is tuple else (v,)
-                has, exact, automaton = spec
-                if has:
-                    cands.update(has)
-                if exact is not None:
-                    for x in vals:
-                        ids = exact.get(x)
-                        if ids:
-                            cands.update(ids)
-                if automaton is not None:
-                    for x in vals:
-                        for _, ids in automaton.iter(x):
-                            cands.update(ids)
-            if parents and k in parents and type(raw) is list:  # object array: indexed sub-fields (dns.answers.data)
-                for f in parents[k]:
-                    v = lo[f]
-                    if v is not None:
-                        self._hit(f, v, cands)
+        module = e.get("event.module")
+        if module is None or type(module) is not str:
+            cands: set[int] = set(self.always)
+        else:
+            cands = set(self.always_any)
+            cands.update(self.always_by_module.get(module.lower(), ()))
+        index = self.index
+        for k in index.keys() & e.keys():  # set intersection in C: only the event's indexed fields
+            raw = e[k]
+            if type(raw) is str:
+                v = lo[k] = raw.lower()
+                vals = (v,)
+            else:
+                v = lo[k]
+                if v is None:
+                    continue
+                vals = v if type(v) is tuple else (v,)
+            has, exact, automaton = index[k]
+            if has:
+                cands.update(has)
+            if exact is not None:
+                for x in vals:
+                    ids = exact.get(x)
+                    if ids:
+                        cands.update(ids)
+            if automaton is not None:
+                for x in vals:
+                    for _, ids in automaton.iter(x):
+                        cands.update(ids)
+        if self.parents:
+            for k in self.parents.keys() & e.keys():  # object arrays: their indexed sub-fields (dns.answers.data)
+                if type(e[k]) is list:
+                    for f in self.parents[k]:
+                        v = lo[f]
+                        if v is not None:
+                            self._hit(f, v, cands)
         return cands
 
     def _hit(self, k: str, v: Any, cands: set[int]) -> None:
