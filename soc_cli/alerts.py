@@ -14,6 +14,7 @@ from soc_cli.common import (
     ExitCode,
     JsonOpt,
     StoreOpt,
+    cleared_read,
     console,
     die,
     get_store,
@@ -67,12 +68,13 @@ def list_alerts(
         die(str(e))
     wanted = SEVERITIES[SEVERITIES.index(severity):] if severity else [None]
     st = get_store(store)
+    cleared = reader_clearance(clearance)
     try:
         found: list[dict[str, Any]] = []
         for sev in wanted:
             clauses = (Term("soc.alert.severity", sev),) if sev else ()
-            found.extend(st.search_alerts(Query(clauses, start, end), limit=limit))
-        found = withhold(st, "alerts", found, reader_clearance(clearance), f"alerts list severity={severity}")
+            found.extend(cleared_read(st, "alerts", Query(clauses, start, end), limit, cleared,
+                                      f"alerts list severity={sev}"))
     except StoreError as e:
         die(str(e), ExitCode.FAILURE)
     finally:

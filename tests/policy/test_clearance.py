@@ -235,3 +235,12 @@ def test_clearance_precedence(world, tmp_path, monkeypatch):
     assert who("--config", str(config), env={"SOC_CLEARANCE": "محدود"})["clearance"] == "restricted"
     res = runner.invoke(app, ["policy", "whoami", "--clearance", "cosmic"], env={"SOC_CLEARANCE": None})
     assert res.exit_code == 2 and "unknown clearance 'cosmic'" in res.stderr
+
+
+def test_withheld_counts_are_exact_beyond_the_page(world):
+    """A page of one item still reports every withheld item, not only those of the page."""
+    res = soc(world, "events", "search", "--json", "--limit", "1", clearance=0)
+    assert len(lines(res.stdout)) == 1
+    assert withheld(res.stderr, "events") == sum(r > 0 for r in world["events"])
+    res = soc(world, "alerts", "list", "--json", "--limit", "1", clearance=1)
+    assert withheld(res.stderr, "alerts") == sum(r > 1 for r in world["alerts"].values())
