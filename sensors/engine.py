@@ -29,6 +29,7 @@ TYPE = {"dns": ["protocol", "info"], "http": ["protocol", "access"], "tls": ["pr
         "ssh": ["protocol", "connection"], "icmp": ["protocol", "info"]}
 OUTCOME = {"established": "success", "rejected": "failure", "unanswered": "failure"}
 FLAG_NAMES = ((SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST"), (0x08, "PSH"), (0x20, "URG"))
+FLAG_LISTS = [tuple(n for bit, n in FLAG_NAMES if flags & bit) for flags in range(64)]
 FLIP = {"inbound": "outbound", "outbound": "inbound"}
 
 
@@ -204,26 +205,23 @@ class Sensor:
             for res in app.finish():
                 self._app_event(flow, res)
         ev = self._event("flow", flow.start, flow, False)
-        final = flow.end_reason != "active_timeout"
-        types = ["connection"]
-        if flow.part == 0:
-            types.append("start")
-        if final:
-            types.append("end")
-        p0, p1 = flow.pkts
-        b0, b1 = flow.bytes
+        if flow.end_reason == "active_timeout":
+            types = ["connection", "start"] if flow.part == 0 else ["connection"]
+        else:
+            types = ["connection", "start", "end"] if flow.part == 0 else ["connection", "end"]
+        (p0, p1), (b0, b1), outcome = flow.pkts, flow.bytes, flow.outcome
         ev.update({"event.type": types, "event.start": ev["@timestamp"], "event.end": iso(flow.last),
                    "event.duration": round((flow.last - flow.start) * 1e9),
                    "source.packets": p0, "source.bytes": b0, "destination.packets": p1, "destination.bytes": b1,
                    "network.packets": p0 + p1, "network.bytes": b0 + b1,
-                   "soc.flow.state": flow.outcome, "soc.flow.end_reason": flow.end_reason})
+                   "soc.flow.state": outcome, "soc.flow.end_reason": flow.end_reason})
         if app is not None and app.proto:
             ev["network.protocol"] = app.proto
         if flow.proto == TCP:
-            ev["soc.flow.source_flags"] = [n for bit, n in FLAG_NAMES if flow.flags[0] & bit]
-            ev["soc.flow.destination_flags"] = [n for bit, n in FLAG_NAMES if flow.flags[1] & bit]
-            if flow.outcome in OUTCOME:
-                ev["event.outcome"] = OUTCOME[flow.outcome]
+            ev["soc.flow.source_flags"] = list(FLAG_LISTS[flow.flags[0] & 0x3F])
+            ev["soc.flow.destination_flags"] = list(FLAG_LISTS[flow.flags[1] & 0x3F])
+            if outcome in OUTCOME:
+                ev["event.outcome"] = OUTCOME[outcome]
         elif flow.icmp is not None:
             ev["soc.icmp.type"], ev["soc.icmp.code"] = flow.icmp
         self.counters["flows_emitted"] += 1
