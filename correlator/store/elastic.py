@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -183,7 +184,11 @@ class ElasticStore(Store):
         self.audit_index = f"soc-audit-{ns}"
         self.meta_index = f"soc-meta-{ns}"
         self.policy = f"soc-events-{ns}"
-        self._dirty = False
+        # Writes become searchable at the cluster's next refresh; whoever wrote refreshes once when done (close(),
+        # or when the store is collected or the process exits), so the next command sees them.
+        self._written = {"dirty": False}
+        self._finalizer = weakref.finalize(self, _finish, self.es, f"{self.events_index},{self.alerts_index}",
+                                           self._written)
 
     # -- errors ----------------------------------------------------------------------------------------------------
 
@@ -327,7 +332,7 @@ class ElasticStore(Store):
                     err = info.get("error")
                     why = f"{err.get('type')}: {err.get('reason')}" if isinstance(err, dict) else str(err)
                     rejected.append(f"_id {info.get('_id')}: {status} {why}")
-        self._dirty = True
+        self._written["dirty"] = True
         if refused:
             raise StoreUnavailable(f"{self.url}: {what}: {refused} documents still refused (429/5xx) after "
                                    f"{self.RETRIES} retries")
@@ -357,7 +362,7 @@ class ElasticStore(Store):
         """Make everything written so far searchable (ES is near-real-time; `close()` does this too)."""
         with self._calls("refresh"):
             self.es.indices.refresh(index=f"{self.events_index},{self.alerts_index}")
-        self._dirty = False
+        self._written["dirty"] = False
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -534,11 +539,15 @@ class ElasticStore(Store):
         }
 
     def close(self) -> None:
-        """Refresh what this process wrote (so the next command sees it) and close connections."""
-        if self._dirty:
-            with suppress(StoreError):  # unreachable: nothing to make visible
-                self.refresh()
-        self.es.close()
+        """Refresh what this store wrote (so the next command sees it) and close connections."""
+        self._finalizer()
+
+
+def _finish(es: Elasticsearch, indices: str, written: dict[str, bool]) -> None:
+    if written["dirty"]:
+        with suppress(Exception):  # unreachable or closing down: nothing more to do
+            es.options(request_timeout=5, max_retries=0).indices.refresh(index=indices)
+    es.close()
 
 
 EVENT_SORT = [{"@timestamp": {"order": "desc"}}, {"event.id": {"order": "asc"}}]
