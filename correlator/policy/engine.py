@@ -297,7 +297,11 @@ class PolicyEngine:
         rules.append(f"source zone {fv.src.id} (line {fv.src.line}) accredited up to {fv.src.max_level.name}, floor "
                      f"{fv.src.floor.name}; destination zone {fv.dst.id} (line {fv.dst.line}) up to "
                      f"{fv.dst.max_level.name}, floor {fv.dst.floor.name}")
-        rules.append(f"label = high-water mark of service and zone floors = {fv.label.name} ({fv.label.ar})")
+        held = self.ips.get(src)
+        if held is not None:
+            rules.append(f"the client is asset {held.id} (line {held.line}) holding {held.level.name} data")
+        rules.append(f"label = high-water mark of service, client asset and zone floors = {fv.label.name} "
+                     f"({fv.label.ar})")
         profiles = self.profiles_at[fv.label.rank]
         if profiles and not protocol:
             rules.append(f"protection not judged (no --protocol): at {fv.label.name} profiles "
