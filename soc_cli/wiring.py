@@ -17,4 +17,7 @@ def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
     enrichers.append(policy_engine.enrich)
     if detect:
         detectors.append(PolicyDetector(policy_engine))
+        from correlator.sigma.detector import shipped_detector  # Sigma: shipped rules, correlations, alerts
+
+        detectors.append(shipped_detector())
     return Pipeline(store, enrichers=enrichers, detectors=detectors)

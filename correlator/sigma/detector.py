@@ -144,3 +144,12 @@ class SigmaDetector:
     def stats(self) -> dict[str, Any]:
         return {"rules": len(self.matcher), "matches": self.matches, "open_alerts": len(self.folder.open),
                 "correlation": self.correlation.stats()}
+
+
+def shipped_detector(paths: list[str | Path] | None = None) -> SigmaDetector:
+    """The detector the standard pipeline runs: soc's shipped rules (or ``paths``), ECS, compiled cache."""
+    from correlator.sigma import SHIPPED_RULES
+    from correlator.sigma.loader import load_placeholders
+
+    ps = list(paths or [SHIPPED_RULES])
+    return SigmaDetector(SigmaEngine.load(ps, "ecs", load_placeholders(ps), cache=True))
