@@ -116,3 +116,32 @@ def test_load_missing_file(tmp_path):
     with pytest.raises(PolicyError) as exc:
         load_policy(tmp_path / "nope.yaml")
     assert exc.value.problems[0].startswith(f"{tmp_path / 'nope.yaml'}:1: file: cannot read")
+
+
+def test_cli_show_and_es_roles(policy):
+    import json
+    from collections import Counter
+
+    res = runner.invoke(app, ["policy", "show", "--json", "--policy", str(BACKBONE)])
+    assert res.exit_code == 0, res.stderr
+    kinds = Counter(json.loads(line)["kind"] for line in res.stdout.splitlines())
+    assert kinds == {"level": len(policy.levels), "organization": len(policy.organizations), "zone": len(policy.zones),
+                     "asset": len(policy.assets), "agreement": len(policy.agreements),
+                     "protection": len(policy.profiles), "exception": len(policy.exceptions)}
+    expired = {json.loads(x)["id"]: json.loads(x)["expired"] for x in res.stdout.splitlines() if '"exception"' in x}
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    assert expired == {x.id: x.expires < now for x in policy.exceptions} and expired["EXC-2025-031"] is True
+    res = runner.invoke(app, ["policy", "es-roles", "--json"])
+    assert [json.loads(x)["name"] for x in res.stdout.splitlines()] == [
+        "soc_clearance_public", "soc_clearance_restricted", "soc_clearance_secret", "soc_clearance_top_secret"]
+
+
+def test_invalid_policy_in_force_stops_commands(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("level: restricted", "level: ultra"))
+    res = runner.invoke(app, ["policy", "show", "--policy", str(bad)])
+    assert res.exit_code == 2 and f"{bad}:12: assets[0].level: unknown level 'ultra'" in res.stderr
+    res = runner.invoke(app, ["share", "export", "-o", str(tmp_path / "b.json"), "--tlp", "purple"])
+    assert res.exit_code == 2 and "--tlp 'purple'" in res.stderr
