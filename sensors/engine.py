@@ -29,6 +29,7 @@ TYPE = {"dns": ["protocol", "info"], "http": ["protocol", "access"], "tls": ["pr
         "ssh": ["protocol", "connection"], "icmp": ["protocol", "info"]}
 OUTCOME = {"established": "success", "rejected": "failure", "unanswered": "failure"}
 FLAG_NAMES = ((SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST"), (0x08, "PSH"), (0x20, "URG"))
+DNS_PORTS, ICMPS = dns.PORTS, frozenset({ICMP, ICMPV6})
 FLAG_LISTS = [tuple(n for bit, n in FLAG_NAMES if flags & bit) for flags in range(64)]
 FLIP = {"inbound": "outbound", "outbound": "inbound"}
 
@@ -87,22 +88,22 @@ class Sensor:
                     continue
                 ok += 1
                 flow, direction = update(d, ts, wirelen, n)
-                proto = d.proto
+                _, _, _, proto, sport, dport, _, flags, seq, payload, l4len, _ = d
                 if proto == TCP:
-                    if d.flags & SYN:
-                        flow.isn[direction] = d.seq
-                    if d.payload:
+                    if flags & SYN:
+                        flow.isn[direction] = seq
+                    if payload:
                         app = flow.app
                         if app is None:
                             app = flow.app = TcpApp(flow.isn)
                         if not app.done:
-                            for res in app.feed(direction, d.seq, d.payload, ts, d.sport, d.dport):
+                            for res in app.feed(direction, seq, payload, ts, sport, dport):
                                 self._app_event(flow, res)
                 elif proto == UDP:
-                    if d.payload and (d.dport in dns.PORTS or d.sport in dns.PORTS):
-                        self._udp_dns(flow, direction, d.payload, ts)
-                elif proto in (ICMP, ICMPV6):
-                    self._icmp(flow, direction, d.sport, d.dport, d.l4len, ts)
+                    if payload and (dport in DNS_PORTS or sport in DNS_PORTS):
+                        self._udp_dns(flow, direction, payload, ts)
+                elif proto in ICMPS:
+                    self._icmp(flow, direction, sport, dport, l4len, ts)
                 if out:
                     yield from out
                     out.clear()

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from .decode import ICMP, ICMPV6, TCP, UDP, Decoded
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+FIN_RST, SYN_ACK = FIN | RST, SYN | ACK
+PORT_PROTOS = frozenset({TCP, UDP})
 ECHO = {ICMP: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17},
         ICMPV6: {128: 129, 129: 128}}  # request/reply pairs share a flow
 
@@ -92,16 +94,16 @@ class FlowTable:
         """Account one packet; return its flow and direction (0 from the originator, 1 towards it)."""
         if ts >= self.next_sweep:
             self.sweep(ts)
-        src, dst, sport, dport, proto = d.src, d.dst, d.sport, d.dport, d.proto
-        if proto in (TCP, UDP):  # inline of key() for the common case
-            key = ((proto, src, sport, dst, dport, d.vlans) if src < dst or (src == dst and sport <= dport)
-                   else (proto, dst, dport, src, sport, d.vlans))
+        _, src, dst, proto, sport, dport, vlans, flags, _, _, _, _ = d
+        if proto in PORT_PROTOS:  # inline of key() for the common case
+            key = ((proto, src, sport, dst, dport, vlans) if src < dst or (src == dst and sport <= dport)
+                   else (proto, dst, dport, src, sport, vlans))
         else:
             key = self.key(d)
         flow = self.flows.get(key)
         if flow is not None:
             direction = 0 if sport == flow.sport and src == flow.src else 1
-            if flow.queue == 0 and d.flags & (SYN | ACK) == SYN:
+            if flow.queue == 0 and flags & SYN_ACK == SYN:
                 flow.end_reason = "reused"  # a new connection on a finished 5-tuple
                 self._finish(flow)
                 flow = None
@@ -119,10 +121,9 @@ class FlowTable:
         flow.last = ts
         flow.pkts[direction] += 1
         flow.bytes[direction] += wirelen
-        flags = d.flags
         if flags:
             flow.flags[direction] |= flags
-            if flags & (FIN | RST) and flow.queue == 1 and flow.closed:
+            if flags & FIN_RST and flow.queue == 1 and flow.closed:
                 del self.queues[1][key]
                 self.queues[0][key] = flow
                 flow.queue = 0
