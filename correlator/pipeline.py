@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from correlator.events import normalize
-from correlator.store import Spool, Store, StoreUnavailable, spool_for
+from correlator.store import Spool, Store, StoreRejected, StoreUnavailable, spool_for
 
 Event = dict[str, Any]
 Enricher = Callable[[list[Event]], None]
@@ -125,11 +125,19 @@ class Pipeline:
         if time.monotonic() >= self._down_until:
             try:
                 if events:
-                    new = self.store.write_events(events)
+                    try:
+                        new, refused = self.store.write_events(events), 0
+                    except StoreRejected as exc:  # the rest of the batch was written
+                        new, refused = exc.new, len(exc.problems)
+                        stats.rejected += refused
+                        stats.errors.extend(f"store refused {p}" for p in exc.problems)
                     stats.written += new
-                    stats.duplicates += len(events) - new
+                    stats.duplicates += len(events) - new - refused
                 if alerts:
-                    self.store.write_alerts(alerts)
+                    try:
+                        self.store.write_alerts(alerts)
+                    except StoreRejected as exc:
+                        stats.errors.extend(f"store refused alert {p}" for p in exc.problems)
                 return
             except StoreUnavailable as exc:
                 self._down_until = time.monotonic() + self.RETRY_AFTER

@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from correlator.store.base import Store, StoreError, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.spool import Spool
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "Spool", "open_store", "default_uri", "data_dir", "spool_for"]
+__all__ = [
+    "Store", "StoreError", "StoreRejected", "StoreUnavailable", "Spool", "open_store", "default_uri", "data_dir",
+    "spool_for",
+]
 
 URI_HELP = "use sqlite:///abs/path.db, sqlite:relative/path.db, or http(s)://host:port for Elasticsearch"
 

@@ -18,6 +18,18 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached right now; callers spool and retry later."""
 
 
+class StoreRejected(StoreError):
+    """The store refused some documents outright (e.g. a field mapping conflict) and wrote the others.
+
+    `new` counts the documents newly written; `problems` names each refused one and why.
+    """
+
+    def __init__(self, message: str, new: int, problems: list[str]) -> None:
+        super().__init__(message)
+        self.new = new
+        self.problems = problems
+
+
 class Store(ABC):
     """A place events, alerts and the audit log live. See docs/architecture.md for the contract."""
 

@@ -32,7 +32,7 @@ from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError,
 from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
 from correlator.events import flatten, nest, to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text
-from correlator.store.base import Store, StoreError, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.sqlite import _string_values as searchable_text
 from correlator.store.sqlite import ip_bytes
 
@@ -337,8 +337,9 @@ class ElasticStore(Store):
             raise StoreUnavailable(f"{self.url}: {what}: {refused} documents still refused (429/5xx) after "
                                    f"{self.RETRIES} retries")
         if rejected:
-            raise StoreError(f"{self.url}: {what}: {len(rejected)} of {len(actions)} documents rejected "
-                             f"({len(actions) - len(rejected)} stored): " + "; ".join(rejected[:20]))
+            raise StoreRejected(f"{self.url}: {what}: {len(rejected)} of {len(actions)} documents rejected "
+                                f"({len(actions) - len(rejected)} stored): " + "; ".join(rejected[:20]),
+                                created, rejected)
         return created
 
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:

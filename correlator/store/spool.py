@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from correlator.store.base import Store
+from correlator.store.base import Store, StoreRejected
 
 
 class Spool:
@@ -83,10 +83,14 @@ class Spool:
                             rec = json.loads(raw)
                         except ValueError:
                             continue
-                        if rec["kind"] == "events":
-                            done["new_events"] += store.write_events(rec["items"])
-                        else:
-                            store.write_alerts(rec["items"])
+                        try:
+                            if rec["kind"] == "events":
+                                done["new_events"] += store.write_events(rec["items"])
+                            else:
+                                store.write_alerts(rec["items"])
+                        except StoreRejected as exc:  # refused for good: the rest was written; name the refused
+                            done["new_events"] += exc.new if rec["kind"] == "events" else 0
+                            self.skipped_lines.extend(f"{seg}: store refused {p}" for p in exc.problems)
                         done[rec["kind"]] += len(rec["items"])
                 seg.unlink()
         return done

@@ -11,8 +11,9 @@ from es_server import EsServer, FaultProxy, free_port
 
 from correlator.audit import entry_hash
 from correlator.events import event_id
+from correlator.pipeline import Pipeline
 from correlator.query import Clearance, Query, parse_query
-from correlator.store import StoreError, StoreUnavailable, open_store
+from correlator.store import StoreError, StoreRejected, StoreUnavailable, open_store
 from correlator.store.elastic import SCHEMA_VERSION, ElasticStore
 
 from .conftest import expect_gap
@@ -108,10 +109,21 @@ def test_paging_beyond_one_page(es_store):
 def test_rejected_documents_are_named_and_the_rest_stored(es_store):
     good, bad = _event(1, **{"x.y": "nested"}), _event(2, x="scalar where an object is mapped")
     es_store.write_events([good])
-    with pytest.raises(StoreError, match=rf"1 of 2 documents rejected \(1 stored\).*_id {bad['event.id']}"):
+    with pytest.raises(StoreRejected, match=rf"1 of 2 documents rejected \(1 stored\).*_id {bad['event.id']}") as exc:
         es_store.write_events([_event(3), bad])
+    assert exc.value.new == 1 and len(exc.value.problems) == 1
     es_store.refresh()
     assert es_store.count_events(Query()) == 2
+
+
+def test_pipeline_goes_on_past_documents_the_cluster_refuses(es_store, soc_env):
+    events = [_event(i, **{"x.y": "nested"}) for i in range(50)]
+    events[7] = _event(7, x="scalar where an object is mapped")
+    stats = Pipeline(es_store, batch_size=20).run([dict(e) for e in events] + [dict(e) for e in events[:5]])
+    assert (stats.written, stats.rejected, stats.duplicates, stats.spooled) == (49, 1, 5, False)
+    assert len(stats.errors) == 1 and events[7]["event.id"] in stats.errors[0]
+    es_store.refresh()
+    assert es_store.count_events(Query()) == 49
 
 
 @pytest.fixture
