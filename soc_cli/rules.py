@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -232,6 +233,7 @@ def _reference_data(module: str, attr: str) -> bool:
 def convert_rules(paths: list[Path], target: str) -> tuple[list[dict[str, Any]], list[RuleFailure]]:
     """Convert rules with a pySigma backend through soc's ECS pipeline; one dict per query."""
     from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+    from sigma.collection import SigmaCollection
 
     from correlator.hunt import StoreSQLiteBackend
     from correlator.sigma.engine import RuleInfo
@@ -241,26 +243,48 @@ def convert_rules(paths: list[Path], target: str) -> tuple[list[dict[str, Any]],
     backends = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend, "sqlite": StoreSQLiteBackend}
     rs = load_rules(paths)
     backend = backends[target](build_pipeline("ecs", load_placeholders(paths)), collect_errors=True)
-    out, failures = [], list(rs.failures)
-    for rule in rs.rules + rs.correlations:
+    out: list[dict[str, Any]] = []
+    failures = list(rs.failures)
+    # correlation groups are converted on copies: pipelines mutate rules and base rules are converted on their own
+    groups = [copy.deepcopy([*(ref.rule for ref in c.rules or []), c]) for c in rs.correlations]
+
+    def collect(rule: Any, fmt: Any, index: int, cond: Any, result: Any) -> Any:
+        if result is not None:
+            info = RuleInfo.of(rule)
+            out.append({"rule_id": info.id, "title": info.title, "path": info.path, "target": target,
+                        "query": result})
+        return result
+
+    def fail(rule: Any, err: BaseException) -> None:
         info = RuleInfo.of(rule)
+        text = Path(info.path).read_text(encoding="utf-8") if info.path else ""
+        failures.append(RuleFailure(info.path, error_line(Path(info.path), text, err), failure_reason(err),
+                                    " ".join(str(err).split())[:300]))
+
+    backend.init_processing_pipeline()
+    for rule in rs.rules:
+        if not getattr(rule, "_output", True):
+            continue  # feeds a correlation rule only
         n = len(backend.errors)
         try:
-            from sigma.collection import SigmaCollection
-
-            queries = (backend.convert_rule(rule) if not hasattr(rule, "type") or not hasattr(rule, "timespan")
-                       else backend.convert(SigmaCollection([rule], resolve_references=False)))
-        except Exception as e:  # noqa: BLE001 - a backend's failure on one rule is reported, the rest go on
-            backend.errors.append((rule, e))
-            queries = []
-        if backend.errors[n:]:
-            err = backend.errors[n][1]
-            text = Path(info.path).read_text(encoding="utf-8") if info.path else ""
-            failures.append(RuleFailure(info.path, error_line(Path(info.path), text, err), failure_reason(err),
-                                        " ".join(str(err).split())[:300]))
+            for i, q in enumerate(backend.convert_rule(rule)):
+                collect(rule, None, i, None, q)
+        except Exception as e:  # noqa: BLE001 - one rule's backend failure is reported, the rest go on
+            fail(rule, e)
+        for r, err in backend.errors[n:]:
+            fail(r, err)
+    for group in groups:
+        if target == "sqlite":  # pySigma's SQLite correlations assume its own `logs` table, not soc's store
+            fail(group[-1], NotImplementedError("correlation rules run in soc's streaming engine, not as SQL "
+                                                "over the store (use --target esql or eql for a SIEM query)"))
             continue
-        for q in queries:
-            out.append({"rule_id": info.id, "title": info.title, "path": info.path, "target": target, "query": q})
+        n = len(backend.errors)
+        try:
+            backend.convert(SigmaCollection(group, resolve_references=False), callback=collect)
+        except Exception as e:  # noqa: BLE001 - e.g. "Backend does not support correlation rules"
+            fail(group[-1], e)
+        for r, err in backend.errors[n:]:
+            fail(r, err)
     return out, failures
 
 

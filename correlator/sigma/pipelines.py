@@ -59,7 +59,7 @@ class NotWindows(RuleProcessingCondition):
     """Matches rules whose logsource product is not Windows (network_connection is also a Sysmon category)."""
 
     def match(self, rule: Any) -> bool:
-        return (getattr(rule.logsource, "product", None) or "").lower() != "windows"
+        return (getattr(getattr(rule, "logsource", None), "product", None) or "").lower() != "windows"
 
 
 def _zeek_field_mapping() -> dict[str, Any]:
