@@ -113,3 +113,15 @@ def test_coverage(runner: CliRunner) -> None:
     assert techs["T1110.001"]["rules"] == 3
     res = runner.invoke(app, ["rules", "convert", "--target", "coverage"])
     assert res.exit_code == 0 and "T1046" in res.stdout
+
+
+def test_convert_correlation_rule(runner: CliRunner) -> None:
+    rule = SHIPPED_RULES / "network" / "net_flow_ssh_brute_force.yml"
+    res = runner.invoke(app, ["rules", "convert", str(rule), "--target", "esql", "--json"])
+    assert res.exit_code == 0, res.output
+    queries = {q["title"]: q["query"] for q in rows(res.stdout)}
+    corr = queries["SSH Brute Force - Many Short Or Rejected Sessions"]
+    assert "stats event_count=count() by" in corr and "source.ip, destination.ip" in corr and ">= 10" in corr
+    res = runner.invoke(app, ["rules", "convert", str(rule), "--target", "lucene"])
+    assert res.exit_code == 1  # Lucene has no correlations: said with file and line, the base rule still converts
+    assert "net_flow_ssh_brute_force.yml:" in res.stderr and "destination.port:22" in res.stdout
