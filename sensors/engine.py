@@ -155,7 +155,7 @@ class Sensor:
         if reverse:
             src, dst, sport, dport, direction = dst, src, dport, sport, FLIP.get(direction, direction)
         self.seq += 1
-        ev = {**self.base, "@timestamp": iso(ts), "event.category": CATEGORY[dataset],
+        ev = {**self.base, "@timestamp": iso(ts), "event.category": [*CATEGORY[dataset]],
               "event.dataset": "soc." + dataset, "event.sequence": self.seq, "source.ip": src, "destination.ip": dst,
               "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
               "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6",
@@ -172,7 +172,7 @@ class Sensor:
                 ev["network.inner.vlan.id"] = str(flow.vlans[1])
                 ev["soc.vlan.ids"] = [str(v) for v in flow.vlans]
         if dataset != "flow":
-            ev["event.type"] = TYPE[dataset]
+            ev["event.type"] = [*TYPE[dataset]]
             ev["network.protocol"] = dataset
         self.events[ev["event.dataset"]] += 1
         return ev
