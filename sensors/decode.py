@@ -110,7 +110,9 @@ class Defragmenter:
 
 
 class PacketDecoder:
-    """Decodes captured frames into `Decoded` tuples, counting malformed/truncated/unknown-link/non-IP packets."""
+    """Decodes captured frames into `Decoded` tuples. Every frame not decoded is counted exactly once: malformed,
+    truncated, unknown_link, non_ip, or fragments (frames held for reassembly); `header_cut` counts decoded frames
+    whose transport header was cut after the ports."""
 
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters()
@@ -254,7 +256,7 @@ class PacketDecoder:
             if avail < 14:
                 if avail >= 4:  # ports survive a snaplen cut: keep the packet in its flow (tshark does)
                     sport, dport = unpack_from(">HH", data, pos)
-                    c["truncated"] += 1
+                    c["header_cut"] += 1  # decoded (ports only), not a loss
                     return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True))
                 c["truncated"] += 1
                 return None
@@ -271,7 +273,7 @@ class PacketDecoder:
             if avail < 8:
                 if avail >= 4:
                     sport, dport = unpack_from(">HH", data, pos)
-                    c["truncated"] += 1
+                    c["header_cut"] += 1  # decoded (ports only), not a loss
                     return _new(Decoded, (version, src, dst, proto, sport, dport, vlans, 0, 0, b"", l4len, True))
                 c["truncated"] += 1
                 return None

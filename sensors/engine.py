@@ -88,7 +88,9 @@ class Sensor:
                     continue
                 ok += 1
                 flow, direction = update(d, ts, wirelen, n)
-                _, _, _, proto, sport, dport, _, flags, seq, payload, l4len, _ = d
+                _, _, _, proto, sport, dport, _, flags, seq, payload, l4len, cut = d
+                if cut and len(data) >= wirelen:  # the IP header claims more than the whole frame holds
+                    counters["ip_length_beyond_frame"] += 1
                 if proto == TCP:
                     if flags & SYN:
                         flow.isn[direction] = seq
@@ -124,7 +126,9 @@ class Sensor:
         """Counters: packets read/decoded/malformed/truncated/unknown link, fragments, flows, events per type."""
         c = self.counters
         return {"packets_read": self.packets, "packets_decoded": self.decoded,
-               "malformed": c["malformed"], "truncated": c["truncated"], "snaplen_cut": c["snaplen_cut"],
+               "malformed": c["malformed"], "truncated": c["truncated"], "header_cut": c["header_cut"],
+               "ip_length_beyond_frame": c["ip_length_beyond_frame"],
+               "snaplen_cut": c["snaplen_cut"],
                "unknown_link_type": c["unknown_link"], "non_ip": c["non_ip"], "fragments": c["fragments"],
                "reassembled": c["reassembled"], "fragments_incomplete": c["fragments_incomplete"],
                "flows_emitted": c["flows_emitted"], "flows_evicted": c["flows_evicted"],

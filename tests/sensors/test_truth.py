@@ -54,7 +54,15 @@ def test_pcap_matches_tshark(corpus: Path, name: str) -> None:
             assert all(any(ip == k[0] and port != 22 for ip, port in ports) for k in extras), extras
         else:
             assert not extras, (field, extras)
-    assert stats["packets_read"] == load_truth(corpus, pcap)["packets"]
+    truth = load_truth(corpus, pcap)
+    assert stats["packets_read"] == truth["packets"]
+    assert stats["snaplen_cut"] == truth["truncated_caplen_lt_len"]
+    assert stats["non_ip"] == truth["packets"] - truth["ipv4"] - truth["ipv6"]  # ARP, LLDP, …
+    accounted = sum(stats[k] for k in ("packets_decoded", "malformed", "truncated", "unknown_link_type", "non_ip",
+                                       "fragments"))
+    assert accounted == stats["packets_read"]
+    # the corpus README: sv_ipv4-truncated holds one packet whose IPv4 length exceeds the frame (decoded, flagged)
+    assert stats["ip_length_beyond_frame"] == (1 if name == "sv_ipv4-truncated.pcap" else 0)
 
 
 @pytest.mark.corpus
