@@ -107,3 +107,37 @@ def test_live_capture_in_namespaces(netns_pair: tuple[str, str], tmp_path: Path)
     assert all(e["soc.flow.state"] == "rejected" and e["network.direction"] == "inbound" for e in sweep)
     assert all(e["observer.name"] == "ns-b" for e in rows)
     assert all(e["soc.flow.end_reason"] == "end_of_input" for e in by["soc.flow"])  # flushed on SIGTERM
+
+
+SWEEP = r"""
+from scapy.all import IP, TCP, Ether, sendp
+eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+sendp([eth / IP(src="10.199.0.1", dst="10.199.0.2") / TCP(sport=42000 + p, dport=p, flags="S") for p in range(1, 9)],
+      iface="veth-a", verbose=False, inter=0.05)
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("stop", [["--count", "5"], ["--duration", "4"]], ids=["count", "duration"])
+def test_live_stops_on_count_or_duration(netns_pair: tuple[str, str], tmp_path: Path, stop: list[str]) -> None:
+    ns_a, ns_b = netns_pair
+    soc = str(Path(sys.executable).with_name("soc"))
+    cap = subprocess.Popen(["ip", "netns", "exec", ns_b, soc, "sensor", "live", "--iface", "veth-b", "--json",
+                            "--bpf", "tcp[tcpflags] & tcp-syn != 0 and not tcp[tcpflags] & tcp-ack != 0",
+                            "--store", f"sqlite:///{tmp_path / 'c.db'}", *stop],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "capturing on veth-b" not in cap.stderr.readline():
+            assert cap.poll() is None, "soc sensor live exited before capturing"
+        subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-c", SWEEP], check=True, timeout=120)
+        out, err = cap.communicate(timeout=60)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+    assert cap.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    if stop[0] == "--count":
+        assert report["stopped_by"] == "count" and report["packets_read"] == 5
+    else:  # the kernel filter kept only the 8 SYNs, not the peer's RSTs
+        assert report["stopped_by"] == "duration" and report["packets_read"] == 8
+        assert report["events"] == {"soc.flow": 8}
