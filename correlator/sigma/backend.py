@@ -60,11 +60,25 @@ _CMP = {
 class Lowered(dict):
     """Lazy lower-case view of an event: ``l[k]`` is computed on first use (None when absent)."""
 
-    __slots__ = ("e",)
+    __slots__ = ("e", "_text")
 
     def __init__(self, e: dict[str, Any]) -> None:
         super().__init__()
         self.e = e
+        self._text: str | None = None
+
+    def text(self) -> str:
+        """Every lower-cased value of the event joined by newlines (keyword search in one pass)."""
+        if self._text is None:
+            parts: list[str] = []
+            for k in self.e:
+                v = self[k]
+                if type(v) is str:
+                    parts.append(v)
+                elif type(v) is tuple:
+                    parts.extend(v)
+            self._text = "\n".join(parts)
+        return self._text
 
     def __missing__(self, k: str) -> str | tuple[str, ...] | None:
         e = self.e
@@ -474,6 +488,8 @@ class _Gen:
     def group_expr(self, f: str | None, shape: str, lits: list[str]) -> str:
         uniq = tuple(sorted(set(lits)))
         if f is None:
+            if shape == "contains" and not any("\n" in x for x in uniq):  # one automaton pass over all values
+                return f"{self.const('ac', uniq)}.find(l.text())"
             return f"_keyword(l, {self.const('group_pred', shape, uniq)})"
         c = self.const({"eq": "set", "start": "tuple", "end": "tuple", "contains": "ac"}[shape], uniq)
         test = {"eq": "{x} in " + c, "start": "{x}.startswith(" + c + ")", "end": "{x}.endswith(" + c + ")",

@@ -190,3 +190,11 @@ def test_placeholders_expand_from_configuration() -> None:
                                                                         "condition: sel")).rules))
     _, failures = compile_rules(rs, "ecs")
     assert [f.reason for f in failures] == ["unconfigured placeholder"]
+
+
+def test_many_keywords_one_pass_over_all_values() -> None:
+    m = compile_one("keywords:\n    - '*mimikatz*'\n    - '*sekurlsa*'\n    - '*kerberos::*'\n    - '*lsadump*'\n"
+                    "    - '*crypto::*'\ncondition: keywords")
+    assert m.match({"a": "x", "b": ["y", "LSADUMP::sam"]}) == [0]
+    assert m.match({"n": 5, "message": "benign", "c": "crypto:"}) == []
+    assert m.match({"a": "kerberos:", "b": ":ptt"}) == []  # never across two values
