@@ -13,6 +13,7 @@ from .protocols import dns, http, ssh, tls
 
 MAX_BUFFER = 1 << 20
 MAX_HELD = 64  # out-of-order segments held per direction
+MAX_PENDING = 64  # HTTP requests waiting for their responses
 Out = list[tuple[int, str, dict, float]]
 
 
@@ -183,6 +184,9 @@ class TcpApp:
                 if parsed is None:
                     break
                 fields, used, body = parsed
+                if len(self.pending) >= MAX_PENDING:  # a peer that never answers: report the oldest unanswered
+                    old_fields, old_ts = self.pending.pop(0)
+                    out.append((direction, "http", old_fields, old_ts))
                 self.pending.append((fields, ts))
             else:  # not HTTP (or a body we could not delimit): stop following this direction
                 self.mode[direction] = "off"
