@@ -276,6 +276,12 @@ def test_hunt_numeric_term(request, es_server, hunted):
     assert len(hunted.hunt("destination.port:22", SINCE, None, 1000)) == 10
 
 
+def test_hunt_ip_terms(request, es_server, hunted):
+    expect_gap(request, es_server, "lucene_ip_term")
+    got = hunted.hunt("source.ip:(10.0.0.4 OR 10.0.0.5) AND NOT destination.port:443", None, None, 1000)
+    assert [(e["source.ip"], e["destination.port"]) for e in got] == [("10.0.0.4", 22)]  # event 3; event 4 is :443
+
+
 def test_clear_errors_for_queries_elasticsearch_cannot_express(es_store):
     with pytest.raises(StoreError, match="prefix queries do not apply to IP fields"):
         es_store.search_events(parse_query("source.ip:10.*"))
