@@ -61,7 +61,8 @@ class Capture:
         q = DNS(id=sport & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype=qtype))
         self.add(IP(src=src, dst=resolver) / UDP(sport=sport, dport=53) / q, gap)
         rr = DNSRR(rrname=name, type=qtype, rdata=answer if qtype != "TXT" else [answer], ttl=60)
-        self.add(IP(src=resolver, dst=src) / UDP(sport=53, dport=sport) / DNS(id=q.id, qr=1, rd=1, ra=1, qd=q.qd, an=rr))
+        answer_pkt = DNS(id=q.id, qr=1, rd=1, ra=1, qd=q.qd, an=rr)
+        self.add(IP(src=resolver, dst=src) / UDP(sport=53, dport=sport) / answer_pkt)
 
 
 def client_hello(sni: str) -> bytes:
@@ -104,9 +105,8 @@ def build() -> list:
     for i in range(3):
         req = (f"GET /hr/salaries?page={i} HTTP/1.1\r\nHost: hr.dc.gov.example\r\nAuthorization: Basic {auth}\r\n"
                "User-Agent: curl/8.5.0\r\n\r\n").encode()
-        cap.tcp_session("10.20.3.4", 52000 + i, "10.1.0.80", 80, req,
-                        b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 20\r\n\r\nname,salary\r\nx,1\r\n",
-                        gap=1.0)
+        resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 20\r\n\r\nname,salary\r\nx,1\r\n"
+        cap.tcp_session("10.20.3.4", 52000 + i, "10.1.0.80", 80, req, resp, gap=1.0)
     # 5. Write-down: the HR server uploads 60 kB to an internet host.
     cap.tcp_session("10.1.0.80", 53000, "198.51.100.23", 443, client_hello("files.drop-box.example") + bytes(1400),
                     b"\x16\x03\x03\x00\x04\x0e\x00\x00\x00", gap=2.0)
