@@ -41,6 +41,7 @@ class RuleSet:
         return Counter(f.reason for f in self.failures)
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same resolver as pySigma's yaml.safe_load
 SKIP_DIRS = {"tests", "regression_data"}  # rule test data beside rules, not rules
 PLACEHOLDERS_FILE = "_placeholders.yml"
 
@@ -110,8 +111,9 @@ def load_rules(paths: list[str | Path]) -> RuleSet:
             rs.failures.append(RuleFailure(str(path), 1, "unreadable", str(e)))
             continue
         try:
-            col = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(path),
-                                            resolve_references=False)
+            docs = list(yaml.load_all(text, Loader=_YAML_LOADER))  # libyaml: 10x pySigma's pure-Python parse
+            col = SigmaCollection.from_dicts(docs, collect_errors=True, source=SigmaRuleLocation(path),
+                                             resolve_references=False)
         except (yaml.YAMLError, SigmaError) as e:
             rs.failures.append(RuleFailure(str(path), error_line(path, text, e), failure_reason(e), _msg(e)))
             continue
