@@ -6,7 +6,8 @@ Both write the same synthetic ECS events into fresh namespaces of the same serve
 create and `_id = event.id`. The peer (`helpers.bulk` of documents prepared before the clock starts) is the limit:
 what the client and server cost without soc. soc's figure includes its per-event work (nesting the flat event,
 building the free-text field) and its per-item result handling. Without --url the script starts noida-db on a free
-port (Elasticsearch itself cannot be installed here), so absolute rates are the emulator's; the ratio is the figure.
+port (or osmem-server with --emulator osmem; Elasticsearch itself cannot be installed here), so absolute rates are
+the emulator's; the ratio is the figure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib.resources
 import random
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -66,8 +68,8 @@ def start_noida(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("noida-db did not start")
 
 
-def run_soc(url: str, events: list[dict], batch: int, tag: str) -> float:
-    store = ElasticStore(f"{url}/?namespace=bsoc{tag}")
+def run_soc(url: str, events: list[dict], batch: int, tag: str, options: dict) -> float:
+    store = ElasticStore(f"{url}/?namespace=bsoc{tag}", **options)
     store.init()
     started = time.perf_counter()
     for i in range(0, len(events), batch):
@@ -77,15 +79,15 @@ def run_soc(url: str, events: list[dict], batch: int, tag: str) -> float:
     return took
 
 
-def run_raw(url: str, events: list[dict], batch: int, tag: str) -> tuple[float, float]:
+def run_raw(url: str, events: list[dict], batch: int, tag: str, options: dict) -> tuple[float, float]:
     """Seconds for the raw client bulk of prepared documents, and seconds soc's preparation of them took."""
-    peer = ElasticStore(f"{url}/?namespace=braw{tag}")
+    peer = ElasticStore(f"{url}/?namespace=braw{tag}", **options)
     peer.init()  # same templates and mappings
     started = time.perf_counter()
     docs = [{"_op_type": "create", "_index": peer.events_index, "_id": e["event.id"], "_source": peer._source(e)}
             for e in events]
     prep = time.perf_counter() - started
-    es = Elasticsearch(url)
+    es = Elasticsearch(url, **options)
     started = time.perf_counter()
     for i in range(0, len(docs), batch):
         ok, errors = helpers.bulk(es, docs[i:i + batch], chunk_size=1000, raise_on_error=False)
@@ -101,25 +103,33 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--url", help="an Elasticsearch cluster (default: start noida-db)")
+    ap.add_argument("--url", help="an Elasticsearch cluster (default: start an emulator, see --emulator)")
+    ap.add_argument("--emulator", choices=["noida", "osmem"], default="noida")
     args = ap.parse_args()
     events = synthetic(args.events)
     proc = None
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.url
-        if not url:
+        url, options = args.url, {}
+        if not url and args.emulator == "osmem":
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            from es_server import OsmemServer  # bundled binary + the test-only plain-JSON transport
+
+            osmem = OsmemServer()
+            url, options = osmem.url, osmem.client_options
+        elif not url:
             proc, url = start_noida(Path(tmp))
         try:
-            info = Elasticsearch(url).info()
+            info = Elasticsearch(url, **options).info()
             print(f"server {info['version'].get('distribution', 'elasticsearch')} {info['version']['number']} "
                   f"at {url}; {args.events} events, batches of {args.batch}")
             results = []
             for r in range(args.repeat):  # alternate the order: the server slows as it fills
                 tag = f"{r}{time.time_ns() % 10**6}"
+                job = (url, events, args.batch, tag, options)
                 if r % 2:
-                    (raw, prep), soc = run_raw(url, events, args.batch, tag), run_soc(url, events, args.batch, tag)
+                    (raw, prep), soc = run_raw(*job), run_soc(*job)
                 else:
-                    soc, (raw, prep) = run_soc(url, events, args.batch, tag), run_raw(url, events, args.batch, tag)
+                    soc, (raw, prep) = run_soc(*job), run_raw(*job)
                 results.append((soc, raw, prep))
                 print(f"run {r + 1}: soc {soc:.2f} s ({args.events / soc:,.0f} ev/s)  "
                       f"raw helpers.bulk {raw:.2f} s ({args.events / raw:,.0f} ev/s)  ratio {raw / soc:.3f}  "
