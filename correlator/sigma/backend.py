@@ -9,8 +9,8 @@ Matching contract for the generated code:
 - Strings match case-insensitively unless ``|cased``; ``*``/``?`` are wildcards (pySigma already resolved
   escapes); ``|re`` is ``re.search`` on the raw string, case-sensitive unless ``|i``; a list-valued field
   matches if any element does; an absent field matches nothing (so ``not x`` holds for it).
-- Keyword (field-less) values match if any value of any field of the event matches (the full-text field
-  is the whole event).
+- Keyword (field-less) values are full-text search over every value of the event: a plain keyword matches where
+  it occurs inside a value, one with wildcards as written.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def lower_value(v: Any) -> str | tuple[str, ...] | None:
         return "true" if v else "false"
     if t is list or t is tuple:
         return tuple(x for x in (lower_value(x) for x in v) if type(x) is str)
+    if t is dict:  # an object is no value to compare (its sub-fields are, via field_value)
+        return None
     return str(v).lower()
 
 
@@ -344,7 +346,12 @@ class PythonBackend(Backend):
 
     # --- keywords ---------------------------------------------------------------------------------------
     def convert_condition_val_str(self, cond: ConditionValueExpression, state: Any) -> Node:
-        return ("str", None, string_parts(cond.value), isinstance(cond.value, SigmaCasedString))
+        """Keywords are full-text search: a plain keyword matches where it occurs inside a value; one with
+        wildcards is anchored as written."""
+        parts = string_parts(cond.value)
+        if parts and all(p not in ("\0*", "\0?") for p in parts):
+            parts = ("\0*", *parts, "\0*")
+        return ("str", None, parts, isinstance(cond.value, SigmaCasedString))
 
     def convert_condition_val_num(self, cond: Any, state: Any) -> Node:
         return ("str", None, (str(cond.value.number).lower(),), False)

@@ -91,6 +91,9 @@ class Correlation:
         for alias in rule.aliases:
             self.aliases[alias.alias] = {position[ref.reference]: fname for ref, fname in alias.mapping.items()
                                          if ref.reference in position}
+        # per referenced rule: the event fields of the group-by (aliases resolved) and of the aggregated value
+        self.fields = [[self._field(g, i) for g in self.group_by] for i in range(len(ref_ids))]
+        self.value_fields = [self._field(self.fieldref, i) if self.fieldref else "" for i in range(len(ref_ids))]
         self.groups: OrderedDict[tuple, _Window] = OrderedDict()
         self.max_groups = max_groups
         self.max_entries = max_entries
@@ -102,8 +105,8 @@ class Correlation:
         return m.get(ref, name) if m else name
 
     def feed(self, event: dict[str, Any], ref: int, ts: float) -> Firing | None:
-        key_vals = {g: event.get(self._field(g, ref)) for g in self.group_by}
-        key = tuple(_hashable(key_vals[g]) for g in self.group_by)
+        fields = self.fields[ref]
+        key = tuple([_hashable(event.get(f)) for f in fields])
         w = self.groups.get(key)
         if w is None:
             w = self.groups[key] = _Window()
@@ -116,8 +119,7 @@ class Correlation:
             self.late += 1
             return None
         w.last = max(w.last, ts)
-        value = event.get(self._field(self.fieldref, ref)) if self.fieldref else None
-        value = _hashable(value)
+        value = _hashable(event.get(self.value_fields[ref])) if self.fieldref else None
         w.entries.append((ts, ref, value, event))
         if self.fieldref:
             w.values[value] += 1
@@ -133,7 +135,8 @@ class Correlation:
             return None
         entries = list(w.entries)
         del self.groups[key]
-        return Firing(self.rule, {g: v for g, v in key_vals.items() if v is not None},
+        group = {g: event.get(f) for g, f in zip(self.group_by, fields, strict=True)}
+        return Firing(self.rule, {g: v for g, v in group.items() if v is not None},
                       [e for _, _, _, e in entries], agg, entries[0][0], entries[-1][0])
 
     def _holds(self, w: _Window) -> tuple[bool, float]:
@@ -222,12 +225,15 @@ class CorrelationEngine:
     def referenced(self) -> set[str]:
         return set(self.by_rule)
 
-    def feed(self, event: dict[str, Any], rule_id: str) -> list[Firing]:
+    def feed(self, event: dict[str, Any], rule_id: str, ts: float | None = None) -> list[Firing]:
+        """Feed one match of base rule ``rule_id``; ``ts`` is the event time if the caller has it."""
         targets = self.by_rule.get(rule_id)
         if not targets:
             return []
-        ts = event_time(event)
-        self.watermark = max(self.watermark, ts)
+        if ts is None:
+            ts = event_time(event)
+        if ts > self.watermark:
+            self.watermark = ts
         out = [f for c, ref in targets if (f := c.feed(event, ref, ts)) is not None]
         self._since_expire += 1
         if self._since_expire >= 10_000:

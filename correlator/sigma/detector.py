@@ -121,7 +121,7 @@ class SigmaDetector:
                     a = self.folder.add(info, e, ts, group_of(e), f"{info.title}: event {e.get('event.id', '?')}")
                     out[a["soc.alert.uuid"]] = a
                 if info.id in referenced:
-                    for f in self.correlation.feed(e, info.id):
+                    for f in self.correlation.feed(e, info.id, ts):
                         a = self._correlation_alert(f, ts)
                         out[a["soc.alert.uuid"]] = a
         if watermark:

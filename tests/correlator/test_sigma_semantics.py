@@ -198,3 +198,11 @@ def test_many_keywords_one_pass_over_all_values() -> None:
     assert m.match({"a": "x", "b": ["y", "LSADUMP::sam"]}) == [0]
     assert m.match({"n": 5, "message": "benign", "c": "crypto:"}) == []
     assert m.match({"a": "kerberos:", "b": ":ptt"}) == []  # never across two values
+
+
+def test_plain_keyword_is_full_text_search() -> None:
+    m = compile_one("keywords:\n    - 'exit signal Segmentation Fault'\ncondition: keywords")
+    assert m.match({"message": "[notice] child pid 7 exit signal segmentation fault (11)"}) == [0]
+    anchored = compile_one("keywords:\n    - 'GET *'\ncondition: keywords")
+    assert anchored.match({"message": "GET /index.html"}) == [0]
+    assert anchored.match({"message": "POST /x GET /y"}) == []
