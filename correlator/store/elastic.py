@@ -257,7 +257,12 @@ class ElasticStore(Store):
             })
         es.cluster.put_component_template(name=f"soc-ecs-{ns}", version=SCHEMA_VERSION, meta=meta,
                                           template={"settings": settings, "mappings": ecs_mappings()})
-        events_settings = {"index": {"lifecycle": {"name": self.policy}}} if ilm else {}
+        # Standard index mode: Elasticsearch 9 would otherwise make `logs-*-*` data streams logsdb (synthetic
+        # _source, which drops the `_source.excludes` the free-text field relies on).
+        opensearch = self.es.info()["version"].get("distribution") == "opensearch"  # no such setting there
+        events_settings: dict[str, Any] = {"index": {} if opensearch else {"mode": "standard"}}
+        if ilm:
+            events_settings["index"]["lifecycle"] = {"name": self.policy}
 
         def events_template(data_stream: bool) -> None:
             es.indices.put_index_template(

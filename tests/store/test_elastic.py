@@ -18,6 +18,8 @@ from correlator.store.elastic import SCHEMA_VERSION, ElasticStore
 
 from .conftest import expect_gap
 
+pytestmark = pytest.mark.es
+
 
 def _raw(server: EsServer) -> Elasticsearch:
     return Elasticsearch(server.url, **server.client_options)
@@ -41,6 +43,9 @@ def test_init_installs_ecs_mappings(es_server, es_store):
     assert props["@timestamp"]["type"] == "date_nanos"
     assert props["event"]["properties"]["id"]["type"] == "keyword"
     assert props["message"]["type"] == "text" and props["message"]["fields"]["keyword"]["type"] == "keyword"
+    if raw.info()["version"].get("distribution") != "opensearch":  # logsdb would drop the _source exclusion
+        settings = raw.indices.get_settings(index=es_store.events_index)
+        assert all(i["settings"]["index"]["mode"] == "standard" for i in settings.values())
     es_store.init()  # idempotent
     es_store.write_events([_event(1, **{"custom.ip": "192.0.2.1", "custom.name": "x"})])
     es_store.refresh()

@@ -18,6 +18,7 @@ from correlator.pipeline import Pipeline
 from correlator.query import Query
 from correlator.store import StoreUnavailable, spool_for
 
+pytestmark = pytest.mark.es
 SOC = str(Path(sys.executable).with_name("soc"))
 BATCH = 2000  # the pipeline's batch size
 

@@ -17,6 +17,8 @@ from .conftest import expect_gap
 
 EVENTS = sample_events()
 
+pytestmark = pytest.mark.es
+
 
 def _extra_queries() -> list[str]:
     """Queries built from the data: an IPv6 address spelled out in full, exact multi-word values, combinations."""
