@@ -63,7 +63,16 @@ def group_of(event: dict[str, Any], fields: Iterable[str] = GROUP_FIELDS) -> dic
 
 
 def _key(group: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, json.dumps(v, default=str)) for k, v in group.items()))
+    """Hashable, order-independent group key."""
+    return tuple(sorted((k, _hv(v)) for k, v in group.items()))
+
+
+def _hv(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hv(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
 
 
 def build_alert(
