@@ -19,7 +19,7 @@ from struct import error as StructError
 from .apps import TcpApp
 from .community import community_id
 from .decode import ICMP, ICMPV6, TCP, UDP, Counters, PacketDecoder
-from .flows import ACK, FIN, RST, SYN, Flow, FlowTable
+from .flows import ACK, FIN, PORT_PROTOS, RST, SYN, Flow, FlowTable
 from .protocols import dns
 
 TRANSPORT = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "ipv6-icmp"}
@@ -137,13 +137,22 @@ class Sensor:
 
     # --- event building ----------------------------------------------------------------------------------
     def _flow_meta(self, flow: Flow) -> tuple:
-        """(source ip, destination ip, community id, direction) of a flow, computed once."""
+        """(source ip, destination ip, direction, fields common to all the flow's events), computed once."""
         meta = flow.meta
         if meta is None:
             src, dst = _ip(flow.src), _ip(flow.dst)
             sport, dport = flow.icmp if flow.icmp is not None else (flow.sport, flow.dport)
+            common = {**self.base, "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
+                      "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6"}
             cid = community_id(flow.proto, flow.src, flow.dst, sport, dport, self.community_seed)
-            meta = flow.meta = (src, dst, cid, self._direction(src, dst))
+            if cid:
+                common["network.community_id"] = cid
+            if flow.vlans:
+                common["network.vlan.id"] = str(flow.vlans[0])
+                if len(flow.vlans) > 1:
+                    common["network.inner.vlan.id"] = str(flow.vlans[1])
+                    common["soc.vlan.ids"] = [str(v) for v in flow.vlans]
+            meta = flow.meta = (src, dst, self._direction(src, dst), common)
         return meta
 
     def _direction(self, src: str, dst: str) -> str | None:
@@ -154,27 +163,20 @@ class Sensor:
         return ("internal" if d_in else "outbound") if s_in else ("inbound" if d_in else "external")
 
     def _event(self, dataset: str, ts: float, flow: Flow, reverse: bool) -> dict:
-        src, dst, cid, direction = self._flow_meta(flow)
+        src, dst, direction, common = self._flow_meta(flow)
         sport, dport = flow.sport, flow.dport
         if reverse:
             src, dst, sport, dport, direction = dst, src, dport, sport, FLIP.get(direction, direction)
         self.seq += 1
-        ev = {**self.base, "@timestamp": iso(ts), "event.category": [*CATEGORY[dataset]],
+        ev = {**common, "@timestamp": iso(ts), "event.category": [*CATEGORY[dataset]],
               "event.dataset": "soc." + dataset, "event.sequence": self.seq, "source.ip": src, "destination.ip": dst,
-              "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
-              "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6",
               "related.ip": [src, dst] if src != dst else [src]}
-        if flow.proto in (TCP, UDP):
+        if "soc.vlan.ids" in common:
+            ev["soc.vlan.ids"] = [*common["soc.vlan.ids"]]
+        if flow.proto in PORT_PROTOS:
             ev["source.port"], ev["destination.port"] = sport, dport
-        if cid:
-            ev["network.community_id"] = cid
         if direction:
             ev["network.direction"] = direction
-        if flow.vlans:
-            ev["network.vlan.id"] = str(flow.vlans[0])
-            if len(flow.vlans) > 1:
-                ev["network.inner.vlan.id"] = str(flow.vlans[1])
-                ev["soc.vlan.ids"] = [str(v) for v in flow.vlans]
         if dataset != "flow":
             ev["event.type"] = [*TYPE[dataset]]
             ev["network.protocol"] = dataset
