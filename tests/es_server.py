@@ -94,11 +94,14 @@ class EsServer:
     client_options: dict[str, Any] = field(default_factory=dict)
     can_restart: bool = False
 
-    def store(self, namespace: str | None = None, via: str | None = None, **params: str) -> ElasticStore:
-        """A store in a fresh namespace of its own (not yet initialized), optionally through a proxy at `via`."""
+    def uri(self, namespace: str | None = None, via: str | None = None, **params: str) -> str:
+        """A store URI for a fresh namespace of its own (or `namespace`), optionally through a proxy at `via`."""
         query = {"namespace": namespace or "t" + uuid.uuid4().hex[:12], **params}
-        uri = (via or self.url) + "/?" + "&".join(f"{k}={v}" for k, v in query.items())
-        return ElasticStore(uri, **self.client_options)
+        return (via or self.url) + "/?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+    def store(self, namespace: str | None = None, via: str | None = None, **params: str) -> ElasticStore:
+        """A store in a fresh namespace of its own (not yet initialized)."""
+        return ElasticStore(self.uri(namespace, via, **params), **self.client_options)
 
     def stop(self) -> None:
         """Shut the server down, keeping its data (only where `can_restart`)."""

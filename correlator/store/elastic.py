@@ -146,8 +146,11 @@ class ElasticStore(Store):
     def __init__(self, uri: str, **client_options: Any) -> None:
         """Parse `uri` (http(s)://[user:pass@]host:port[/path][?namespace=&retention=&timeout=&ca_certs=
         &verify_certs=]); connects lazily. `client_options` go to `Elasticsearch(...)`. API key: $SOC_ES_API_KEY."""
-        self.uri = uri
         parsed = urlparse(uri)
+        if not parsed.hostname or parsed.scheme not in ("http", "https"):
+            raise StoreError(f"store URI {uri!r}: expected http(s)://host:port")
+        # Shown in messages and used to key the spool: never the password.
+        self.uri = uri.replace(f":{parsed.password}@", ":***@", 1) if parsed.password else uri
         params = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
         if unknown := set(params) - URI_PARAMS:
             raise StoreError(f"store URI {uri!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "

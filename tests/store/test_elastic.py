@@ -328,3 +328,13 @@ def test_unreachable_cluster_raises_store_unavailable():
 def test_bad_uris_are_clear_errors(uri, message):
     with pytest.raises(StoreError, match=message):
         open_store(uri)
+
+
+def test_password_never_shown_and_sent_as_basic_auth():
+    store = ElasticStore(f"http://elastic:s3cret@127.0.0.1:{free_port()}/?namespace=x&timeout=2")
+    assert store.uri == f"http://elastic:***@127.0.0.1:{store.url.rsplit(':', 1)[1]}/?namespace=x&timeout=2"
+    assert "s3cret" not in store.url
+    with pytest.raises(StoreUnavailable) as exc:
+        store.status()
+    assert "s3cret" not in str(exc.value)
+    assert store.es._headers["authorization"].startswith("Basic ")

@@ -46,10 +46,11 @@ def test_cli_ingest_spools_while_elasticsearch_is_down_and_replay_stores_each_ev
                     "(osmem-server keeps data in memory; an external cluster is not ours to stop)")
     store = es_server.store()
     store.init()
+    uri = es_server.uri(store.namespace)  # with the password, if any (store.uri hides it)
     first, second = _events(0, 2 * BATCH), _events(2 * BATCH, 2 * BATCH + 500)
     fifo = tmp_path / "events.ndjson"
     os.mkfifo(fifo)
-    ingest = subprocess.Popen([SOC, "events", "ingest", str(fifo), "--store", store.uri, "--no-rules", "--json"],
+    ingest = subprocess.Popen([SOC, "events", "ingest", str(fifo), "--store", uri, "--no-rules", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with fifo.open("w") as feed:
         feed.writelines(json.dumps(e) + "\n" for e in first)
@@ -69,7 +70,7 @@ def test_cli_ingest_spools_while_elasticsearch_is_down_and_replay_stores_each_ev
 
     es_server.start()
     assert sorted(_stored_ids(es_server, store)) == sorted(e["event.id"] for e in first)  # nothing lost in the stop
-    replay = subprocess.run([SOC, "store", "replay", "--store", store.uri, "--json"], capture_output=True, text=True,
+    replay = subprocess.run([SOC, "store", "replay", "--store", uri, "--json"], capture_output=True, text=True,
                             timeout=120)
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout) | {"skipped": []} == {"events": len(second), "alerts": 0,
@@ -85,18 +86,19 @@ def test_cli_ingest_with_elasticsearch_down_from_the_start_spools_everything(es_
         pytest.skip(f"{es_server.name}: the test cannot stop and restart this server with its data")
     store = es_server.store()
     store.init()
+    uri = es_server.uri(store.namespace)
     events = _events(0, BATCH + 10)
     path = tmp_path / "events.ndjson"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     es_server.stop()
     try:
-        run = subprocess.run([SOC, "events", "ingest", str(path), "--store", store.uri, "--no-rules"],
+        run = subprocess.run([SOC, "events", "ingest", str(path), "--store", uri, "--no-rules"],
                              capture_output=True, text=True, timeout=120)
     finally:
         es_server.start()
     assert run.returncode == 3, run.stderr
     assert f"{len(events)} spooled" in " ".join(run.stdout.split())
-    replay = subprocess.run([SOC, "store", "replay", "--store", store.uri], capture_output=True, text=True,
+    replay = subprocess.run([SOC, "store", "replay", "--store", uri], capture_output=True, text=True,
                             timeout=120)
     assert replay.returncode == 0, replay.stderr
     assert sorted(_stored_ids(es_server, store)) == sorted(e["event.id"] for e in events)
