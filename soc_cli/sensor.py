@@ -16,6 +16,7 @@ from sensors.engine import Sensor
 from soc_cli.common import (
     ExitCode,
     JsonOpt,
+    ProgressBar,
     StoreOpt,
     console,
     die,
@@ -75,6 +76,27 @@ def _summary(stats: dict, run: dict) -> None:
                           f"{run['spooled_events']} spooled, {run['alerts']} alerts", highlight=False)
 
 
+def _records(path: str, fstats: dict, flt: BpfFilter | None, bar: ProgressBar, errors: list[str]) -> Iterator[Record]:
+    """A file's records: progress advanced by bytes read, the BPF filter applied, a read error reported (what was
+    read before it is kept)."""
+
+    def counted() -> Iterator[Record]:
+        done = 0
+        try:
+            for n, rec in enumerate(read_file(path, fstats), 1):
+                done += len(rec[1]) + 16
+                if n % 2000 == 0:
+                    bar.advance(done)
+                    done = 0
+                yield rec
+        except CaptureError as exc:
+            errors.append(str(exc))
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        bar.advance(done)
+
+    return flt.apply(counted()) if flt is not None else counted()
+
+
 @app.command("pcap")
 def pcap(
     files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", show_default=False)],
@@ -107,24 +129,7 @@ def pcap(
                 sensor = _make_sensor(name, nets, path, community_id_seed)
                 fstats: dict = {}
 
-                def records(path: str = path, fstats: dict = fstats) -> Iterator[Record]:
-                    src = read_file(path, fstats)
-                    if flt is not None:
-                        src = flt.apply(src)
-                    done = 0
-                    try:
-                        for n, rec in enumerate(src, 1):
-                            done += len(rec[1]) + 16
-                            if n % 2000 == 0:
-                                bar.advance(done)
-                                done = 0
-                            yield rec
-                    except CaptureError as exc:
-                        errors.append(str(exc))
-                        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-                    bar.advance(done)
-
-                yield from sensor.run(records())
+                yield from sensor.run(_records(path, fstats, flt, bar, errors))
                 stats = sensor.stats() | {"file": path, "file_truncated_records": fstats.get("file_truncated", 0)}
                 if flt is not None:
                     stats["bpf"] = flt.expression
