@@ -289,11 +289,11 @@ class ElasticStore(Store):
             try:
                 es.indices.create_data_stream(name=self.events_index)
             except ApiError as exc:
-                if not _unsupported(exc):
+                if _unsupported(exc):  # a server without data streams (ES-compatible services): a plain index
+                    events_template(data_stream=False)
+                    es.indices.create(index=self.events_index)
+                elif "resource_already_exists" not in str(exc):  # (another soc just created it)
                     raise
-                # A server without data streams (OpenSearch-like emulators, restricted services): a plain index.
-                events_template(data_stream=False)
-                es.indices.create(index=self.events_index)
         for index in (self.alerts_index, self.audit_index, self.meta_index):
             if not es.indices.exists(index=index):
                 es.options(ignore_status=400).indices.create(index=index)  # 400: created concurrently
@@ -319,7 +319,7 @@ class ElasticStore(Store):
         exponential backoff; return how many documents were created.
 
         Raises StoreUnavailable when the cluster cannot be reached or still refuses items after the retries (the
-        caller spools the batch; re-sending is idempotent), StoreError naming each document rejected outright.
+        caller spools the batch; re-sending is idempotent), StoreRejected naming each document refused outright.
         """
         created, refused, rejected = 0, 0, []
         with self._calls(what):
