@@ -1,7 +1,8 @@
 """A pySigma backend whose target language is Python: each rule condition becomes one Python function.
 
-Conversion produces a small tree (``Node``) per condition; ``finalize_query`` turns it into Python source
-(``def m(e, l): return ...``) plus the literal anchors the engine's prefilter indexes.
+Conversion produces a small tree (``Node``) per condition (``finalize_query`` simplifies it); the engine
+(``correlator.sigma.engine.compile_rules``) turns each rule's tree into Python source ``def m<i>(e, l): return ...``
+with ``_Gen`` and takes its prefilter anchors from the same tree.
 
 Matching contract for the generated code:
 - ``e`` is the flat event (dotted keys); ``l`` is a ``Lowered`` view of it: ``l[field]`` is the value as a
@@ -16,7 +17,6 @@ Matching contract for the generated code:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import ip_address, ip_network
 from typing import Any, ClassVar
@@ -242,15 +242,6 @@ RUNTIME: dict[str, Any] = {
 }
 
 
-@dataclass
-class CompiledCondition:
-    """One converted rule condition: Python source, constants it needs and the prefilter anchors."""
-
-    source: str
-    consts: dict[str, tuple[str, tuple]] = field(default_factory=dict)  # name -> (factory, args)
-    tree: Node = ()
-
-
 def string_parts(s: SigmaString) -> tuple:
     """SigmaString as a tuple of literal str parts and '*' / '?' wildcard markers (None for placeholders)."""
     out: list[Any] = []
@@ -279,7 +270,7 @@ class PythonBackend(Backend):
     """pySigma backend: Sigma rule → Python matcher source."""
 
     name: ClassVar[str] = "soc python"
-    formats: ClassVar[dict[str, str]] = {"default": "CompiledCondition objects"}
+    formats: ClassVar[dict[str, str]] = {"default": "condition trees (engine.compile_rules generates the code)"}
     requires_pipeline: ClassVar[bool] = False
 
     # --- boolean structure -------------------------------------------------------------------------------
@@ -568,12 +559,6 @@ def _group_pred(shape: str, lits: tuple[str, ...]) -> Any:
     if shape == "end":
         return lambda x: x.endswith(lits)
     return _Contains(lits).find
-
-
-def generate(tree: Node) -> CompiledCondition:
-    g = _Gen()
-    src = "def m(e, l):\n    return " + g.expr(tree) + "\n"
-    return CompiledCondition(source=src, consts=g.consts, tree=tree)
 
 
 def _pattern_pred(parts: tuple, cased: bool) -> Any:

@@ -26,7 +26,6 @@ from correlator.sigma.backend import RUNTIME, Lowered, Node, PythonBackend, _Gen
 from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, rule_path
 from correlator.sigma.pipelines import build_pipeline
 
-WILD = ("\0*", "\0?")
 # Which producers (ECS event.module) carry a Sigma logsource product's events.
 PRODUCT_MODULES: dict[str, tuple[str, ...]] = {
     "windows": ("windows", "sysmon", "security", "powershell", "system", "winlog", "wineventlog"),
@@ -327,7 +326,3 @@ def compile_rules(
     src = "".join(f"def m{i}(e, l):\n    return {g.expr(t)}\n" for i, t in enumerate(trees))
     code = marshal.dumps(compile(src, f"<sigma:{schema}>", "exec"))
     return Compiled(schema, infos, src, g.consts, anchors, code), failures
-
-
-def correlation_infos(ruleset: RuleSet) -> list[RuleInfo]:
-    return [RuleInfo.of(c) for c in ruleset.correlations]
