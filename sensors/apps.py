@@ -209,6 +209,7 @@ class TcpApp:
 
     def finish(self) -> Out:
         """Events still held at the end of the flow (requests without response, a lone ClientHello, one banner)."""
+        self.gaps += sum(1 for held in self.held if held)  # holes that never filled
         out: Out = []
         if self.proto == "http":
             out = [(0, "http", fields, ts) for fields, ts in self.pending]

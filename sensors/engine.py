@@ -133,6 +133,7 @@ class Sensor:
                "reassembled": c["reassembled"], "fragments_incomplete": c["fragments_incomplete"],
                "flows_emitted": c["flows_emitted"], "flows_evicted": c["flows_evicted"],
                "flows_open": len(self.table.flows), "dns_malformed": c["dns_malformed"],
+               "tcp_stream_gaps": c["tcp_stream_gaps"],
                "events": dict(self.events)}
 
     # --- event building ----------------------------------------------------------------------------------
@@ -211,6 +212,8 @@ class Sensor:
         if app is not None:
             for res in app.finish():
                 self._app_event(flow, res)
+            if app.gaps:
+                self.counters["tcp_stream_gaps"] += app.gaps
         ev = self._event("flow", flow.start, flow, False)
         if flow.end_reason == "active_timeout":
             types = ["connection", "start"] if flow.part == 0 else ["connection"]
