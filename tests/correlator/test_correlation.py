@@ -232,3 +232,37 @@ def test_event_without_time_counts_at_epoch(ts) -> None:
     eng = engine(EVENT_COUNT)
     e = {"source.ip": "1.2.3.4", "@timestamp": ts}
     assert len(feed(eng, [(e, A), (e, A), (e, A)])) == 1
+
+
+def test_value_median_and_percentile() -> None:
+    median = engine("""
+        title: Median
+        correlation:
+            type: value_median
+            rules: [base_a]
+            group-by: [source.ip]
+            timespan: 1m
+            condition:
+                field: network.bytes
+                gte: 100
+        """)
+    assert feed(median, [(ev(t, **{"network.bytes": b}), A) for t, b in enumerate([10, 20, 30, 300, 400])]) == []
+    fired = feed(median, [(ev(5, **{"network.bytes": 500}), A)])  # median of 10 20 30 300 400 500 = 165
+    assert len(fired) == 1 and fired[0].value == 165
+    pct = engine("""
+        title: P90
+        correlation:
+            type: value_percentile
+            rules: [base_a]
+            group-by: [source.ip]
+            timespan: 1m
+            condition:
+                field: network.bytes
+                percentile: 90
+                gte: 900
+        """)
+    values = [100] * 9 + [1000]  # inclusive 90th percentile of 9x100 and 1000 = 190
+    assert feed(pct, [(ev(t, **{"network.bytes": b}), A) for t, b in enumerate(values)]) == []
+    fired = feed(pct, [(ev(20 + t, **{"network.bytes": 1000}), A) for t in range(3)])
+    # 9x100 + 2x1000: p90 = 1000 fires; the window is then cleared, so each later 1000 alone fires again
+    assert [f.value for f in fired] == [1000, 1000, 1000] and len(fired[0].events) == 11
