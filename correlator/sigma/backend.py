@@ -68,16 +68,20 @@ class Lowered(dict):
         self._text: str | None = None
 
     def text(self) -> str:
-        """Every lower-cased value of the event joined by newlines (keyword search in one pass)."""
+        """Every value of the event, lower-cased and joined by newlines (keyword search in one pass)."""
         if self._text is None:
             parts: list[str] = []
-            for k in self.e:
-                v = self[k]
-                if type(v) is str:
+            for v in self.e.values():
+                t = type(v)
+                if t is str:
                     parts.append(v)
-                elif type(v) is tuple:
-                    parts.extend(v)
-            self._text = "\n".join(parts)
+                elif t is list or t is tuple:
+                    lv = lower_value(v)
+                    if lv:
+                        parts.extend(lv)
+                elif v is not None and t is not dict:
+                    parts.append(lower_value(v))
+            self._text = "\n".join(parts).lower()
         return self._text
 
     def __missing__(self, k: str) -> str | tuple[str, ...] | None:
