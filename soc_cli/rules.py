@@ -13,7 +13,7 @@ from rich.table import Table
 from correlator.alerts import techniques
 from correlator.sigma import SHIPPED_RULES
 from correlator.sigma.loader import RuleFailure
-from soc_cli.common import ExitCode, JsonOpt, console, die, err_console, print_ndjson
+from soc_cli.common import ExitCode, JsonOpt, console, die, err_console, make_progress, print_ndjson
 
 app = typer.Typer(help="Sigma rules: list, validate, test against events, convert, ATT&CK coverage.",
                   no_args_is_help=True)
@@ -45,7 +45,9 @@ def _engine(paths: list[Path]) -> Any:
     from correlator.sigma.loader import load_placeholders
 
     try:
-        return SigmaEngine.load(paths, "ecs", load_placeholders(paths), cache=True)
+        with make_progress(None, "Loading rules") as bar:
+            return SigmaEngine.load(paths, "ecs", load_placeholders(paths), cache=True,
+                                    progress=lambda stage, done, total: bar.update(done, stage, total))
     except (FileNotFoundError, ValueError) as e:
         die(str(e))
 

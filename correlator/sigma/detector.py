@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,11 @@ class SigmaEngine:
         schema: str = "ecs",
         placeholders: dict[str, list[str]] | None = None,
         cache: bool | Path = False,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> SigmaEngine:
-        """Load and compile rules under ``paths``; with ``cache`` reuse a compiled cache keyed by the files."""
+        """Load and compile rules under ``paths``; with ``cache`` reuse a compiled cache keyed by the files.
+
+        ``progress(stage, done, total)`` is called while parsing ('parse') and compiling ('compile')."""
         files = rule_files(paths)
         cache_file = None
         if cache:
@@ -67,8 +71,9 @@ class SigmaEngine:
                     return cls(Matcher(compiled), correlations, failures, len(files), True)
                 except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
                     pass  # stale or foreign cache: rebuild
-        rs = load_rules(files)
-        compiled, failures = compile_rules(rs, schema, placeholders)
+        rs = load_rules(files, (lambda d, t: progress("parse", d, t)) if progress else None)
+        compiled, failures = compile_rules(rs, schema, placeholders,
+                                           progress=(lambda d, t: progress("compile", d, t)) if progress else None)
         engine = cls(Matcher(compiled), rs.correlations, rs.failures + failures, len(files))
         if cache_file is not None:
             _write_cache(cache_file, compiled, rs.correlations, engine.failures)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import marshal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,7 @@ def compile_rules(
     schema: str = "ecs",
     placeholders: dict[str, list[str]] | None = None,
     copy_rules: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Compiled, list[RuleFailure]]:
     """Convert the ruleset's base rules with the PythonBackend through the schema's pipeline.
 
@@ -293,7 +295,9 @@ def compile_rules(
     failures: list[RuleFailure] = []
     infos: list[RuleInfo] = []
     trees: list[Node] = []
-    for rule in ruleset.rules:
+    for n, rule in enumerate(ruleset.rules, 1):
+        if progress is not None and (n % 100 == 0 or n == len(ruleset.rules)):
+            progress(n, len(ruleset.rules))
         r = copy.deepcopy(rule) if copy_rules else rule
         n_err = len(backend.errors)
         try:

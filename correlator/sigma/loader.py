@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,15 @@ def failure_reason(err: BaseException) -> str:
     return name.removeprefix("Sigma").removesuffix("Error") or name
 
 
-def load_rules(paths: list[str | Path]) -> RuleSet:
+def load_rules(paths: list[str | Path], progress: Callable[[int, int], None] | None = None) -> RuleSet:
     """Parse every rule file under ``paths`` (per file, errors collected) and resolve correlation references."""
     rs = RuleSet()
     collections: list[SigmaCollection] = []
-    for path in rule_files(paths):
+    files = rule_files(paths)
+    for n, path in enumerate(files, 1):
         rs.files.append(path)
+        if progress is not None and (n % 100 == 0 or n == len(files)):
+            progress(n, len(files))
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
