@@ -36,7 +36,7 @@ NOIDA_GAPS = {
     "ilm": "noida-db implements no ILM API (_ilm: no handler found)",
     "data_stream": "noida-db implements no data stream API (_data_stream: no handler found)",
     "cidr": "noida-db: a CIDR term query on an ip field silently returns 0 hits",
-    "ip_spelling": "noida-db: a term query on an ip field matches only the canonical spelling (not 2001:0db8::…)",
+    "ipv6_term": "noida-db: a term query on an ip field never matches an IPv6 address (IPv4 works)",
     "lucene_numeric_term": "noida-db: a query_string term on a numeric field (destination.port:22) returns 0 hits",
     "lucene_ip_term": "noida-db: a query_string term on an ip field fails with 400 'For input string'",
 }
