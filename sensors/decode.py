@@ -7,8 +7,8 @@ why). Nothing here allocates more than one small tuple per packet on the common 
 from __future__ import annotations
 
 from collections import OrderedDict
+from struct import Struct, unpack_from
 from struct import error as StructError
-from struct import unpack_from
 from typing import NamedTuple
 
 # Link types (https://www.tcpdump.org/linktypes.html)
@@ -42,6 +42,9 @@ class Decoded(NamedTuple):
 
 
 _new = tuple.__new__  # builds a Decoded without NamedTuple's Python-level __new__ (hot path)
+# IPv4 header without options + the first 8 bytes of TCP/UDP: total length, flags/offset, protocol, addresses,
+# ports, TCP sequence number (for UDP: length << 16 | checksum)
+_V4_L4 = Struct(">2xH2xH1xB2x4s4sHHI").unpack_from
 
 
 class Counters(dict):
@@ -153,24 +156,21 @@ class PacketDecoder:
             c["truncated"] += 1
             return None
         if etype == ETH_IPV4:
-            # fast path: a whole, unfragmented IPv4 datagram carrying TCP or UDP with a complete header
-            if n >= off + 40:
-                vihl, total, frag = data[off], *unpack_from(">HxxH", data, off + 2)
-                proto, ihl = data[off + 9], (vihl & 0x0F) * 4
-                pos, end = off + ihl, off + total
-                if vihl >> 4 == 4 and ihl >= 20 and not frag & 0x3FFF and total >= ihl + 20 and end <= n:
+            # fast path: a whole, unfragmented IPv4 datagram without options carrying TCP or UDP
+            if n >= off + 40 and data[off] == 0x45:
+                total, frag, proto, src, dst, sport, dport, seq = _V4_L4(data, off)
+                end = off + total
+                if not frag & 0x3FFF and total >= 40 and end <= n:
                     if proto == TCP:
-                        sport, dport, seq = unpack_from(">HHI", data, pos)
-                        hlen = (data[pos + 12] >> 4) * 4
-                        if 20 <= hlen <= end - pos:
-                            return _new(Decoded, (4, data[off + 12:off + 16], data[off + 16:off + 20], TCP, sport,
-                                                  dport, vlans, data[pos + 13], seq, data[pos + hlen:end],
-                                                  total - ihl, False))
+                        hlen = (data[off + 32] >> 4) * 4
+                        if 20 <= hlen <= total - 20:
+                            return _new(Decoded, (4, src, dst, TCP, sport, dport, vlans, data[off + 33], seq,
+                                                  data[off + 20 + hlen:end], total - 20, False))
                     elif proto == UDP:
-                        sport, dport, ulen = unpack_from(">HHH", data, pos)
-                        if 8 <= ulen <= end - pos:
-                            return _new(Decoded, (4, data[off + 12:off + 16], data[off + 16:off + 20], UDP, sport,
-                                                  dport, vlans, 0, 0, data[pos + 8:pos + ulen], total - ihl, False))
+                        ulen = seq >> 16
+                        if 8 <= ulen <= total - 20:
+                            return _new(Decoded, (4, src, dst, UDP, sport, dport, vlans, 0, 0,
+                                                  data[off + 28:off + 20 + ulen], total - 20, False))
             return self._ipv4(data, off, n, vlans, ts)
         if etype == ETH_IPV6:
             return self._ipv6(data, off, n, vlans, ts)
