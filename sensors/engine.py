@@ -220,11 +220,13 @@ class Sensor:
         else:
             types = ["connection", "start", "end"] if flow.part == 0 else ["connection", "end"]
         (p0, p1), (b0, b1), outcome = flow.pkts, flow.bytes, flow.outcome
-        ev.update({"event.type": types, "event.start": ev["@timestamp"], "event.end": iso(flow.last),
-                   "event.duration": round((flow.last - flow.start) * 1e9),
-                   "source.packets": p0, "source.bytes": b0, "destination.packets": p1, "destination.bytes": b1,
-                   "network.packets": p0 + p1, "network.bytes": b0 + b1,
-                   "soc.flow.state": outcome, "soc.flow.end_reason": flow.end_reason})
+        ev["event.type"] = types
+        ev["event.start"] = ev["@timestamp"]
+        ev["event.end"] = iso(flow.last)
+        ev["event.duration"] = round((flow.last - flow.start) * 1e9)
+        ev["source.packets"], ev["source.bytes"], ev["destination.packets"], ev["destination.bytes"] = p0, b0, p1, b1
+        ev["network.packets"], ev["network.bytes"] = p0 + p1, b0 + b1
+        ev["soc.flow.state"], ev["soc.flow.end_reason"] = outcome, flow.end_reason
         if app is not None and app.proto:
             ev["network.protocol"] = app.proto
         if flow.proto == TCP:
