@@ -609,10 +609,9 @@ def _clause_dsl(c: Clause) -> dict[str, Any]:
     if isinstance(c, Text):
         return {"bool": {"filter": [{"term": {TEXT_FIELD: w}} for w in c.words]}}
     if isinstance(c, Clearance):  # unlabelled items are rank 0 (public)
-        allowed: list[dict[str, Any]] = [{"range": {"gov.label.rank": {"lte": c.max_rank}}}]
-        if c.max_rank >= 0:
-            allowed.append({"bool": {"must_not": [{"exists": {"field": "gov.label.rank"}}]}})
-        return {"bool": {"should": allowed, "minimum_should_match": 1}}
+        if c.max_rank < 0:
+            return {"range": {"gov.label.rank": {"lte": c.max_rank}}}
+        return {"bool": {"must_not": [{"range": {"gov.label.rank": {"gt": c.max_rank}}}]}}
     raise StoreError(f"unsupported query clause {c!r}")
 
 
