@@ -21,7 +21,7 @@ class TcpApp:
     """Application state of one TCP flow."""
 
     __slots__ = ("proto", "bufs", "next_seq", "skip", "mode", "pending", "tls_readers", "client_hello", "banners",
-                 "done", "gaps", "held")
+                 "done", "gaps", "held", "handler")
 
     def __init__(self, isn: list[int | None]) -> None:
         self.proto: str | None = None
@@ -80,8 +80,9 @@ class TcpApp:
                 return []
             if self.proto == "tls":
                 self.tls_readers = [tls.HandshakeReader(), tls.HandshakeReader()]
+            self.handler = getattr(self, "_" + self.proto)
         try:
-            return getattr(self, "_" + self.proto)(direction, payload, ts)
+            return self.handler(direction, payload, ts)
         except (ValueError, IndexError, UnicodeDecodeError, StructError):
             if self.proto == "http":  # one bad message ends parsing of that direction only
                 self.mode[direction] = "off"
