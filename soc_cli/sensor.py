@@ -36,8 +36,9 @@ NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.nam
                                                                    "else the host name).")]
 SeedOpt = Annotated[int, typer.Option("--community-id-seed", min=0, max=65535,
                                       help="Community ID seed (as Suricata's community-id-seed).")]
-HomeOpt = Annotated[str | None, typer.Option("--home-net", help="Comma-separated CIDRs of the protected networks; "
-                                                                "sets network.direction (default: config home_net).")]
+HomeOpt = Annotated[str | None, typer.Option(
+    "--home-net", help="Comma-separated CIDRs of the protected networks; sets network.direction "
+                       "(default: config sensor.home_net).")]
 
 
 def _options(sensor_name: str | None, home_net: str | None) -> tuple[str | None, list[str]]:
