@@ -24,11 +24,13 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from elastic_transport import Urllib3HttpNode
+from elasticsearch import Elasticsearch
 
 from correlator.store.elastic import ElasticStore
 
@@ -93,10 +95,12 @@ class EsServer:
     gaps: dict[str, str] = field(default_factory=dict)
     client_options: dict[str, Any] = field(default_factory=dict)
     can_restart: bool = False
+    namespaces: set[str] = field(default_factory=set)
 
     def uri(self, namespace: str | None = None, via: str | None = None, **params: str) -> str:
         """A store URI for a fresh namespace of its own (or `namespace`), optionally through a proxy at `via`."""
         query = {"namespace": namespace or "t" + uuid.uuid4().hex[:12], **params}
+        self.namespaces.add(query["namespace"])
         return (via or self.url) + "/?" + "&".join(f"{k}={v}" for k, v in query.items())
 
     def store(self, namespace: str | None = None, via: str | None = None, **params: str) -> ElasticStore:
@@ -123,7 +127,21 @@ class EsServer:
         raise NotImplementedError(f"{self.name}: no local process to freeze")
 
     def close(self) -> None:
-        """Shut it down for good."""
+        """Remove what the tests created (a real cluster outlives the session)."""
+        raw = Elasticsearch(self.url, **self.client_options, request_timeout=10, max_retries=0)
+        if not raw.options(ignore_status=404).ping():
+            warnings.warn(f"{self.name}: server down at the end of the session, test namespaces left", stacklevel=1)
+            return
+        for ns in self.namespaces:
+            gone = raw.options(ignore_status=(400, 404))
+            gone.indices.delete_data_stream(name=f"logs-soc.events-{ns}")
+            gone.indices.delete(index=f"logs-soc.events-{ns},soc-alerts-{ns},soc-audit-{ns},soc-meta-{ns}",
+                                ignore_unavailable=True)
+            for template in (f"soc-events-{ns}", f"soc-alerts-{ns}", f"soc-audit-{ns}", f"soc-meta-{ns}"):
+                gone.indices.delete_index_template(name=template)
+            gone.cluster.delete_component_template(name=f"soc-ecs-{ns}")
+            gone.ilm.delete_lifecycle(name=f"soc-events-{ns}")
+        raw.close()
 
 
 class NoidaServer(EsServer):
@@ -160,7 +178,9 @@ class NoidaServer(EsServer):
                 self.proc.kill()
                 self.proc.wait()
 
-    close = stop
+    def close(self) -> None:
+        super().close()
+        self.stop()
 
 
 class OsmemServer(EsServer):
@@ -178,6 +198,7 @@ class OsmemServer(EsServer):
 
     def close(self) -> None:
         self.thaw()
+        super().close()
         self.server.close()
 
 
