@@ -181,6 +181,7 @@ class ElasticStore(Store):
             netloc = f"[{parsed.hostname}]" + (f":{parsed.port}" if parsed.port else "")
         self.url = urlunparse((parsed.scheme, netloc, parsed.path.rstrip("/"), "", "", ""))
         self.es = Elasticsearch(self.url, **(options | client_options))
+        self._bulk_client = self.es.options(retry_on_status=())  # streaming_bulk does those retries, with backoff
         ns = self.namespace
         self.events_index = f"logs-soc.events-{ns}"
         self.alerts_index = f"soc-alerts-{ns}"
@@ -324,7 +325,7 @@ class ElasticStore(Store):
         created, refused, rejected = 0, 0, []
         with self._calls(what):
             for ok, item in helpers.streaming_bulk(
-                self.es.options(retry_on_status=()), actions, raise_on_error=False, chunk_size=1000,
+                self._bulk_client, actions, raise_on_error=False, chunk_size=1000,
                 max_retries=self.RETRIES, initial_backoff=self.BACKOFF, max_backoff=self.MAX_BACKOFF,
                 retry_on_status=BULK_RETRY_STATUS,
             ):
