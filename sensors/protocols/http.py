@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from base64 import b64decode
+from binascii import Error as BinasciiError
+
 METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 MAX_HEAD = 65536
 
@@ -59,6 +62,20 @@ def _body_length(headers: dict[str, str], default: int = 0) -> int:
         return default
 
 
+def _authorization(value: str) -> dict:
+    """The Authorization scheme (`soc.http.auth_scheme`) and, for Basic, the user name; never the secret."""
+    scheme, _, credentials = value.strip().partition(" ")
+    out: dict = {"soc.http.auth_scheme": scheme.lower()}
+    if scheme.lower() == "basic":
+        try:
+            user = b64decode(credentials.strip(), validate=True).decode("utf-8", "replace").partition(":")[0]
+        except (BinasciiError, ValueError):
+            return out
+        if user:
+            out["user.name"] = user
+    return out
+
+
 def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
     """Parse a request head at the start of buf: (fields, head length, body length) or None if incomplete."""
     head = _head(buf)
@@ -96,6 +113,8 @@ def parse_request(buf: bytes) -> tuple[dict, int, int] | None:
         ev["http.request.referrer"] = headers["referer"]
     if "content-type" in headers:
         ev["http.request.mime_type"] = headers["content-type"].partition(";")[0]
+    if "authorization" in headers:
+        ev.update(_authorization(headers["authorization"]))
     body = _body_length(headers)
     if body > 0:
         ev["http.request.body.bytes"] = body

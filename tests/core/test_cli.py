@@ -87,6 +87,7 @@ ATTACKS = [
     ("10.20.9.9", "198.51.100.99", "icmp tunnelling"),
     ("10.1.0.80", "198.51.100.23", "accredited below"),  # write-down of secret HR data to the internet
     ("10.20.3.4", "10.1.0.80", "protection profile"),  # cleartext HTTP to the secret HR system
+    ("10.20.3.4", "10.1.0.80", "basic credentials"),  # ... carrying HTTP Basic credentials
 ]
 NORMAL_HOSTS = [f"10.10.1.{i}" for i in range(10, 30)] + [f"10.20.2.{i}" for i in range(20, 40)] + ["172.16.10.10"]
 
