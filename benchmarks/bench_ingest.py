@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from correlator.pipeline import Pipeline
+from correlator.query import searchable_text
 from correlator.store import Spool, open_store
-from correlator.store.sqlite import _category, _string_values, ip_bytes
+from correlator.store.sqlite import _category, ip_bytes
 
 
 def synthetic(n: int, seed: int = 1):
@@ -74,7 +75,7 @@ def raw_executemany(db: Path, n: int) -> float:
         rows.append((ev["event.id"], ev["@timestamp"], ev["event.kind"], _category(ev["event.category"]),
                      ev["event.dataset"], ip_bytes(ev["source.ip"]), ev["source.port"], ip_bytes(ev["destination.ip"]),
                      ev["destination.port"], None, ev["observer.name"], json.dumps(ev, separators=(",", ":"))))
-        texts.append(_string_values(ev))
+        texts.append(searchable_text(ev))
     db_conn = store.db
     t = time.perf_counter()
     for i in range(0, n, 2000):

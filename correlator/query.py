@@ -89,6 +89,17 @@ def tokens(text: str) -> list[str]:
     return [t.lower() for t in _TOKEN_RE.findall(text)]
 
 
+def searchable_text(event: dict) -> str:
+    """The text free-text search sees: every string value of the event (and of its lists), space-joined."""
+    parts: list[str] = []
+    for value in event.values():
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            parts.extend(v for v in value if isinstance(v, str))
+    return " ".join(parts)
+
+
 def _number(text: str, where: str) -> float:
     try:
         return float(text)

@@ -31,9 +31,8 @@ from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError,
 
 from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
 from correlator.events import flatten, nest, to_utc_iso
-from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text
+from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
-from correlator.store.sqlite import _string_values as searchable_text
 from correlator.store.sqlite import ip_bytes
 
 SCHEMA_VERSION = 1

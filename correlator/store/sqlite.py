@@ -17,7 +17,7 @@ from typing import Any
 
 from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
 from correlator.events import to_utc_iso
-from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, tokens
+from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text, tokens
 from correlator.store.base import Store, StoreError, StoreUnavailable
 
 SCHEMA_VERSION = 1
@@ -107,19 +107,9 @@ def _category(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _string_values(event: dict[str, Any]) -> str:
-    parts: list[str] = []
-    for value in event.values():
-        if isinstance(value, str):
-            parts.append(value)
-        elif isinstance(value, list):
-            parts.extend(v for v in value if isinstance(v, str))
-    return " ".join(parts)
-
-
 def _has_tokens(doc: str, words_json: str) -> bool:
     """True when every word is a token of some string value of the JSON document."""
-    have = set(tokens(_string_values(json.loads(doc))))
+    have = set(tokens(searchable_text(json.loads(doc))))
     return all(w in have for w in json.loads(words_json))
 
 
@@ -202,7 +192,7 @@ class SQLiteStore(Store):
                 ip_bytes(ev.get("destination.ip")), ev.get("destination.port"), ev.get("host.name"),
                 ev.get("observer.name"), doc,
             ))
-            texts.append(_string_values(ev))
+            texts.append(searchable_text(ev))
         return self._insert(rows, texts)
 
     def _insert(self, rows: list[tuple], texts: list[str]) -> int:
