@@ -69,12 +69,8 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
                 node[".".join(parts[i:])] = flat[key]
                 break
             node = child
-        else:
-            leaf = parts[-1]
-            if isinstance(node.get(leaf), dict):
-                node[leaf]["value"] = flat[key]
-            else:
-                node[leaf] = flat[key]
+        else:  # shallower keys come first, so a leaf never lands on an object already built
+            node[parts[-1]] = flat[key]
     return out
 
 

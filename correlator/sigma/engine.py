@@ -231,7 +231,7 @@ class Matcher:
                 if v is None:
                     continue
                 vals = v if type(v) is tuple else (v,)
-            has, exact, automaton = index[k]
+            has, exact, automaton = index[k]  # _hit() inlined: this loop runs for every field of every event
             if has:
                 cands.update(has)
             if exact is not None:
