@@ -62,7 +62,7 @@ def group_of(event: dict[str, Any], fields: Iterable[str] = GROUP_FIELDS) -> dic
     return {f: event[f] for f in fields if event.get(f) is not None}
 
 
-def _key(group: dict[str, Any]) -> tuple:
+def group_key(group: dict[str, Any]) -> tuple:
     """Hashable, order-independent group key."""
     return tuple(sorted((k, _hv(v)) for k, v in group.items()))
 
@@ -80,16 +80,20 @@ def build_alert(
     event: dict[str, Any],
     group: dict[str, Any],
     start: str,
-    reason: str,
+    reason: str | None,
     events: list[dict[str, Any]] | None = None,
+    key: tuple | None = None,
 ) -> dict[str, Any]:
-    """A new alert for ``rule`` (a RuleInfo) triggered by ``event`` (the last of ``events``)."""
+    """A new alert for ``rule`` (a RuleInfo) triggered by ``event`` (the last of ``events``); the default reason
+    names the rule and the event."""
     events = events or [event]
     level = (rule.level or "medium").lower()
+    if reason is None:
+        reason = f"{rule.title}: event {event.get('event.id', '?')}"
     alert: dict[str, Any] = {
         "@timestamp": event.get("@timestamp") or start,
         "event.kind": "signal",
-        "soc.alert.uuid": alert_uuid(rule.id, _key(group), start),
+        "soc.alert.uuid": alert_uuid(rule.id, group_key(group) if key is None else key, start),
         "soc.alert.status": "active",
         "soc.alert.workflow_status": "open",
         "soc.alert.severity": SEVERITY.get(level, "medium"),
@@ -136,10 +140,12 @@ class AlertFolder:
         self.max_open = max_open
         self.open: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
 
-    def add(self, rule: Any, event: dict[str, Any], ts: float, group: dict[str, Any], reason: str,
-            events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Fold a match in; returns the new or updated alert (to upsert)."""
-        k = (rule.id, _key(group))
+    def add(self, rule: Any, event: dict[str, Any], ts: float, group: dict[str, Any], reason: str | None = None,
+            events: list[dict[str, Any]] | None = None, key: tuple | None = None) -> dict[str, Any]:
+        """Fold a match in; returns the new or updated alert (to upsert). ``key``: ``group_key(group)`` when the
+        caller has it already."""
+        gkey = group_key(group) if key is None else key
+        k = (rule.id, gkey)
         cur = self.open.get(k)
         if cur is not None and cur[0] <= ts < cur[0] + self.window:
             alert = cur[1]
@@ -157,7 +163,7 @@ class AlertFolder:
             self.open.move_to_end(k)
             return alert
         start = (events[0] if events else event).get("@timestamp") or to_utc_iso(ts)
-        alert = build_alert(rule, event, group, start, reason, events)
+        alert = build_alert(rule, event, group, start, reason, events, gkey)
         self.open[k] = (ts, alert)
         self.open.move_to_end(k)
         while len(self.open) > self.max_open:

@@ -237,7 +237,32 @@ def _keyword_raw(e: dict[str, Any], pred: Any) -> bool:
     return any(_any(pred, v) for v in e.values())
 
 
+def _t_start(v: tuple[str, ...], prefix: str | tuple[str, ...]) -> bool:
+    return any(x.startswith(prefix) for x in v)
+
+
+def _t_end(v: tuple[str, ...], suffix: str | tuple[str, ...]) -> bool:
+    return any(x.endswith(suffix) for x in v)
+
+
+def _t_in(v: tuple[str, ...], lit: str) -> bool:
+    return any(lit in x for x in v)
+
+
+def _t_match(rx: re.Pattern[str], v: tuple[str, ...]) -> bool:
+    return any(rx.match(x) is not None for x in v)
+
+
+def _t_ac(ac: Any, v: tuple[str, ...]) -> bool:
+    return any(ac.find(x) for x in v)
+
+
 RUNTIME: dict[str, Any] = {
+    "_t_start": _t_start,
+    "_t_end": _t_end,
+    "_t_in": _t_in,
+    "_t_match": _t_match,
+    "_t_ac": _t_ac,
     "_any": _any,
     "_fv": field_value,
     "_fieldref": _fieldref,
@@ -468,6 +493,23 @@ class _Gen:
         rx = self.const("regex", pattern_regex(parts, cased), 0)
         return f"{rx}.match({var}) is not None"
 
+    def tuple_pred(self, parts: tuple) -> str:
+        """Python expression testing tuple ``v`` of lower-case strings (any element) against a pattern; runtime
+        helpers instead of generator expressions keep the generated module small and quick to compile."""
+        lits = literal_parts(parts)
+        parts = tuple(p if p in ("\0*", "\0?") else p.lower() for p in parts)
+        if len(parts) == 1 and lits:
+            return f"{parts[0]!r} in v"
+        if not parts:
+            return "'' in v"
+        if len(parts) == 2 and parts[0] == "\0*" and lits:
+            return f"_t_end(v, {parts[1]!r})"
+        if len(parts) == 2 and parts[1] == "\0*" and lits:
+            return f"_t_start(v, {parts[0]!r})"
+        if len(parts) == 3 and parts[0] == parts[2] == "\0*" and lits:
+            return f"_t_in(v, {parts[1]!r})"
+        return f"_t_match({self.const('regex', pattern_regex(parts, False), 0)}, v)"
+
     def or_parts(self, kids: list[Node]) -> list[str]:
         """OR children; many plain values of one field become one set lookup, prefix/suffix tuple or
         Aho-Corasick automaton (SigmaHQ lists of hundreds of values cost one pass, not hundreds)."""
@@ -494,10 +536,11 @@ class _Gen:
                 return f"{self.const('ac', uniq)}.find(l.text())"
             return f"_keyword(l, {self.const('group_pred', shape, uniq)})"
         c = self.const({"eq": "set", "start": "tuple", "end": "tuple", "contains": "ac"}[shape], uniq)
-        test = {"eq": "{x} in " + c, "start": "{x}.startswith(" + c + ")", "end": "{x}.endswith(" + c + ")",
-                "contains": c + ".find({x})"}[shape]
-        return (f"(type(v := l[{f!r}]) is str and {test.format(x='v')}"
-                f" or type(v) is tuple and any({test.format(x='x')} for x in v))")
+        test = {"eq": f"v in {c}", "start": f"v.startswith({c})", "end": f"v.endswith({c})",
+                "contains": f"{c}.find(v)"}[shape]
+        many = {"eq": f"not {c}.isdisjoint(v)", "start": f"_t_start(v, {c})", "end": f"_t_end(v, {c})",
+                "contains": f"_t_ac({c}, v)"}[shape]
+        return f"(type(v := l[{f!r}]) is str and {test} or type(v) is tuple and {many})"
 
     def str_expr(self, f: str | None, parts: tuple, cased: bool) -> str:
         if cased:  # compare the raw string
@@ -505,13 +548,10 @@ class _Gen:
             return f"_keyword_raw(e, {p})" if f is None else f"_any({p}, _fv(e, {f!r}))"
         if f is None:
             return f"_keyword(l, {self.const('pat_pred', parts, False)})"
-        t = self.str_pred(parts, False, "x")
+        t = self.str_pred(parts, False, "v")
         if t == "True":
             return f"(l[{f!r}] is not None)"
-        return (
-            f"(type(v := l[{f!r}]) is str and {self.str_pred(parts, False, 'v')}"
-            f" or type(v) is tuple and any({t} for x in v))"
-        )
+        return f"(type(v := l[{f!r}]) is str and {t} or type(v) is tuple and {self.tuple_pred(parts)})"
 
 
 GROUP_MIN = 4  # OR-ed plain values of one field from which a set / automaton pays

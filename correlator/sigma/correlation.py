@@ -94,6 +94,12 @@ class Correlation:
         # per referenced rule: the event fields of the group-by (aliases resolved) and of the aggregated value
         self.fields = [[self._field(g, i) for g in self.group_by] for i in range(len(ref_ids))]
         self.value_fields = [self._field(self.fieldref, i) if self.fieldref else "" for i in range(len(ref_ids))]
+        t = rule.type
+        self._holds = (self._event_count if t == SigmaCorrelationType.EVENT_COUNT else
+                       self._value_count if t == SigmaCorrelationType.VALUE_COUNT else
+                       self._temporal if t in (SigmaCorrelationType.TEMPORAL,
+                                               SigmaCorrelationType.TEMPORAL_ORDERED) else
+                       self._aggregate)
         self.groups: OrderedDict[tuple, _Window] = OrderedDict()
         self.max_groups = max_groups
         self.max_entries = max_entries
@@ -107,29 +113,30 @@ class Correlation:
     def feed(self, event: dict[str, Any], ref: int, ts: float) -> Firing | None:
         fields = self.fields[ref]
         key = tuple([_hashable(event.get(f)) for f in fields])
-        w = self.groups.get(key)
+        groups = self.groups
+        w = groups.get(key)
         if w is None:
-            w = self.groups[key] = _Window()
-            while len(self.groups) > self.max_groups:
-                self.groups.popitem(last=False)
+            w = groups[key] = _Window()
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
                 self.evicted += 1
         else:
-            self.groups.move_to_end(key)
-        if w.entries and ts < w.last - self.span:
-            self.late += 1
-            return None
-        w.last = max(w.last, ts)
-        value = _hashable(event.get(self.value_fields[ref])) if self.fieldref else None
-        w.entries.append((ts, ref, value, event))
+            groups.move_to_end(key)
+            if ts < w.last - self.span:
+                self.late += 1
+                return None
+        if ts > w.last:
+            w.last = ts
+        entries = w.entries
         if self.fieldref:
+            value = _hashable(event.get(self.value_fields[ref]))
             w.values[value] += 1
+            entries.append((ts, ref, value, event))
+        else:
+            entries.append((ts, ref, None, event))
         lo = w.last - self.span
-        while w.entries and (w.entries[0][0] < lo or len(w.entries) > self.max_entries):
-            _, _, v, _ = w.entries.popleft()
-            if self.fieldref:
-                w.values[v] -= 1
-                if not w.values[v]:
-                    del w.values[v]
+        if entries[0][0] < lo or len(entries) > self.max_entries:
+            self._trim(w, lo)
         hit, agg = self._holds(w)
         if not hit:
             return None
@@ -139,28 +146,41 @@ class Correlation:
         return Firing(self.rule, {g: v for g, v in group.items() if v is not None},
                       [e for _, _, _, e in entries], agg, entries[0][0], entries[-1][0])
 
-    def _holds(self, w: _Window) -> tuple[bool, float]:
+    def _trim(self, w: _Window, lo: float) -> None:
+        """Drop entries older than ``lo`` and beyond ``max_entries`` (oldest first)."""
+        entries, values = w.entries, w.values
+        while entries and (entries[0][0] < lo or len(entries) > self.max_entries):
+            _, _, v, _ = entries.popleft()
+            if self.fieldref:
+                values[v] -= 1
+                if not values[v]:
+                    del values[v]
+
+    def _event_count(self, w: _Window) -> tuple[bool, float]:
+        n = len(w.entries)
+        return self.op(n, self.count), n
+
+    def _value_count(self, w: _Window) -> tuple[bool, float]:
+        n = len(w.values) - (None in w.values)  # distinct values, kept incrementally
+        return self.op(n, self.count), n
+
+    def _temporal(self, w: _Window) -> tuple[bool, float]:
+        need = len(self.ref_ids)
+        if self.rule.type == SigmaCorrelationType.TEMPORAL:
+            seen = len({r for _, r, _, _ in w.entries})
+        else:
+            seen = 0
+            for _, r, _, _ in w.entries:
+                if r == seen:
+                    seen += 1
+                    if seen == need:
+                        break
+        if self.op is None or self.count is None:
+            return seen == need, seen
+        return seen == need and self.op(seen, self.count), seen
+
+    def _aggregate(self, w: _Window) -> tuple[bool, float]:
         t = self.rule.type
-        if t == SigmaCorrelationType.EVENT_COUNT:
-            n = len(w.entries)
-            return self.op(n, self.count), n
-        if t == SigmaCorrelationType.VALUE_COUNT:
-            n = len(w.values) - (None in w.values)  # distinct values, kept incrementally
-            return self.op(n, self.count), n
-        if t in (SigmaCorrelationType.TEMPORAL, SigmaCorrelationType.TEMPORAL_ORDERED):
-            need = len(self.ref_ids)
-            if t == SigmaCorrelationType.TEMPORAL:
-                seen = len({r for _, r, _, _ in w.entries})
-            else:
-                seen = 0
-                for _, r, _, _ in w.entries:
-                    if r == seen:
-                        seen += 1
-                        if seen == need:
-                            break
-            if self.op is None or self.count is None:
-                return seen == need, seen
-            return seen == need and self.op(seen, self.count), seen
         nums = [n for _, _, v, _ in w.entries if (n := _number(v)) is not None]
         if not nums:
             return False, 0.0

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from correlator.alerts import AlertFolder, group_of
+from correlator.alerts import AlertFolder, group_key, group_of
 from correlator.sigma.correlation import CorrelationEngine, Firing, event_time
 from correlator.sigma.engine import Compiled, Matcher, RuleInfo, compile_rules
 from correlator.sigma.loader import RuleFailure, load_rules, rule_files
@@ -112,21 +112,27 @@ class SigmaDetector:
     def detect(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         infos, match, referenced = self.matcher.infos, self.matcher.match, self.referenced
+        add, feed = self.folder.add, self.correlation.feed
         watermark = 0.0
         for e in events:
             hits = match(e)
             if not hits:
                 continue
             ts = event_time(e)
-            watermark = max(watermark, ts)
+            if ts > watermark:
+                watermark = ts
+            self.matches += len(hits)
+            group = None
             for i in hits:
                 info = infos[i]
-                self.matches += 1
                 if info.output:
-                    a = self.folder.add(info, e, ts, group_of(e), f"{info.title}: event {e.get('event.id', '?')}")
+                    if group is None:
+                        group = group_of(e)
+                        gkey = group_key(group)
+                    a = add(info, e, ts, group, None, None, gkey)
                     out[a["soc.alert.uuid"]] = a
                 if info.id in referenced:
-                    for f in self.correlation.feed(e, info.id, ts):
+                    for f in feed(e, info.id, ts):
                         a = self._correlation_alert(f, ts)
                         out[a["soc.alert.uuid"]] = a
         if watermark:

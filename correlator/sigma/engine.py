@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import copy
 import marshal
+import re
+import re._constants as _sre
+import re._parser as _sre_parser
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +95,56 @@ def _leaf_key(n: Node) -> tuple | None:
     return ("h", f)
 
 
+def regex_literals(pattern: str, flags: int = 0) -> list[str] | None:
+    """Lower-case ASCII literals of which at least one occurs in every string the regex finds a match in
+    (None when no such set is known). They route a ``|re`` rule like a substring: the regex runs only on
+    events whose field holds one of them. Derived from Python's own regex parser, so it is exact or absent."""
+    try:
+        tree = _sre_parser.parse(pattern, flags)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    # Case-insensitive Unicode regexes also match 'ſ' for s and 'ı'/'İ' for i, which str.lower() does not turn
+    # into 's'/'i': those letters then end a literal (kept exact, not guessed).
+    gflags = tree.state.flags
+    icase = bool(gflags & re.IGNORECASE or _INLINE_I.search(pattern)) and not gflags & re.ASCII
+    return _seq_literals(list(tree), "si" if icase else "")
+
+
+_INLINE_I = re.compile(r"\(\?[a-zA-Z-]*i")
+
+
+def _seq_literals(items: list, unsafe: str) -> list[str] | None:
+    """Best requirement of a sequence: its longest literal run, or a required group's / branch's literal set."""
+    best: list[str] | None = None
+    run: list[str] = []
+
+    def consider(cand: list[str] | None) -> None:
+        nonlocal best
+        if cand and (best is None or _req_cost(cand) < _req_cost(best)):
+            best = cand
+
+    for op, av in items:
+        if op is _sre.LITERAL and av < 128 and (c := chr(av).lower()) not in unsafe:
+            run.append(c)
+            continue
+        consider(["".join(run)] if run else None)
+        run = []
+        if op is _sre.SUBPATTERN:
+            consider(_seq_literals(list(av[3]), unsafe))
+        elif op is _sre.BRANCH:
+            alts = [_seq_literals(list(b), unsafe) for b in av[1]]
+            if all(alts):
+                consider(sorted({x for a in alts for x in a}))  # type: ignore[union-attr]
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1:
+            consider(_seq_literals(list(av[2]), unsafe))
+    consider(["".join(run)] if run else None)
+    return best
+
+
+def _req_cost(lits: list[str]) -> float:
+    return sum(20.0 / len(x) for x in lits)
+
+
 def _leaves(n: Node, out: set) -> None:
     if n[0] in ("and", "or"):
         for c in n[1]:
@@ -123,21 +176,35 @@ def _anchors(n: Node, freq: Counter) -> tuple[float, list[tuple]] | None:
         return total, keys
     if kind == "not":
         return None
+    if kind == "re" and n[1] is not None and (lits := regex_literals(n[2], n[3])):
+        keys = [("s", n[1], x) for x in lits]
+        return sum(anchor_cost(k, freq) for k in keys), keys
     k = _leaf_key(n)
     if k is None:
         return None
     return anchor_cost(k, freq), [k]
 
 
+# Fields whose values name an event's source or type rather than its content: the logsource conditions the
+# pipelines add and ECS's low-cardinality categorisation fields. Almost every event of a kind carries the same value.
+SOURCE_FIELDS = frozenset({
+    "Channel", "EventID", "Provider_Name", "winlog.channel", "winlog.provider_name", "event.code", "event.dataset",
+    "event.module", "event.provider", "event.category", "event.type", "event.kind", "event.outcome",
+    "network.transport", "network.protocol", "network.direction", "dns.type", "http.request.method",
+})
+
+
 def anchor_cost(k: tuple, freq: Counter) -> float:
-    """Estimated hit rate of an anchor. Exact values: how many rules test them (logsource values such as
-    ``EventID: 1`` are in a thousand rules and on most events). Substrings: short ASCII literals hit often,
-    long or non-ASCII ones (emoji, homoglyphs) rarely. Field presence: almost always."""
+    """Estimated hit rate of an anchor. Exact values: how many rules test them, and much more for values that
+    classify events rather than describe them (``EventID: 1``, ``event.dataset: soc.dns``, ``tcp``), which are
+    on most events of their kind. Substrings: short ASCII literals hit often, long or non-ASCII ones (emoji,
+    homoglyphs) rarely. Field presence: almost always."""
     if k[0] == "x":
-        return float(freq[k])
+        common = k[1] in SOURCE_FIELDS or len(k[2]) <= 3
+        return float(freq[k]) + (40.0 if common else 0.0)
     if k[0] == "s":
         rare = 0.05 if not k[2].isascii() else 1.0
-        return 0.2 * freq[k] + rare * 20.0 / max(len(k[2]), 1)
+        return 0.2 * freq[k] + rare * 60.0 / max(len(k[2]), 1) ** 2
     return 500.0 + freq[k]
 
 
