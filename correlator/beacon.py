@@ -30,9 +30,10 @@ kept sorted by start time, so a flow arriving out of order (the sensor emits a f
 connection arrives after shorter, later ones) is inserted in place and the intervals it splits are replaced; a
 start older than everything a full window holds is counted as ``late`` and left unannotated.
 
-Cost per flow: a bisection and array inserts/deletes (O(log w) comparisons, O(w) memmove) plus an O(w) walk for each
-MAD; median and quartiles are O(1) reads of the sorted arrays. Memory: ``window`` x 4 doubles per pair, at most
-``max_pairs`` pairs (least recently seen evicted, counted); ``state()`` reports it.
+Cost per flow: bisections and array inserts/deletes (O(log w) comparisons, O(w) memmove in C); median and quartiles
+are O(1) reads of the sorted arrays, each MAD an O(log w) bisection of the two sorted runs of deviations.
+Memory: ``window`` x 4 doubles per pair, at most ``max_pairs`` pairs (least recently seen evicted, counted);
+``state()`` reports it.
 """
 
 from __future__ import annotations
@@ -98,18 +99,23 @@ def _q(s: array, p: float) -> float:
 
 
 def _mad(s: array, med: float) -> float:
-    """Median absolute deviation of sorted ``s`` about ``med``: walk the two sorted deviation runs to the middle."""
-    n = len(s)
-    lo = bisect_left(s, med) - 1  # deviations med - s[lo], lo descending, ascend
-    hi = lo + 1  # deviations s[hi] - med ascend
-    want = n // 2  # index of the (upper) middle deviation
-    prev = cur = 0.0
-    for _ in range(want + 1):
-        if hi >= n or (lo >= 0 and med - s[lo] <= s[hi] - med):
-            prev, cur, lo = cur, med - s[lo], lo - 1
-        else:
-            prev, cur, hi = cur, s[hi] - med, hi + 1
-    return cur if n % 2 else (prev + cur) / 2
+    """Median absolute deviation of sorted ``s`` about ``med`` in O(log n): the deviations are two sorted runs,
+    ``med - s[m-1-i]`` (left of the median) and ``s[m+j] - med`` (right), and their middle is found by bisection."""
+    n, m = len(s), bisect_left(s, med)
+    la, lb = m, n - m
+
+    def kth(k: int) -> float:  # k-th smallest (0-based) of the two runs: take i from the left, k + 1 - i from the right
+        lo, hi = max(0, k + 1 - lb), min(k + 1, la)
+        while lo < hi:
+            i = (lo + hi) // 2
+            if med - s[m - 1 - i] < s[m + k - i] - med:
+                lo = i + 1
+            else:
+                hi = i
+        j = k + 1 - lo
+        return max(med - s[m - lo] if lo else 0.0, s[m + j - 1] - med if j else 0.0)
+
+    return kth(n // 2) if n % 2 else (kth(n // 2 - 1) + kth(n // 2)) / 2
 
 
 def dispersion(s: array) -> tuple[float, float, float]:
