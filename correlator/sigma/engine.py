@@ -77,10 +77,20 @@ class RuleInfo:
         )
 
 
+TEXT = "\0text"  # pseudo-field of keyword anchors: every value of the event, lower-cased (``Lowered.text()``)
+
+
 def _leaf_key(n: Node) -> tuple | None:
-    """Prefilter key a leaf offers: ('x', field, value) exact, ('s', field, literal) substring, ('h', field)."""
+    """Prefilter key a leaf offers: ('x', field, value) exact, ('s', field, literal) substring, ('h', field).
+    An uncased keyword offers its longest literal as a substring of the event's text (it matches only where the
+    literal is inside some value; cased keywords and keyword regexes test raw values and offer nothing)."""
     kind, f = n[0], n[1] if len(n) > 1 else None
-    if f is None or kind in ("null", "not", "and", "or"):
+    if f is None:
+        if kind == "str" and not n[3] and (lits := literal_parts(n[2])):
+            lit = max(lits, key=len).lower()
+            return ("s", TEXT, lit) if "\n" not in lit else None
+        return None
+    if kind in ("null", "not", "and", "or"):
         return None
     if kind == "str":
         parts = n[2]
@@ -203,8 +213,9 @@ def anchor_cost(k: tuple, freq: Counter) -> float:
         common = k[1] in SOURCE_FIELDS or len(k[2]) <= 3
         return float(freq[k]) + (40.0 if common else 0.0)
     if k[0] == "s":
-        rare = 0.05 if not k[2].isascii() else 1.0
-        return 0.2 * freq[k] + rare * 60.0 / max(len(k[2]), 1) ** 2
+        if not k[2].isascii():  # emoji, homoglyphs: rare in logs whatever their length
+            return 0.2 * freq[k] + 0.5
+        return 0.2 * freq[k] + 60.0 / max(len(k[2]), 1) ** 2
     return 500.0 + freq[k]
 
 
@@ -235,12 +246,15 @@ class Matcher:
         substr: dict[str, dict[str, list[int]]] = {}
         has: dict[str, list[int]] = {}
         always: list[int] = []
+        text: list[tuple[str, int]] = []
         for i, keys in enumerate(c.anchors):
             if keys is None:
                 always.append(i)
                 continue
             for k in set(keys):
-                if k[0] == "x":
+                if k[1] == TEXT:
+                    text.append((k[2], i))
+                elif k[0] == "x":
                     exact.setdefault(k[1], {}).setdefault(k[2], []).append(i)
                 elif k[0] == "s":
                     substr.setdefault(k[1], {}).setdefault(k[2], []).append(i)
@@ -256,17 +270,19 @@ class Matcher:
         for i in always:
             product = source[i]
             if product:
-                for module in PRODUCT_MODULES.get(product.lower(), (product.lower(),)):
+                for module in _modules(product):
                     self.always_by_module[module] = (*self.always_by_module.get(module, ()), i)
+        # Keyword anchors: one automaton over the event's text per producer, holding the rules for that
+        # producer's product (as above) and those without one; events without event.module meet them all.
+        self.text_all = _automaton(text)
+        self.text_any = _automaton([(lit, i) for lit, i in text if not source[i]])
+        self.text_by_module: dict[str, Any] = {}
+        for module in {m for lit, i in text if source[i] for m in _modules(source[i])}:
+            self.text_by_module[module] = _automaton(
+                [(lit, i) for lit, i in text if not source[i] or module in _modules(source[i])])
         self.exact = {f: {v: tuple(ids) for v, ids in d.items()} for f, d in exact.items()}
         self.has = {f: tuple(ids) for f, ids in has.items()}
-        self.automata: dict[str, Any] = {}
-        for f, d in substr.items():
-            a = ahocorasick.Automaton()
-            for lit, ids in d.items():
-                a.add_word(lit, tuple(ids))
-            a.make_automaton()
-            self.automata[f] = a
+        self.automata = {f: _automaton([(lit, i) for lit, ids in d.items() for i in ids]) for f, d in substr.items()}
         self.indexed = set(self.exact) | set(self.has) | set(self.automata)
         self.index = {f: (self.has.get(f), self.exact.get(f), self.automata.get(f)) for f in self.indexed}
         self.parents: dict[str, list[str]] = {}
@@ -284,32 +300,32 @@ class Matcher:
         module = e.get("event.module")
         if module is None or type(module) is not str:
             cands: set[int] = set(self.always)
+            text = self.text_all
         else:
+            module = module.lower()
             cands = set(self.always_any)
-            cands.update(self.always_by_module.get(module.lower(), ()))
+            cands.update(self.always_by_module.get(module, ()))
+            text = self.text_by_module.get(module, self.text_any)
+        if text is not None:
+            for _, ids in text.iter(lo.text()):
+                cands.update(ids)
         index = self.index
         for k in index.keys() & e.keys():  # set intersection in C: only the event's indexed fields
             raw = e[k]
-            if type(raw) is str:
+            if type(raw) is str:  # the common case, without building a tuple of values
                 v = lo[k] = raw.lower()
-                vals = (v,)
-            else:
-                v = lo[k]
-                if v is None:
-                    continue
-                vals = v if type(v) is tuple else (v,)
-            has, exact, automaton = index[k]  # _hit() inlined: this loop runs for every field of every event
-            if has:
-                cands.update(has)
-            if exact is not None:
-                for x in vals:
-                    ids = exact.get(x)
-                    if ids:
+                has, exact, automaton = index[k]
+                if has:
+                    cands.update(has)
+                if exact is not None and (ids := exact.get(v)):
+                    cands.update(ids)
+                if automaton is not None:
+                    for _, ids in automaton.iter(v):
                         cands.update(ids)
-            if automaton is not None:
-                for x in vals:
-                    for _, ids in automaton.iter(x):
-                        cands.update(ids)
+                continue
+            v = lo[k]  # numbers, booleans, lists: lower-cased string forms
+            if v is not None:
+                self._hit(k, v, cands)
         if self.parents:
             for k in self.parents.keys() & e.keys():  # object arrays: their indexed sub-fields (dns.answers.data)
                 if type(e[k]) is list:
@@ -344,6 +360,25 @@ class Matcher:
         """Reference path without the prefilter: every rule tried (used by tests to check the routing)."""
         lo = Lowered(e)
         return [i for i, f in enumerate(self.funcs) if f(e, lo)]
+
+
+def _modules(product: str) -> tuple[str, ...]:
+    """The event.module values of a Sigma logsource product's producers."""
+    return PRODUCT_MODULES.get(product.lower(), (product.lower(),))
+
+
+def _automaton(pairs: list[tuple[str, int]]) -> Any:
+    """Aho-Corasick automaton: literal -> tuple of rule indexes (None when there are no literals)."""
+    if not pairs:
+        return None
+    by_lit: dict[str, list[int]] = {}
+    for lit, i in pairs:
+        by_lit.setdefault(lit, []).append(i)
+    a = ahocorasick.Automaton()
+    for lit, ids in by_lit.items():
+        a.add_word(lit, tuple(ids))
+    a.make_automaton()
+    return a
 
 
 def compile_rules(
