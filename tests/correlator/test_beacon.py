@@ -26,7 +26,7 @@ from tests.policy.traffic import dns_exchange, session, write
 RULE = SHIPPED_RULES / "network" / "net_beaconing.yml"
 SAMPLES = SHIPPED_RULES / "tests" / "net_beaconing"
 TITLE = "Beaconing - Regular Connections From One Host To One Service"
-T0 = 1_793_000_000.0  # 2026-10-27T08:53:20Z
+T0 = 1_793_000_000.0  # 2026-10-26T07:33:20Z
 CLIENT, C2 = "10.20.0.7", "198.51.100.80"
 
 
