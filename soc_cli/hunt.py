@@ -20,6 +20,7 @@ from soc_cli.common import (
     err_console,
     get_store,
     print_event,
+    print_ndjson,
     reader_clearance,
     withhold,
 )
@@ -38,11 +39,12 @@ def hunt(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Convert RULES with pySigma for the store (SQLite SQL / Lucene) and print matching events.
+    """Convert RULES with pySigma for the store (SQLite SQL / Lucene) and print matching events; correlation
+    rules are replayed over their base rules' matches in event-time order, as the streaming engine runs them.
 
-    With --json: one line per matching event, the nested event plus `soc.hunt.rule_id` / `soc.hunt.title`.
-    Correlation rules run only in the streaming engine: they are listed on stderr as skipped.
-    Exit 1 when some other rule could not be hunted (reasons on stderr), else 0.
+    With --json: one line per matching event, the nested event plus `soc.hunt.rule_id` / `soc.hunt.title`, and one
+    line per correlation firing: `soc.hunt.{rule_id,title,correlation,group,count,value,first,last,event_ids}`.
+    Exit 1 when some rule could not be hunted (reasons on stderr), else 0.
     """
     from correlator.hunt import hunt as run_hunt
 
@@ -55,20 +57,23 @@ def hunt(
         die(str(e))
     st = get_store(store)
     try:
-        results, failures = run_hunt(st, rules, start, end, limit)
+        res = run_hunt(st, rules, start, end, limit)
         cleared = reader_clearance(clearance)
-        results = [(info, withhold(st, "events", events, cleared, f"hunt {info.id}")) for info, events in results]
+        results = [(info, withhold(st, "events", events, cleared, f"hunt {info.id}")) for info, events in res.matches]
     except (StoreError, ValueError, FileNotFoundError) as e:
         die(str(e), ExitCode.FAILURE)
     finally:
         st.close()
-    for f in failures:
+    for f in res.failures:
         err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False, soft_wrap=True)
-    failures = [f for f in failures if f.reason != "correlation"]  # skipped by design, not a failure
     if as_json:
         for info, events in results:
             for e in events:
                 print_event(e | {"soc.hunt.rule_id": info.id, "soc.hunt.title": info.title})
+        for c in res.correlations:
+            print_ndjson({"soc": {"hunt": {
+                "rule_id": c.rule.id, "title": c.rule.title, "correlation": c.type, "group": c.group,
+                "count": c.count, "value": c.value, "first": c.first, "last": c.last, "event_ids": c.event_ids}}})
     else:
         t = Table(title="Hunt results")
         for col in ("rule", "matches", "newest"):
@@ -76,6 +81,12 @@ def hunt(
         for info, events in results:
             t.add_row(info.title, str(len(events)), events[0].get("@timestamp", "") if events else "")
         console.print(t)
-    raise typer.Exit(ExitCode.FAILURE if failures else ExitCode.OK)
-
-
+        if res.correlations:
+            t = Table(title="Correlations")
+            for col in ("rule", "group", "count", "first", "last", "events"):
+                t.add_column(col, overflow="fold")
+            for c in res.correlations:
+                t.add_row(c.rule.title, ", ".join(f"{k}={v}" for k, v in c.group.items()), str(c.count), c.first,
+                          c.last, " ".join(c.event_ids))
+            console.print(t)
+    raise typer.Exit(ExitCode.FAILURE if res.failures else ExitCode.OK)

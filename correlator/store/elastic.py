@@ -35,7 +35,7 @@ from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.sqlite import ip_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a lower-cased `.lc` keyword sub-field on every field (case-insensitive hunting)
 APPLICATION = "soc"
 TEXT_FIELD = "soc.search_text"
 URI_PARAMS = {"namespace", "retention", "timeout", "ca_certs", "verify_certs"}
@@ -65,7 +65,11 @@ KEYWORD_WITH_TEXT = ("url.original", "user_agent.original", "process.command_lin
 WORDS_ANALYSIS = {
     "tokenizer": {"soc_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
     "analyzer": {"soc_words": {"type": "custom", "tokenizer": "soc_words", "filter": ["lowercase"]}},
+    "normalizer": {"soc_lowercase": {"type": "custom", "filter": ["lowercase"]}},
 }
+# Every field (whatever its type) also indexes its value as text, lower-cased, in `<field>.lc`: Sigma's
+# case-insensitive matching and keyword search for the hunt (correlator.hunt); the field itself stays exact.
+LC_FIELD = {"lc": {"type": "keyword", "normalizer": "soc_lowercase", "ignore_above": 8191}}
 
 
 def _properties(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -82,17 +86,22 @@ def _properties(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def ecs_mappings() -> dict[str, Any]:
     """The mappings shared by events and alerts."""
-    keyword = {"type": "keyword", "ignore_above": 1024}
+    keyword = {"type": "keyword", "ignore_above": 1024, "fields": LC_FIELD}
+
+    def lc(mapping: dict[str, Any]) -> dict[str, Any]:
+        return mapping | {"fields": mapping.get("fields", {}) | LC_FIELD}
+
     fields: dict[str, dict[str, Any]] = {
-        "@timestamp": {"type": "date_nanos"},  # microseconds kept: --since/--until are exact, like SQLite
-        "event.id": {"type": "keyword"},
+        "@timestamp": lc({"type": "date_nanos"}),  # microseconds kept: --since/--until are exact, like SQLite
+        "event.id": lc({"type": "keyword"}),
         TEXT_FIELD: {"type": "text", "analyzer": "soc_words", "norms": False, "index_options": "docs"},
-        **{f: {"type": "ip"} for f in IP_FIELDS},
-        **{f: {"type": "long"} for f in LONG_FIELDS},
-        **{f: {"type": "float"} for f in FLOAT_FIELDS},
-        **{f: {"type": "date"} for f in DATE_FIELDS},
-        **{f: {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 8191}}} for f in TEXT_FIELDS},
-        **{f: keyword | {"fields": {"text": {"type": "text"}}} for f in KEYWORD_WITH_TEXT},
+        **{f: lc({"type": "ip"}) for f in IP_FIELDS},
+        **{f: lc({"type": "long"}) for f in LONG_FIELDS},
+        **{f: lc({"type": "float"}) for f in FLOAT_FIELDS},
+        **{f: lc({"type": "date"}) for f in DATE_FIELDS},
+        **{f: lc({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 8191}}})
+           for f in TEXT_FIELDS},
+        **{f: lc(keyword | {"fields": {"text": {"type": "text"}}}) for f in KEYWORD_WITH_TEXT},
         "soc.alert.rule.threat": {"type": "object", "enabled": False},
     }
     return {
@@ -100,10 +109,12 @@ def ecs_mappings() -> dict[str, Any]:
         "numeric_detection": False,
         "_source": {"excludes": [TEXT_FIELD]},
         "dynamic_templates": [
-            {"ip_fields": {"path_match": "*.ip", "mapping": {"type": "ip"}}},
-            {"port_fields": {"path_match": "*.port", "mapping": {"type": "long"}}},
+            {"ip_fields": {"path_match": "*.ip", "mapping": lc({"type": "ip"})}},
+            {"port_fields": {"path_match": "*.port", "mapping": lc({"type": "long"})}},
             {"strings_as_keyword": {"match_mapping_type": "string", "mapping": keyword}},
-            {"doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
+            {"longs": {"match_mapping_type": "long", "mapping": lc({"type": "long"})}},
+            {"doubles": {"match_mapping_type": "double", "mapping": lc({"type": "double"})}},
+            {"booleans": {"match_mapping_type": "boolean", "mapping": lc({"type": "boolean"})}},
         ],
         "properties": _properties(fields),
     }

@@ -1,5 +1,6 @@
 """Streaming and retro-hunting agree: on the same stored events, every rule both can run matches the same events
-(pySigma's SQLite backend over the store's JSON vs the compiled Python matcher). Also the hunt CLI."""
+(pySigma's SQLite backend over the store's JSON vs the compiled Python matcher), keyword rules included, and
+correlation rules hunted over a time range fire exactly as the streaming engine does. Also the hunt CLI."""
 
 from __future__ import annotations
 
@@ -9,25 +10,25 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from correlator.events import normalize
-from correlator.hunt import convert, enable_regexp
+from correlator.hunt import convert, enable_functions, hunt
 from correlator.sigma import SHIPPED_RULES
-from correlator.sigma.engine import Matcher, compile_rules
-from correlator.sigma.loader import load_placeholders, load_rules
-from correlator.sigma.testing import read_events
+from correlator.sigma.loader import load_rules
 from soc_cli.main import app
-from tests.correlator.conftest import regression_rows
+from tests.correlator.hunt_cases import (
+    KEYWORD_RULES,
+    corpus,
+    hunted_correlations,
+    placeholders,
+    streamed,
+    streamed_correlations,
+)
 
 
 @pytest.fixture(scope="module")
 def setup(sigma_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from correlator.store import open_store
 
-    reg = sigma_dir / "regression"
-    rows = regression_rows(sigma_dir.parent)
-    rule_paths = [SHIPPED_RULES] + [reg / r["rule_path"] for r in rows]
-    events = [normalize(e) for f in sorted((SHIPPED_RULES / "tests").rglob("*.ndjson")) for e in read_events(f)]
-    events += [normalize(e) for r in rows for e in read_events(reg / r["ecs_ndjson"])]
+    rule_paths, events = corpus(sigma_dir)
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('hunt') / 'soc.db'}")
     store.init()
     store.write_events(events)
@@ -37,24 +38,57 @@ def setup(sigma_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_streaming_and_hunting_agree(setup) -> None:
     store, rule_paths, events = setup
-    placeholders = load_placeholders([SHIPPED_RULES])
-    queries, failures = convert(load_rules(rule_paths), "sqlite", placeholders)
-    assert {f.reason for f in failures} == {"correlation"}  # every base rule converts
-    compiled, cfail = compile_rules(load_rules(rule_paths), "ecs", placeholders)
-    assert cfail == []
-    m = Matcher(compiled)
-    streamed: dict[str, set[str]] = {i.id: set() for i in m.infos}
-    for e in events:
-        for i in m.match(e):
-            streamed[m.infos[i].id].add(e["event.id"])
-    enable_regexp(store.db)
-    compared = nonzero = 0
+    queries, failures = convert(load_rules(rule_paths), "sqlite", placeholders())
+    assert failures == []  # every base rule converts, keyword rules included
+    want = streamed(rule_paths, events)
+    enable_functions(store.db)
+    compared = nonzero = keyword = 0
     for q in queries:
         hunted = {e["event.id"] for e in store.hunt(q.query, None, None, limit=100_000)}
-        assert hunted == streamed[q.rule.id], (q.rule.title, q.query)
+        assert hunted == want[q.rule.id], (q.rule.title, q.query)
         compared += 1
         nonzero += bool(hunted)
-    assert compared >= 48 and nonzero >= 45  # 40 SigmaHQ regression rules + soc's single-event rules
+        keyword += "soc_keyword(" in q.query
+    assert compared >= 51 and nonzero >= 48 and keyword == 3  # 40 SigmaHQ + soc's single-event + 3 keyword rules
+
+
+def test_keyword_rules_match_any_value_as_the_streaming_engine_does(setup) -> None:
+    store, _, events = setup
+    res = hunt(store, [KEYWORD_RULES])
+    assert res.failures == []
+    by_title = {i.title.removeprefix("Hunt Test - "): {e.get("host.name") or e.get("source.ip") for e in ev}
+                for i, ev in res.matches}
+    # independent truth, read off the events by hand: case-insensitive, inside values and list elements,
+    # wildcards anchored (evil.exe.bak is no match), a number equals a whole value (144440 holds 4444: no match)
+    assert by_title == {"Plain Keywords Anywhere In The Event": {"ws-1", "ws-2", "ws-3"},
+                        "Wildcard Keyword Matches A Whole Value": {"ws-4", "ws-5"},
+                        "Numeric Keyword With A Field Selection": {"10.0.0.7"}}
+
+
+def test_correlations_agree_with_streaming(setup) -> None:
+    store, _, events = setup
+    network = SHIPPED_RULES / "network"
+    res = hunt(store, [network])
+    assert res.failures == []
+    want = streamed_correlations([network], events)
+    assert hunted_correlations(res) == want
+    assert len({rule for rule, _, _ in want}) >= 6  # every shipped correlation rule fires on its samples
+    first = res.correlations[0]
+    assert first.count == len(first.event_ids) and first.first <= first.last
+
+
+def test_correlations_respect_the_time_range(setup) -> None:
+    store, _, events = setup
+    network = SHIPPED_RULES / "network"
+    full = hunt(store, [network]).correlations
+    cut = max(full, key=lambda c: c.last)  # a range ending just before one firing's last event
+    from correlator.query import parse_time
+
+    until = parse_time(cut.last)
+    kept = [e for e in events if e["@timestamp"] < cut.last]
+    res = hunt(store, [network], until=until)
+    assert hunted_correlations(res) == streamed_correlations([network], kept)
+    assert (cut.rule.id, cut.group, cut.event_ids) not in hunted_correlations(res)
 
 
 def test_hunt_cli(setup, soc_env: Path) -> None:
@@ -68,3 +102,18 @@ def test_hunt_cli(setup, soc_env: Path) -> None:
     assert res.exit_code == 0 and res.stdout == ""
     res = CliRunner().invoke(app, ["hunt", str(rule.with_name("missing.yml")), "--store", store.uri])
     assert res.exit_code == 2
+
+
+def test_hunt_cli_prints_correlations(setup, soc_env: Path) -> None:
+    store, _, events = setup
+    rule = SHIPPED_RULES / "network" / "net_flow_ssh_brute_force.yml"
+    res = CliRunner().invoke(app, ["hunt", str(rule), "--store", store.uri, "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x)["soc"]["hunt"] for x in res.stdout.splitlines()]
+    fired = [x for x in lines if "correlation" in x]
+    want = streamed_correlations([rule], events)
+    assert [(x["rule_id"], x["group"], x["event_ids"]) for x in fired] == want and want
+    assert all(x["correlation"] == "event_count" and x["count"] == len(x["event_ids"]) and x["first"] <= x["last"]
+               for x in fired)
+    table = CliRunner().invoke(app, ["hunt", str(rule), "--store", store.uri])
+    assert table.exit_code == 0 and "Correlations" in table.stdout
