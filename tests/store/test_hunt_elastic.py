@@ -7,9 +7,12 @@ by a minimal query in `test_emulator_gap_*` below. With SOC_TEST_ES_URL (a real 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from correlator.hunt import convert, hunt
+from correlator.lucene_regex import Untranslatable, to_lucene
 from correlator.sigma import SHIPPED_RULES
 from correlator.sigma.loader import load_rules
 from tests.conftest import corpus_dir
@@ -107,3 +110,37 @@ def test_emulator_gap_lucene_ip_term(request, es_server) -> None:
     expect_gap(request, es_server, "lucene_ip_term")
     store = _probe(es_server, [{"@timestamp": "2024-01-01T00:00:00Z", "event.id": "a", "source.ip": "10.1.2.3"}])
     assert [e["event.id"] for e in store.hunt("source.ip:10.0.0.0\\/8", None, None)] == ["a"]
+
+
+VALUES = ["other", "Other thing", "x.y", "line1\nline2", "abc\n", "tab\there", "a/b@c", "ABCDEF0123456789abcdef01.ex",
+          "wörd", "2024-01-01", "key=Value", "..", ""]
+# (\w, \d, \s are ASCII in Lucene: "wörd" would differ for [^\w] — a documented difference, not tested here)
+PATTERNS = [("oth", 0), ("^oth", 0), ("ing$", 0), ("^$", 0), ("c$", 0), ("(^|\\.)y", 0), ("x(\\.|$)", 0),
+            ("OTHER", re.IGNORECASE), ("^line2", re.MULTILINE), ("line1$", re.MULTILINE), ("1.l", 0),
+            ("1.l", re.DOTALL), ("[a-f0-9]{24}\\.", re.IGNORECASE), ("\\d{4}-\\d\\d", 0), ("\\s", 0),
+            ("[^a-z.]", 0), ("a/b@", 0), ("key=[a-z]+", re.IGNORECASE), ("^\\.+$", 0), ("t(ab|here)+", 0),
+            ("\\Aab", 0), ("\\Aabc$", 0)]
+
+
+@pytest.mark.parametrize(("pattern", "flags"), PATTERNS, ids=[f"{p}/{f}" for p, f in PATTERNS])
+def test_translated_regex_searches_as_python(request, es_server, regex_store, pattern, flags) -> None:
+    """correlator.lucene_regex against a live engine: the same values as Python's re.search."""
+    expect_gap(request, es_server, "lucene_regex")
+    field = "x.name.lc" if flags & re.IGNORECASE else "x.name"
+    got = {e["event.id"] for e in regex_store.hunt(f"{field}:/{to_lucene(pattern, flags)}/", None, None)}
+    assert got == {str(i) for i, v in enumerate(VALUES) if re.search(pattern, v, flags)}
+
+
+@pytest.fixture(scope="module")
+def regex_store(es_server):
+    store = _probe(es_server, [{"@timestamp": "2024-01-01T00:00:00Z", "event.id": str(i), "x.name": v}
+                               for i, v in enumerate(VALUES)])
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize(("pattern", "why"), [("a\\b", "word boundary"), ("(?=a)b", "look-ahead"),
+                                               ("(a)\\1", "back-reference"), ("a^b", "anchor inside")])
+def test_untranslatable_regexes_say_why(pattern, why) -> None:
+    with pytest.raises(Untranslatable, match=why):
+        to_lucene(pattern)
