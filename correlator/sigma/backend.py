@@ -122,7 +122,10 @@ def lower_value(v: Any) -> str | tuple[str, ...] | None:
     if t is bool:
         return "true" if v else "false"
     if t is list or t is tuple:
-        return tuple(x for x in (lower_value(x) for x in v) if type(x) is str)
+        try:
+            return tuple(map(str.lower, v))  # all strings: the common case, in C
+        except TypeError:
+            return tuple(x for x in map(lower_value, v) if type(x) is str)
     if t is dict:  # an object is no value to compare (its sub-fields are, via field_value)
         return None
     return str(v).lower()
@@ -523,7 +526,7 @@ class _Gen:
                 groups.setdefault((c[1], shape[0]), []).append(shape[1])
         out = []
         for (f, shape), lits in groups.items():
-            if len(lits) < GROUP_MIN:
+            if len(lits) < (2 if shape == "eq" else GROUP_MIN):  # two values already pay as a set lookup
                 rest.extend(("str", f, _parts(shape, lit), False) for lit in lits)
                 continue
             out.append(self.group_expr(f, shape, lits))

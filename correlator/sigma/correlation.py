@@ -14,8 +14,9 @@ Semantics (documented in docs/detection.md):
 
 from __future__ import annotations
 
+import operator
 import statistics
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,14 +31,8 @@ from sigma.correlations import (
 
 from correlator.events import parse_ts
 
-OPS = {
-    Op.LT: lambda a, b: a < b,
-    Op.LTE: lambda a, b: a <= b,
-    Op.GT: lambda a, b: a > b,
-    Op.GTE: lambda a, b: a >= b,
-    Op.EQ: lambda a, b: a == b,
-    Op.NEQ: lambda a, b: a != b,
-}
+OPS = {Op.LT: operator.lt, Op.LTE: operator.le, Op.GT: operator.gt, Op.GTE: operator.ge, Op.EQ: operator.eq,
+       Op.NEQ: operator.ne}
 SUPPORTED = {
     SigmaCorrelationType.EVENT_COUNT, SigmaCorrelationType.VALUE_COUNT, SigmaCorrelationType.TEMPORAL,
     SigmaCorrelationType.TEMPORAL_ORDERED, SigmaCorrelationType.VALUE_SUM, SigmaCorrelationType.VALUE_AVG,
@@ -61,10 +56,10 @@ class Firing:
     end: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Window:
     entries: deque = field(default_factory=deque)  # (ts, ref index, value, event)
-    values: Counter = field(default_factory=Counter)
+    values: dict = field(default_factory=dict)  # value -> how many entries hold it
     last: float = 0.0
 
 
@@ -100,7 +95,7 @@ class Correlation:
                        self._temporal if t in (SigmaCorrelationType.TEMPORAL,
                                                SigmaCorrelationType.TEMPORAL_ORDERED) else
                        self._aggregate)
-        self.groups: OrderedDict[tuple, _Window] = OrderedDict()
+        self.groups: OrderedDict[Any, _Window] = OrderedDict()  # group key (value, or tuple of values) -> window
         self.max_groups = max_groups
         self.max_entries = max_entries
         self.late = 0
@@ -112,9 +107,13 @@ class Correlation:
 
     def feed(self, event: dict[str, Any], ref: int, ts: float) -> Firing | None:
         fields = self.fields[ref]
-        key = tuple([_hashable(event.get(f)) for f in fields])
+        key: Any = tuple(map(event.get, fields))
         groups = self.groups
-        w = groups.get(key)
+        try:
+            w = groups.get(key)
+        except TypeError:  # a list value: its tuple is the key
+            key = tuple([_hashable(v) for v in key])
+            w = groups.get(key)
         if w is None:
             w = groups[key] = _Window()
             if len(groups) > self.max_groups:
@@ -129,14 +128,16 @@ class Correlation:
             w.last = ts
         entries = w.entries
         if self.fieldref:
-            value = _hashable(event.get(self.value_fields[ref]))
-            w.values[value] += 1
+            value = event.get(self.value_fields[ref])
+            if type(value) is list:
+                value = tuple(value)
+            values = w.values
+            values[value] = values.get(value, 0) + 1
             entries.append((ts, ref, value, event))
         else:
             entries.append((ts, ref, None, event))
-        lo = w.last - self.span
-        if entries[0][0] < lo or len(entries) > self.max_entries:
-            self._trim(w, lo)
+        if entries[0][0] < w.last - self.span or len(entries) > self.max_entries:
+            self._trim(w, w.last - self.span)
         hit, agg = self._holds(w)
         if not hit:
             return None
@@ -152,9 +153,10 @@ class Correlation:
         while entries and (entries[0][0] < lo or len(entries) > self.max_entries):
             _, _, v, _ = entries.popleft()
             if self.fieldref:
-                values[v] -= 1
-                if not values[v]:
+                if values[v] == 1:
                     del values[v]
+                else:
+                    values[v] -= 1
 
     def _event_count(self, w: _Window) -> tuple[bool, float]:
         n = len(w.entries)
