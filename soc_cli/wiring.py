@@ -15,6 +15,9 @@ def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
 
     policy_engine = PolicyEngine(active_policy())
     enrichers.append(policy_engine.enrich)
+    from correlator.beacon import BeaconEnricher  # soc.beacon.* on connection flows (stored, so hunts see them)
+
+    enrichers.append(BeaconEnricher())
     if detect:
         detectors.append(PolicyDetector(policy_engine))
         from correlator.sigma.detector import shipped_detector  # Sigma: shipped rules, correlations, alerts

@@ -204,6 +204,9 @@ SOURCE_FIELDS = frozenset({
 })
 
 
+TEXT_COST = 300.0
+
+
 def anchor_cost(k: tuple, freq: Counter) -> float:
     """Estimated hit rate of an anchor. Exact values: how many rules test them, and much more for values that
     classify events rather than describe them (``EventID: 1``, ``event.dataset: soc.dns``, ``tcp``), which are
@@ -212,6 +215,8 @@ def anchor_cost(k: tuple, freq: Counter) -> float:
     if k[0] == "x":
         common = k[1] in SOURCE_FIELDS or len(k[2]) <= 3
         return float(freq[k]) + (40.0 if common else 0.0)
+    if k[1] == TEXT:  # plus the cost of building the event's text, worth it only over very common anchors
+        return TEXT_COST + anchor_cost(("s", "", k[2]), freq)
     if k[0] == "s":
         if not k[2].isascii():  # emoji, homoglyphs: rare in logs whatever their length
             return 0.2 * freq[k] + 0.5
