@@ -120,6 +120,7 @@ def live(iface: str, bpf: str | None = None, stop: Callable[[], bool] = lambda: 
     count at the end."""
     import select
 
+    import scapy.arch  # noqa: F401 - picks this platform's sockets (conf.L2listen)
     from scapy.config import conf
     from scapy.data import ARPHRD_TO_DLT
 
