@@ -82,11 +82,11 @@ def hunt(
             t.add_row(info.title, str(len(events)), events[0].get("@timestamp", "") if events else "")
         console.print(t)
         if res.correlations:
-            t = Table(title="Correlations")
-            for col in ("rule", "group", "count", "first", "last", "events"):
+            t = Table(title="Correlations", caption="the contributing event ids: --json")
+            for col in ("rule", "group", "count", "first", "last"):
                 t.add_column(col, overflow="fold")
             for c in res.correlations:
                 t.add_row(c.rule.title, ", ".join(f"{k}={v}" for k, v in c.group.items()), str(c.count), c.first,
-                          c.last, " ".join(c.event_ids))
+                          c.last)
             console.print(t)
     raise typer.Exit(ExitCode.FAILURE if res.failures else ExitCode.OK)
