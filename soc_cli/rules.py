@@ -232,19 +232,25 @@ def _reference_data(module: str, attr: str) -> bool:
     return True
 
 
+SQLITE_TABLE = "logs"
+
+
 def convert_rules(paths: list[Path], target: str) -> tuple[list[dict[str, Any]], list[RuleFailure]]:
     """Convert rules with a pySigma backend through soc's ECS pipeline; one dict per query."""
     from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+    from sigma.backends.sqlite import sqliteBackend
     from sigma.collection import SigmaCollection
 
-    from correlator.hunt import StoreSQLiteBackend
     from correlator.sigma.engine import RuleInfo
     from correlator.sigma.loader import error_line, failure_reason, load_placeholders, load_rules
     from correlator.sigma.pipelines import build_pipeline
 
-    backends = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend, "sqlite": StoreSQLiteBackend}
+    backends = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend, "sqlite": sqliteBackend}
+    # sqlite: pySigma's SQLite statements over a `logs` table with one column per ECS field (as Zircolite builds
+    # it), correlations included; `soc hunt` runs rules on soc's own store.
+    options = {"table": SQLITE_TABLE, "timestamp_field": "@timestamp"} if target == "sqlite" else {}
     rs = load_rules(paths)
-    backend = backends[target](build_pipeline("ecs", load_placeholders(paths)), collect_errors=True)
+    backend = backends[target](build_pipeline("ecs", load_placeholders(paths)), collect_errors=True, **options)
     out: list[dict[str, Any]] = []
     failures = list(rs.failures)
     # correlation groups are converted on copies: pipelines mutate rules and base rules are converted on their own
@@ -276,10 +282,6 @@ def convert_rules(paths: list[Path], target: str) -> tuple[list[dict[str, Any]],
         for r, err in backend.errors[n:]:
             fail(r, err)
     for group in groups:
-        if target == "sqlite":  # pySigma's SQLite correlations assume its own `logs` table, not soc's store
-            fail(group[-1], NotImplementedError("correlation rules run in soc's streaming engine, not as SQL "
-                                                "over the store (use --target esql or eql for a SIEM query)"))
-            continue
         n = len(backend.errors)
         try:
             backend.convert(SigmaCollection(group, resolve_references=False), callback=collect)
@@ -297,7 +299,11 @@ def convert(
                                         "or 'coverage' (same as `soc rules coverage`).")] = "lucene",
     as_json: JsonOpt = False,
 ) -> None:
-    """Convert rules to a query language with pySigma backends (ECS field names, as soc stores events)."""
+    """Convert rules to a query language with pySigma backends (ECS field names, as soc stores events).
+
+    lucene/esql/eql: queries for Elasticsearch (correlations in esql and eql). sqlite: pySigma's SQLite statements
+    over a `logs` table with one column per ECS field and `@timestamp` (Zircolite's layout), correlations included.
+    """
     if target == "coverage":
         coverage(paths, as_json)
         return
