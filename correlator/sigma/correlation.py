@@ -252,8 +252,10 @@ class CorrelationEngine:
         targets = self.by_rule.get(rule_id)
         if not targets:
             return []
-        if ts is None:
-            ts = event_time(event)
+        return self.feed_targets(event, targets, event_time(event) if ts is None else ts)
+
+    def feed_targets(self, event: dict[str, Any], targets: list[tuple[Correlation, int]], ts: float) -> list[Firing]:
+        """``feed`` for callers that looked ``by_rule[rule_id]`` up once (the detector, per compiled rule)."""
         if ts > self.watermark:
             self.watermark = ts
         out = [f for c, ref in targets if (f := c.feed(event, ref, ts)) is not None]

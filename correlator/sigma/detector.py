@@ -103,16 +103,20 @@ class SigmaDetector:
     def __init__(self, engine: SigmaEngine, fold_window: float = 300.0) -> None:
         self.engine = engine
         self.matcher = engine.matcher
-        self.correlation = CorrelationEngine(engine.correlations)
+        self._reset_correlation()
         self.corr_infos = {id(c.rule): RuleInfo.of(c.rule) for c in self.correlation.correlations}
         self.folder = AlertFolder(fold_window)
-        self.referenced = self.correlation.referenced()
         self.matches = 0
+
+    def _reset_correlation(self) -> None:
+        self.correlation = CorrelationEngine(self.engine.correlations)
+        by_rule = self.correlation.by_rule  # per compiled rule: does it alert, which correlations does it feed
+        self.route = [(info.output, by_rule.get(info.id)) for info in self.matcher.infos]
 
     def detect(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        infos, match, referenced = self.matcher.infos, self.matcher.match, self.referenced
-        add, feed = self.folder.add, self.correlation.feed
+        infos, match, route = self.matcher.infos, self.matcher.match, self.route
+        add, feed = self.folder.add, self.correlation.feed_targets
         watermark = 0.0
         for e in events:
             hits = match(e)
@@ -124,15 +128,15 @@ class SigmaDetector:
             self.matches += len(hits)
             group = None
             for i in hits:
-                info = infos[i]
-                if info.output:
+                output, targets = route[i]
+                if output:
                     if group is None:
                         group = group_of(e)
                         gkey = group_key(group)
-                    a = add(info, e, ts, group, None, None, gkey)
+                    a = add(infos[i], e, ts, group, None, None, gkey)
                     out[a["soc.alert.uuid"]] = a
-                if info.id in referenced:
-                    for f in feed(e, info.id, ts):
+                if targets:
+                    for f in feed(e, targets, ts):
                         a = self._correlation_alert(f, ts)
                         out[a["soc.alert.uuid"]] = a
         if watermark:
@@ -149,7 +153,7 @@ class SigmaDetector:
 
     def flush(self) -> list[dict[str, Any]]:
         """Correlations fire when their condition is met, so nothing is pending; state is reset."""
-        self.correlation = CorrelationEngine(self.engine.correlations)
+        self._reset_correlation()
         return []
 
     def stats(self) -> dict[str, Any]:
