@@ -478,40 +478,27 @@ class _Gen:
 
     def str_pred(self, parts: tuple, cased: bool, var: str) -> str:
         """Python expression testing string variable ``var`` against a wildcard pattern."""
-        lits = literal_parts(parts)
         if not cased:
-            parts = tuple(p if p in ("\0*", "\0?") else p.lower() for p in parts)
-        if len(parts) == 1 and lits:
-            return f"{var} == {parts[0]!r}"
-        if not parts:
-            return f"{var} == ''"
-        if all(p == "\0*" for p in parts):
+            parts = _lower_parts(parts)
+        kind, lit = pattern_shape(parts)
+        if kind == "any":
             return "True"
-        if len(parts) == 2 and parts[0] == "\0*" and lits:
-            return f"{var}.endswith({parts[1]!r})"
-        if len(parts) == 2 and parts[1] == "\0*" and lits:
-            return f"{var}.startswith({parts[0]!r})"
-        if len(parts) == 3 and parts[0] == parts[2] == "\0*" and lits:
-            return f"{parts[1]!r} in {var}"
-        rx = self.const("regex", pattern_regex(parts, cased), 0)
-        return f"{rx}.match({var}) is not None"
+        if kind == "regex":
+            return f"{self.const('regex', pattern_regex(parts, cased), 0)}.match({var}) is not None"
+        return {"eq": "{v} == {l}", "end": "{v}.endswith({l})", "start": "{v}.startswith({l})",
+                "contains": "{l} in {v}"}[kind].format(v=var, l=repr(lit))
 
     def tuple_pred(self, parts: tuple) -> str:
         """Python expression testing tuple ``v`` of lower-case strings (any element) against a pattern; runtime
         helpers instead of generator expressions keep the generated module small and quick to compile."""
-        lits = literal_parts(parts)
-        parts = tuple(p if p in ("\0*", "\0?") else p.lower() for p in parts)
-        if len(parts) == 1 and lits:
-            return f"{parts[0]!r} in v"
-        if not parts:
-            return "'' in v"
-        if len(parts) == 2 and parts[0] == "\0*" and lits:
-            return f"_t_end(v, {parts[1]!r})"
-        if len(parts) == 2 and parts[1] == "\0*" and lits:
-            return f"_t_start(v, {parts[0]!r})"
-        if len(parts) == 3 and parts[0] == parts[2] == "\0*" and lits:
-            return f"_t_in(v, {parts[1]!r})"
-        return f"_t_match({self.const('regex', pattern_regex(parts, False), 0)}, v)"
+        parts = _lower_parts(parts)
+        kind, lit = pattern_shape(parts)
+        if kind == "any":
+            return "bool(v)"
+        if kind == "regex":
+            return f"_t_match({self.const('regex', pattern_regex(parts, False), 0)}, v)"
+        return {"eq": "{l} in v", "end": "_t_end(v, {l})", "start": "_t_start(v, {l})",
+                "contains": "_t_in(v, {l})"}[kind].format(l=repr(lit))
 
     def or_parts(self, kids: list[Node]) -> list[str]:
         """OR children; many plain values of one field become one set lookup, prefix/suffix tuple or
@@ -560,20 +547,35 @@ class _Gen:
 GROUP_MIN = 4  # OR-ed plain values of one field from which a set / automaton pays
 
 
+def pattern_shape(parts: tuple) -> tuple[str, str]:
+    """How a wildcard pattern tests a value: ('eq'|'start'|'end'|'contains', its literal), ('any', '') for only
+    ``*`` wildcards, ('regex', '') for anything else."""
+    lit = len(literal_parts(parts)) > 0
+    if not parts:
+        return "eq", ""
+    if len(parts) == 1 and lit:
+        return "eq", parts[0]
+    if all(p == "\0*" for p in parts):
+        return "any", ""
+    if len(parts) == 2 and parts[0] == "\0*" and lit:
+        return "end", parts[1]
+    if len(parts) == 2 and parts[1] == "\0*" and lit:
+        return "start", parts[0]
+    if len(parts) == 3 and parts[0] == parts[2] == "\0*" and lit:
+        return "contains", parts[1]
+    return "regex", ""
+
+
+def _lower_parts(parts: tuple) -> tuple:
+    return tuple(p if p in ("\0*", "\0?") else p.lower() for p in parts)
+
+
 def _shape(n: Node) -> tuple[str, str] | None:
     """('eq'|'start'|'end'|'contains', lower-case literal) for a simple uncased string leaf, else None."""
-    if n[0] != "str" or n[3]:
+    if n[0] != "str" or n[3] or not n[2]:
         return None
-    p = n[2]
-    if len(p) == 1 and p[0] not in ("\0*", "\0?"):
-        return "eq", p[0].lower()
-    if len(p) == 2 and p[0] == "\0*" and p[1] not in ("\0*", "\0?"):
-        return "end", p[1].lower()
-    if len(p) == 2 and p[1] == "\0*" and p[0] not in ("\0*", "\0?"):
-        return "start", p[0].lower()
-    if len(p) == 3 and p[0] == p[2] == "\0*" and p[1] not in ("\0*", "\0?"):
-        return "contains", p[1].lower()
-    return None
+    kind, lit = pattern_shape(_lower_parts(n[2]))
+    return None if kind in ("any", "regex") else (kind, lit)
 
 
 def _parts(shape: str, lit: str) -> tuple:
