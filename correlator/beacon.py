@@ -42,8 +42,9 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any
+
+from correlator.events import epoch
 
 MIN_CONNECTIONS = 4  # three intervals, RITA's minimum
 FULL_CONNECTIONS = 16  # the connection-count subscore saturates here
@@ -127,15 +128,6 @@ def dispersion(s: array) -> tuple[float, float, float]:
     return med, rel, ((1 - abs(skew)) + max(0.0, 1 - rel)) / 2
 
 
-def _epoch(ts: Any) -> float | None:
-    if isinstance(ts, (int, float)):
-        return float(ts)
-    try:
-        return datetime.fromisoformat(ts).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
 class BeaconEnricher:
     """Pipeline enricher: annotates connection-start ``soc.flow`` events with ``soc.beacon.*`` (see module doc)."""
 
@@ -151,7 +143,7 @@ class BeaconEnricher:
         for e in events:
             if e.get("event.dataset") != "soc.flow" or "start" not in (e.get("event.type") or ()):
                 continue
-            t = _epoch(e.get("event.start") or e.get("@timestamp"))
+            t = epoch(e.get("event.start") or e.get("@timestamp"))
             if t is None:
                 continue
             key = (e.get("source.ip"), e.get("destination.ip"), e.get("destination.port"), e.get("network.transport"))

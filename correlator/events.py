@@ -33,6 +33,22 @@ def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(to_utc_iso(value)[:-1] + "+00:00")
 
 
+def epoch(value: Any) -> float | None:
+    """Epoch seconds of a timestamp: a number, or ISO-8601 (without a zone: UTC); None when absent or unparsable."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        d = datetime.fromisoformat(value)  # fast path: soc's own ISO-8601 UTC with Z
+        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    except (TypeError, ValueError):
+        try:
+            return parse_ts(str(value)).timestamp()
+        except ValueError:
+            return None
+
+
 def event_id(event: dict[str, Any]) -> str:
     """Deterministic id: SHA-256 (32 hex chars) of the canonical JSON of the event without id/ingest time."""
     body = {k: v for k, v in event.items() if k not in _SKIP_IN_ID}

@@ -42,11 +42,8 @@ def list_entries(
 ) -> None:
     """List audit entries, oldest first (the last --limit)."""
     s = get_store(store)
-    entries_of = getattr(s, "audit_entries", None)
-    if entries_of is None:
-        die(f"{s.uri}: this store cannot list its audit log", ExitCode.FAILURE)
     try:
-        entries = [e for e in entries_of() if (action is None or e["action"] == action)
+        entries = [e for e in s.audit_entries() if (action is None or e["action"] == action)
                    and (actor is None or e["actor"] == actor)][-limit:]
     except StoreError as exc:
         die(str(exc), ExitCode.FAILURE)

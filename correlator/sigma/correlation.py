@@ -18,7 +18,6 @@ import operator
 import statistics
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sigma.correlations import (
@@ -29,7 +28,7 @@ from sigma.correlations import (
     SigmaCorrelationType,
 )
 
-from correlator.events import parse_ts
+from correlator.events import epoch
 
 OPS = {Op.LT: operator.lt, Op.LTE: operator.le, Op.GT: operator.gt, Op.GTE: operator.ge, Op.EQ: operator.eq,
        Op.NEQ: operator.ne}
@@ -280,16 +279,5 @@ class CorrelationEngine:
 
 def event_time(event: dict[str, Any]) -> float:
     """Event time in epoch seconds from ``@timestamp`` (0 when absent or unparsable)."""
-    ts = event.get("@timestamp")
-    if ts is None:
-        return 0.0
-    if isinstance(ts, (int, float)):
-        return float(ts)
-    try:
-        d = datetime.fromisoformat(ts)  # fast path: soc's own ISO-8601 UTC with Z
-        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
-    except (TypeError, ValueError):
-        try:
-            return parse_ts(str(ts)).timestamp()
-        except ValueError:
-            return 0.0
+    t = epoch(event.get("@timestamp"))
+    return 0.0 if t is None else t

@@ -77,6 +77,10 @@ class Store(ABC):
         """Append to the hash-chained audit log."""
 
     @abstractmethod
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """Every audit entry in order: seq, ts, actor, action, details."""
+
+    @abstractmethod
     def audit_verify(self) -> list[str]:
         """Check the audit chain; return problems found (empty when intact), each naming the entry."""
 
