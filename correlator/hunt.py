@@ -32,6 +32,7 @@ from sigma.exceptions import SigmaError, SigmaFeatureNotSupportedByBackendError
 from sigma.types import SigmaCasedString, SigmaRegularExpression, SigmaString
 
 from correlator.lucene_regex import Untranslatable, to_lucene
+from correlator.query import Clause
 from correlator.sigma.correlation import CorrelationEngine, event_time
 from correlator.sigma.engine import RuleInfo
 from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, load_placeholders, load_rules
@@ -237,6 +238,7 @@ class HuntResult:
     matches: list[tuple[RuleInfo, list[dict]]] = field(default_factory=list)  # output base rules, newest first
     correlations: list[CorrelationHit] = field(default_factory=list)  # in firing order
     failures: list[RuleFailure] = field(default_factory=list)
+    queries: list[HuntQuery] = field(default_factory=list)  # what was run, for counting under other clauses
 
 
 def _referenced(ruleset: RuleSet) -> set[str]:
@@ -286,8 +288,9 @@ def _failure(info: RuleInfo, err: Exception, reason: str | None = None) -> RuleF
 
 
 def hunt(store: Any, paths: list[str | Path], since: datetime | None = None, until: datetime | None = None,
-         limit: int = 1000) -> HuntResult:
-    """Run every rule under ``paths`` against ``store`` over [since, until).
+         limit: int = 1000, clauses: tuple[Clause, ...] = ()) -> HuntResult:
+    """Run every rule under ``paths`` against ``store`` over [since, until), on the events that also match
+    ``clauses`` (the read gate passes the reader's clearance here, so correlations see only readable events).
 
     Base rules: up to ``limit`` matching events each, newest first. Correlation rules: every match of their base
     rules in the range, replayed in event-time order through the streaming ``CorrelationEngine``. A rule whose
@@ -297,11 +300,11 @@ def hunt(store: Any, paths: list[str | Path], since: datetime | None = None, unt
     queries, failures = convert(rs, store.hunt_language, load_placeholders(paths), referenced)
     if store.hunt_language == "sqlite" and hasattr(store, "db"):
         enable_functions(store.db)
-    result = HuntResult(failures=rs.failures + failures)
+    result = HuntResult(failures=rs.failures + failures, queries=queries)
     found: dict[str, list[dict]] = {}
     for q in queries:
         try:
-            events = store.hunt(q.query, since, until, sys.maxsize if q.rule.id in referenced else limit)
+            events = store.hunt(q.query, since, until, sys.maxsize if q.rule.id in referenced else limit, clauses)
         except StoreUnavailable:
             raise
         except StoreError as e:

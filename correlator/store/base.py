@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from correlator.query import Query
+from correlator.query import Clause, Query
 
 
 class StoreError(Exception):
@@ -69,8 +69,9 @@ class Store(ABC):
         """Merge `fields` into an alert (workflow status, assignee, notes)."""
 
     @abstractmethod
-    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
-        """Events matching a backend-native query (`hunt_language`), newest first."""
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,
+             clauses: tuple[Clause, ...] = ()) -> list[dict]:
+        """Events matching a backend-native query (`hunt_language`) and `clauses`, newest first."""
 
     @abstractmethod
     def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:

@@ -428,10 +428,11 @@ class ElasticStore(Store):
             except NotFoundError:
                 return None
 
-    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,
+             clauses: tuple[Clause, ...] = ()) -> list[dict]:
         """Events matching a Lucene query_string (bare words search the free-text field), newest first."""
         must = [{"query_string": {"query": query, "default_field": TEXT_FIELD}}]
-        dsl = {"bool": {"filter": [*must, *_time_filter(Query((), since, until))]}}
+        dsl = {"bool": {"filter": [*must, *_time_filter(Query((), since, until)), *map(_clause_dsl, clauses)]}}
         with self._calls(f"hunt {query!r}"):
             return self._search(self.events_index, dsl, EVENT_SORT, limit)
 

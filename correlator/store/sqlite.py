@@ -271,8 +271,9 @@ class SQLiteStore(Store):
         row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000) -> list[dict]:
-        where, params = self._where(Query((), since, until), {})
+    def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,
+             clauses: tuple[Clause, ...] = ()) -> list[dict]:
+        where, params = self._where(Query(tuple(clauses), since, until), {})
         sql = f"SELECT doc FROM events WHERE {where} AND ({query}) ORDER BY ts DESC, id ASC LIMIT ?"
         try:
             return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
