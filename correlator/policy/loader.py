@@ -150,7 +150,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     settings = settings or {}
     free = level(settings.get("agreement_free_up_to"), "settings.agreement_free_up_to", levels[0])
     share = level(settings.get("share_max_level"), "settings.share_max_level", levels[0])
-    clear_default, users = _clearance(r, top.get("clearance"), level, levels)
+    clear_default, users, disclose = _clearance(r, top.get("clearance"), level, levels)
     name_node = top.get("name")
     name = r.scalar(name_node, "name", required=False) or Path(path).stem
     if r.problems:
@@ -159,7 +159,8 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     return Policy(name=name, levels=levels, caveats=caveats, organizations=orgs, zones=zones,
                   default_zone=default_zone, assets=assets, agreements=agreements, profiles=profiles,
                   exceptions=exceptions, agreement_free_up_to=free, share_max_level=share,
-                  clearance_default=clear_default, clearance_users=users, path=path)
+                  clearance_default=clear_default, clearance_users=users, disclose_withheld=disclose,
+                  path=path)
 
 
 def _levels(r: _Reader, node: yaml.Node | None) -> list[Level]:
@@ -460,11 +461,18 @@ def _datetime(r: _Reader, node: yaml.Node | None, where: str) -> datetime | None
         return None
 
 
-def _clearance(r: _Reader, node: yaml.Node | None, level: Any, levels: list[Level]) -> tuple[Level | None, dict]:
+def _clearance(r: _Reader, node: yaml.Node | None, level: Any, levels: list[Level]
+               ) -> tuple[Level | None, dict, bool]:
     if node is None:
-        return levels[0], {}
-    m = r.mapping(node, "clearance", {"default", "users"}) or {}
+        return levels[0], {}, True
+    m = r.mapping(node, "clearance", {"default", "users", "disclose_withheld"}) or {}
     default = level(m.get("default"), "clearance.default", levels[0])
+    disclose = True
+    if "disclose_withheld" in m:
+        text = (r.scalar(m["disclose_withheld"], "clearance.disclose_withheld") or "").lower()
+        if text not in ("true", "false", "yes", "no"):
+            r.fail(m["disclose_withheld"], "clearance.disclose_withheld", f"expected true or false, got {text!r}")
+        disclose = text in ("true", "yes")
     users: dict[str, Level] = {}
     if "users" in m:
         um = r.mapping(m["users"], "clearance.users") or {}
@@ -472,4 +480,4 @@ def _clearance(r: _Reader, node: yaml.Node | None, level: Any, levels: list[Leve
             lv = level(ln, f"clearance.users.{user}")
             if lv is not None:
                 users[user] = lv
-    return default, users
+    return default, users, disclose

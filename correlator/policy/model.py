@@ -121,7 +121,12 @@ class Policy:
     share_max_level: Level
     clearance_default: Level
     clearance_users: dict[str, Level] = field(default_factory=dict)
+    disclose_withheld: bool = True  # tell readers how many items above their clearance were withheld
     path: str = ""
+
+    def clearance_of(self, user: str) -> Level:
+        """The highest level `user` (an OS account) may read: their mapping, else the default."""
+        return self.clearance_users.get(user, self.clearance_default)
 
     def level(self, name_or_rank: str | int) -> Level:
         """A level by English name, Arabic label or rank; KeyError if unknown."""
