@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
+import os
+import pwd
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,11 +13,12 @@ GENESIS = "0" * 64
 
 
 def current_actor() -> str:
-    """The OS user running soc (the default audit actor)."""
+    """The OS account running soc, from the effective uid (not $USER or $LOGNAME, which anyone can set)."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return "unknown"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry in some containers
+        return f"uid:{uid}"
 
 
 def entry_hash(prev_hash: str, seq: int, ts: str, actor: str, action: str, details: dict[str, Any]) -> str:

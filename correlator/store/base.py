@@ -89,6 +89,14 @@ class Store(ABC):
     def status(self) -> dict[str, Any]:
         """Health, counts and versions."""
 
+    def purpose(self) -> str | None:
+        """What the store was created for, when not ordinary events (`demo` for `soc demo`'s own store)."""
+        return None
+
+    def set_purpose(self, purpose: str) -> None:
+        """Record what the store is for (only backends that keep metadata: SQLite)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no purpose")
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""
 

@@ -346,6 +346,14 @@ class SQLiteStore(Store):
             "size_bytes": self.path.stat().st_size if self.path.exists() else 0,
         }
 
+    def purpose(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='purpose'").fetchone()
+        return row[0] if row else None
+
+    def set_purpose(self, purpose: str) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('purpose', ?)", (purpose,))
+
     def close(self) -> None:
         self.db.close()
 
