@@ -1,19 +1,22 @@
 """Packet sources: pcap/pcapng files through scapy's raw readers (bytes + metadata, no dissection), live interfaces
-through scapy's L2 listen socket, and BPF filtering compiled by libpcap (via scapy) and applied with
-`pcap_offline_filter`.
+through scapy's L2 listen socket, and BPF filtering compiled by the libpcap that the `cypcap` wheel ships (applied
+with `pcap_offline_filter` to files, attached to the socket in the kernel for live capture).
 
 Every source yields records `(ts: float, data: bytes, wirelen: int, linktype: int)`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 
+import cypcap
+from scapy.data import DLT_RAW, DLT_RAW_ALT, SO_ATTACH_FILTER
 from scapy.error import Scapy_Exception
+from scapy.libs.structures import bpf_insn, sock_fprog
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
 Record = tuple[float, bytes, int, int]
@@ -70,41 +73,32 @@ def read_file(path: str, stats: dict | None = None) -> Iterator[Record]:
         reader.close()
 
 
-class _PcapPkthdr(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
-                ("len", ctypes.c_uint32)]
-
-
 class BpfFilter:
-    """A tcpdump-syntax filter compiled by libpcap (scapy's `compile_filter`) and matched per link type with
-    libpcap's `pcap_offline_filter`."""
+    """A tcpdump-syntax filter compiled by libpcap (the copy that the `cypcap` wheel ships, no system libpcap needed),
+    one program per link type, matched with libpcap's `pcap_offline_filter`."""
 
     def __init__(self, expression: str) -> None:
-        from scapy.arch.common import compile_filter
-        from scapy.libs.winpcapy import _lib
-
         self.expression = expression
-        self._compile = compile_filter
-        self._match = _lib.pcap_offline_filter
-        self._match.argtypes = [ctypes.c_void_p, ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
-        self._match.restype = ctypes.c_int
-        self._programs: dict[int, object] = {}
-        self._hdr = _PcapPkthdr()
+        self._programs: dict[int, cypcap.BpfProgram] = {}
+        self._hdr = cypcap.Pkthdr()
         self.program(1)  # fail early on a syntax error
 
-    def program(self, linktype: int) -> object:
+    def program(self, linktype: int) -> cypcap.BpfProgram:
+        """The compiled program for a capture link type; ValueError names the expression and libpcap's reason."""
         prog = self._programs.get(linktype)
         if prog is None:
+            dlt = DLT_RAW if linktype == DLT_RAW_ALT else linktype  # pcap's LINKTYPE_RAW is DLT_RAW for libpcap
             try:
-                prog = self._programs[linktype] = self._compile(self.expression, linktype=linktype)
-            except Exception as exc:  # scapy raises Scapy_Exception/OSError with libpcap's message
-                raise ValueError(f"BPF filter {self.expression!r}: {exc}") from exc
+                prog = cypcap.compile(dlt, SNAPLEN, self.expression, True, cypcap.NETMASK_UNKNOWN)
+            except cypcap.Error as exc:  # args: (ErrorCode, libpcap's message)
+                raise ValueError(f"BPF filter {self.expression!r} (link type {linktype}): {exc.args[-1]}") from exc
+            self._programs[linktype] = prog
         return prog
 
     def __call__(self, data: bytes, wirelen: int, linktype: int) -> bool:
         hdr = self._hdr
         hdr.caplen, hdr.len = len(data), wirelen
-        return self._match(ctypes.byref(self.program(linktype)), ctypes.byref(hdr), data) != 0
+        return self.program(linktype).offline_filter(hdr, data)
 
     def apply(self, records: Iterator[Record]) -> Iterator[Record]:
         """Keep only the records that match."""
@@ -112,12 +106,31 @@ class BpfFilter:
             if self(rec[1], rec[2], rec[3]):
                 yield rec
 
+    def attach(self, sock: socket.socket, linktype: int) -> None:
+        """Attach the program for `linktype` to a bound Linux packet socket (SO_ATTACH_FILTER), then drop what the
+        socket queued before it, as libpcap does: a reject-all program first, drain, then the real one."""
+        insns = list(self.program(linktype))
+        _attach(sock, [(0x06, 0, 0, 0)])  # BPF_RET|BPF_K 0: accept nothing
+        try:
+            while True:
+                sock.recv(1, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        _attach(sock, insns)
 
-def live(iface: str, bpf: str | None = None, stop: Callable[[], bool] = lambda: False,
+
+def _attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
+    """SO_ATTACH_FILTER with classic BPF instructions `(code, jt, jf, k)` (struct sock_fprog of struct sock_filter)."""
+    prog = (bpf_insn * len(insns))(*insns)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(len(insns), prog))
+
+
+def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = lambda: False,
          stats: dict | None = None, on_ready: Callable[[], None] | None = None) -> Iterator[Record]:
-    """Capture on an interface with scapy's Linux L2 listen socket (filter attached in the kernel), yielding raw
-    records until `stop()` is true (checked at least every 0.2 s). `stats["kernel_drops"]` gets the socket's drop
-    count at the end."""
+    """Capture on an interface with scapy's Linux L2 listen socket, `bpf` compiled for the interface's link type and
+    attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s).
+    `stats["kernel_drops"]` gets the socket's drop count at the end. ValueError when libpcap cannot compile the
+    filter for this link type."""
     import select
 
     import scapy.arch  # noqa: F401 - picks this platform's sockets (conf.L2listen)
@@ -125,11 +138,17 @@ def live(iface: str, bpf: str | None = None, stop: Callable[[], bool] = lambda: 
     from scapy.data import ARPHRD_TO_DLT
 
     _quiet_scapy()
-    sock = conf.L2listen(iface=iface, filter=bpf)
+    sock = conf.L2listen(iface=iface)
     arphrd = sock.ins.getsockname()[3]
     linktype = ARPHRD_TO_DLT.get(arphrd, 1)  # e.g. Ethernet and loopback → 1, tun (ARPHRD_NONE) → raw IP
+    if bpf is not None:
+        try:
+            bpf.attach(sock.ins, linktype)
+        except BaseException:
+            sock.close()
+            raise
     stats = stats if stats is not None else {}
-    _kernel_drops(sock)  # reading the statistics resets them: drops while scapy set the socket up do not count
+    _kernel_drops(sock)  # reading the statistics resets them: drops while the socket was set up do not count
     if on_ready:
         on_ready()
     try:

@@ -31,7 +31,8 @@ from soc_cli.wiring import build_pipeline
 app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.",
                   no_args_is_help=True)
 
-BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (via scapy).")]
+BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (the copy "
+                                                           "that the cypcap wheel ships).")]
 NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.name (default: config sensor.name, "
                                                                    "else the host name).")]
 SeedOpt = Annotated[int, typer.Option("--community-id-seed", min=0, max=65535,
@@ -61,7 +62,7 @@ def _bpf(expression: str | None) -> BpfFilter | None:
         return None
     try:
         return BpfFilter(expression)
-    except (ValueError, ImportError, OSError) as exc:
+    except ValueError as exc:  # names the expression and libpcap's reason
         die(f"--bpf: {exc}")
 
 
@@ -190,8 +191,7 @@ def live_capture(
     if duration is not None and count is not None:
         die("give --duration or --count, not both")
     name, nets = _options(sensor_name, home_net)
-    if bpf:
-        _bpf(bpf)  # validate the syntax before opening the socket
+    flt = _bpf(bpf)  # syntax checked before the socket opens; compiled for the interface's link type on open
     sensor = _make_sensor(name, nets, None, community_id_seed)
     sensor.base["observer.ingress.interface.name"] = iface
     stopping = {"signal": None}
@@ -211,13 +211,15 @@ def live_capture(
     def records() -> Iterator[Record]:
         try:
             ready = lambda: err_console.print(f"capturing on {iface}", highlight=False)  # noqa: E731
-            for rec in live(iface, bpf, stop, cap_stats, on_ready=ready):
+            for rec in live(iface, flt, stop, cap_stats, on_ready=ready):
                 seen["n"] += 1
                 yield rec
                 if stop():
                     return
         except (OSError, PermissionError, Scapy_Exception) as exc:
             cap_stats["error"] = f"{iface}: {exc}"
+        except ValueError as exc:  # the filter does not compile for this interface's link type: bad input
+            cap_stats["error"], cap_stats["code"] = f"--bpf: {iface}: {exc}", ExitCode.USAGE
 
     st = get_store(store)
     try:
@@ -234,6 +236,6 @@ def live_capture(
         _summary(stats | {"file": iface}, run)
         console.print(f"kernel drops: {stats['kernel_drops']}", highlight=False)
     if "error" in cap_stats:
-        die(cap_stats["error"], ExitCode.FAILURE)
+        die(cap_stats["error"], cap_stats.get("code", ExitCode.FAILURE))
     if run["spooled_events"]:
         raise typer.Exit(ExitCode.PARTIAL)
