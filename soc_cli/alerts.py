@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from correlator.gate import Read
 from correlator.query import Query, QueryError, Term, parse_time
 from correlator.store import StoreError
 from soc_cli.common import (
@@ -14,13 +15,12 @@ from soc_cli.common import (
     ExitCode,
     JsonOpt,
     StoreOpt,
-    cleared_read,
     console,
     die,
     get_store,
+    open_reader,
     print_ndjson,
-    reader_clearance,
-    withhold,
+    say_withheld,
 )
 
 app = typer.Typer(help="Read alerts: list them, show why one fired.", no_args_is_help=True)
@@ -67,18 +67,20 @@ def list_alerts(
     except QueryError as e:
         die(str(e))
     wanted = SEVERITIES[SEVERITIES.index(severity):] if severity else [None]
-    st = get_store(store)
-    cleared = reader_clearance(clearance)
+    gate = open_reader(get_store(store), clearance)
     try:
         found: list[dict[str, Any]] = []
+        withheld = 0
         for sev in wanted:
             clauses = (Term("soc.alert.severity", sev),) if sev else ()
-            found.extend(cleared_read(st, "alerts", Query(clauses, start, end), limit, cleared,
-                                      f"alerts list severity={sev}"))
+            read = gate.search_alerts(Query(clauses, start, end), limit, f"alerts list severity={sev}")
+            found.extend(read.items)
+            withheld += read.withheld or 0
     except StoreError as e:
         die(str(e), ExitCode.FAILURE)
     finally:
-        st.close()
+        gate.store.close()
+    say_withheld(Read([], withheld), "alerts", gate)
     found.sort(key=lambda a: (a.get("soc.alert.risk_score") or 0, a.get("@timestamp") or ""), reverse=True)
     rows = [summary(a) for a in found[:limit]]
     if as_json:
@@ -103,15 +105,15 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one alert: the rule, why it fired, the group key, the window and the events behind it."""
-    st = get_store(store)
+    gate = open_reader(get_store(store), clearance)
     try:
-        a = st.get_alert(alert_id)
-        a = next(iter(withhold(st, "alerts", [a], reader_clearance(clearance), f"alert {alert_id}")), None) if a \
-            else None
+        read = gate.get_alert(alert_id)
     except StoreError as e:
         die(str(e), ExitCode.FAILURE)
     finally:
-        st.close()
+        gate.store.close()
+    say_withheld(read, "alerts", gate)
+    a = read.items[0] if read.items else None
     if a is None:
         die(f"no alert with id {alert_id}", ExitCode.FAILURE)
     if as_json:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import IntEnum
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+import rules
+from correlator import audit
 from correlator.events import nest
-from correlator.query import Clearance, Query
+from correlator.gate import ClearanceError, Gate, HuntRead, Read, Reader, open_gate, resolve_reader
+from correlator.policy import Policy, PolicyError, load_policy
 from correlator.store import Store, StoreError, StoreUnavailable, open_store
 
 
@@ -39,12 +46,12 @@ state: dict[str, Any] = {"store": None, "config": None, "verbose": 0}
 
 def die(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     """Print an error to stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_ndjson(obj: Any) -> None:
@@ -107,79 +114,72 @@ def make_progress(total: int | None, description: str, enabled: bool = True) -> 
     return ProgressBar(total, description, enabled)
 
 
-# --- reader clearance (classification policy) ----------------------------------------------------------------------
+# --- the classification policy and the reader's clearance ----------------------------------------------------------
 
+SHIPPED_POLICY = Path(rules.__file__).parent / "policy" / "national-backbone.yml"
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", envvar="SOC_POLICY", show_envvar=True,
+                 help="Policy file (default: config `policy:`, else the shipped rules/policy/national-backbone.yml)."),
+]
 ClearanceOpt = Annotated[
     str | None,
     typer.Option("--clearance", envvar="SOC_CLEARANCE", show_envvar=True,
-                 help="Reader clearance: a level name or rank (default: config `clearance:`, else the policy's "
-                      "mapping of the OS user, else its lowest level)."),
+                 help="Read at this level (name or rank): lower than the policy's mapping of your OS account, never "
+                      "higher (default: config `clearance:`, else that mapping)."),
 ]
 
 
-def reader_clearance(flag: str | None = None) -> Clearance:
-    """The reader's clearance: --clearance / SOC_CLEARANCE > config `clearance:` > policy user mapping > lowest."""
-    from soc_cli.policy import resolve_clearance
-
-    return resolve_clearance(flag).clause
-
-
-def cleared_read(store: Store, kind: str, q: Query, limit: int, clearance: Clearance | None = None,
-                 what: str = "") -> list[dict[str, Any]]:
-    """Search `kind` ('events' or 'alerts') under the reader's clearance.
-
-    Items above it are not returned; how many were withheld is printed on stderr; every read that returns
-    classified items (rank > 0) is appended to the audit log.
-    """
-    from dataclasses import replace
-
-    from correlator.query import Range
-
-    clearance = clearance or reader_clearance()
-    search = store.search_events if kind == "events" else store.search_alerts
-    items = search(replace(q, clauses=(*q.clauses, clearance)), limit)
-    above = replace(q, clauses=(*q.clauses, Range("gov.label.rank", gt=clearance.max_rank)))
-    withheld = store.count_events(above) if kind == "events" else len(store.search_alerts(above, 10**9))
-    account_read(store, kind, items, withheld, clearance, what or _describe(q))
-    return items
+def policy_path(flag: Path | str | None = None) -> Path:
+    """--policy / SOC_POLICY > config `policy:` > the shipped example policy."""
+    chosen = flag or os.environ.get("SOC_POLICY") or (state.get("config") or {}).get("policy")
+    return Path(chosen) if chosen else SHIPPED_POLICY
 
 
-def cleared_count(store: Store, q: Query, clearance: Clearance | None = None, what: str = "") -> int:
-    """Count events under the reader's clearance (reporting the withheld count like `cleared_read`)."""
-    from dataclasses import replace
-
-    from correlator.query import Range
-
-    clearance = clearance or reader_clearance()
-    n = store.count_events(replace(q, clauses=(*q.clauses, clearance)))
-    withheld = store.count_events(replace(q, clauses=(*q.clauses, Range("gov.label.rank", gt=clearance.max_rank))))
-    account_read(store, "events", [], withheld, clearance, what or _describe(q))
-    return n
+@lru_cache(maxsize=8)
+def _load_policy(path: str) -> Policy:
+    return load_policy(path)
 
 
-def withhold(store: Store, kind: str, items: list[dict[str, Any]], clearance: Clearance | None = None,
-             what: str = "") -> list[dict[str, Any]]:
-    """Filter items already read (hunt results, one alert by id) by clearance; report and audit like `cleared_read`."""
-    clearance = clearance or reader_clearance()
-    kept = [it for it in items if int(it.get("gov.label.rank") or 0) <= clearance.max_rank]
-    account_read(store, kind, kept, len(items) - len(kept), clearance, what)
-    return kept
+def active_policy(flag: Path | str | None = None) -> Policy:
+    """The policy in force; exits 2 naming every problem if it is invalid."""
+    path = policy_path(flag)
+    try:
+        return _load_policy(str(path))
+    except PolicyError as exc:
+        for p in exc.problems:
+            err_console.print(p, highlight=False, markup=False, soft_wrap=True)
+        die(f"policy {path} is invalid ({len(exc.problems)} problem(s))")
 
 
-def account_read(store: Store, kind: str, items: list[dict[str, Any]], withheld: int, clearance: Clearance,
-                 what: str) -> None:
-    """Tell the reader how many items were withheld; audit the read when it returned classified items."""
-    err_console.print(f"{withheld} {kind} above your clearance (rank {clearance.max_rank}) withheld",
-                      highlight=False, soft_wrap=True, style="dim" if not withheld else "yellow")
-    classified = [it for it in items if int(it.get("gov.label.rank") or 0) > 0]
-    if classified:
-        ids = [it.get("event.id") or it.get("soc.alert.uuid") for it in classified]
-        store.audit("read-classified", {"what": kind, "query": what, "clearance": clearance.max_rank,
-                                        "items": len(classified), "max_rank": max(int(it["gov.label.rank"])
-                                                                                  for it in classified),
-                                        "ids": ids[:100], "withheld": withheld})
+def requested_clearance(flag: str | None) -> tuple[str | None, str]:
+    """The clearance the user asked for and where: --clearance / SOC_CLEARANCE, else config `clearance:`."""
+    if flag is not None and str(flag).strip():
+        return flag, "SOC_CLEARANCE" if os.environ.get("SOC_CLEARANCE") == flag else "--clearance"
+    conf = (state.get("config") or {}).get("clearance")
+    return (str(conf), "config clearance") if conf is not None else (None, "")
 
 
-def _describe(q: Query) -> str:
-    return " ".join(repr(c) for c in q.clauses) + (f" since={q.since}" if q.since else "") + \
-        (f" until={q.until}" if q.until else "")
+def whoami(flag: str | None = None) -> Reader:
+    """The reader: the OS account (effective uid) at the requested clearance; exit 2 if unknown or too high."""
+    requested, source = requested_clearance(flag)
+    try:
+        return resolve_reader(active_policy(), audit.current_actor(), requested, source)
+    except ClearanceError as exc:
+        die(str(exc))
+
+
+def open_reader(store: Store, flag: str | None = None) -> Gate:
+    """The read gate for this user on `store`; a refused clearance is audited and exits 2."""
+    requested, source = requested_clearance(flag)
+    try:
+        return open_gate(store, active_policy(), audit.current_actor(), requested, source)
+    except ClearanceError as exc:
+        die(str(exc))
+
+
+def say_withheld(read: Read | HuntRead, kind: str, gate: Gate) -> None:
+    """Tell the reader how many items were withheld, when some were and the policy discloses it."""
+    if read.withheld:
+        err_console.print(f"{read.withheld} {kind} above your clearance ({gate.reader.level.name}, rank "
+                          f"{gate.reader.rank}) withheld", highlight=False, soft_wrap=True, style="yellow")

@@ -19,6 +19,7 @@ from sensors.compliance.policy import SEVERITIES
 from sensors.compliance.report import rollup, summary, to_html, to_markdown
 from sensors.compliance.scanner import FAILED, PASSED
 from soc_cli.common import (
+    ClearanceOpt,
     ExitCode,
     JsonOpt,
     StoreOpt,
@@ -26,8 +27,10 @@ from soc_cli.common import (
     die,
     get_store,
     make_progress,
+    open_reader,
     print_event,
     print_ndjson,
+    say_withheld,
     warn,
 )
 
@@ -214,6 +217,7 @@ def report(
     policy_id: Annotated[str | None, typer.Option("--policy-id", help="Only this policy id.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only scans since: ISO time, epoch, or 30d.")] = None,
     json_out: JsonOpt = False,
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Scores across hosts from the latest stored scan of each host (a national view per ministry).
@@ -227,13 +231,15 @@ def report(
     clauses = [Term("event.dataset", DATASET)]
     if policy_id:
         clauses.append(Term("soc.compliance.policy.id", policy_id))
-    st = get_store(store)
+    gate = open_reader(get_store(store), clearance)
     try:
-        events = st.search_events(Query(tuple(clauses), since=start), limit=10_000_000)
+        read = gate.search_events(Query(tuple(clauses), since=start), 10_000_000, "compliance report")
     except StoreUnavailable as exc:
         die(f"store unavailable: {exc}", ExitCode.FAILURE)
     finally:
-        st.close()
+        gate.store.close()
+    say_withheld(read, "events", gate)
+    events = read.items
     rows = rollup(events, by.value)
     if json_out:
         for row in rows:

@@ -19,10 +19,10 @@ from soc_cli.common import (
     die,
     err_console,
     get_store,
+    open_reader,
     print_event,
     print_ndjson,
-    reader_clearance,
-    withhold,
+    say_withheld,
 )
 
 app = typer.Typer(help="Retro-hunt: run Sigma rules over stored events.", no_args_is_help=True,
@@ -46,8 +46,6 @@ def hunt(
     line per correlation firing: `soc.hunt.{rule_id,title,correlation,group,count,value,first,last,event_ids}`.
     Exit 1 when some rule could not be hunted (reasons on stderr), else 0.
     """
-    from correlator.hunt import hunt as run_hunt
-
     for p in rules:
         if not p.exists():
             die(f"{p}: no such rule file or directory")
@@ -55,15 +53,15 @@ def hunt(
         start, end = parse_time(since), parse_time(until)
     except QueryError as e:
         die(str(e))
-    st = get_store(store)
+    gate = open_reader(get_store(store), clearance)
     try:
-        res = run_hunt(st, rules, start, end, limit)
-        cleared = reader_clearance(clearance)
-        results = [(info, withhold(st, "events", events, cleared, f"hunt {info.id}")) for info, events in res.matches]
+        res = gate.hunt(rules, start, end, limit)
     except (StoreError, ValueError, FileNotFoundError) as e:
         die(str(e), ExitCode.FAILURE)
     finally:
-        st.close()
+        gate.store.close()
+    say_withheld(res, "events", gate)
+    results = res.matches
     for f in res.failures:
         err_console.print(f"{f.path}:{f.line}: [yellow]{f.reason}[/]: {f.message}", highlight=False, soft_wrap=True)
     if as_json:

@@ -3,81 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-import rules
-from correlator.audit import current_actor
-from correlator.policy import Level, Policy, PolicyEngine, PolicyError, load_policy
-from correlator.query import Clearance
-from soc_cli.common import ExitCode, JsonOpt, console, die, err_console, print_ndjson, state
+from correlator.policy import Policy, PolicyEngine, PolicyError, load_policy
+from soc_cli.common import (
+    ClearanceOpt,
+    ExitCode,
+    JsonOpt,
+    PolicyOpt,
+    active_policy,
+    console,
+    die,
+    err_console,
+    print_ndjson,
+    whoami,
+)
 
 app = typer.Typer(help="The information-classification policy: validate, show, explain a flow, ES roles.",
                   no_args_is_help=True)
-
-SHIPPED_POLICY = Path(rules.__file__).parent / "policy" / "national-backbone.yml"
-PolicyOpt = Annotated[
-    Path | None,
-    typer.Option("--policy", envvar="SOC_POLICY", show_envvar=True,
-                 help="Policy file (default: config `policy:`, else the shipped rules/policy/national-backbone.yml)."),
-]
-
-
-def policy_path(flag: Path | str | None = None) -> Path:
-    """--policy / SOC_POLICY > config `policy:` > the shipped example policy."""
-    chosen = flag or os.environ.get("SOC_POLICY") or (state.get("config") or {}).get("policy")
-    return Path(chosen) if chosen else SHIPPED_POLICY
-
-
-@lru_cache(maxsize=8)
-def _load(path: str) -> Policy:
-    return load_policy(path)
-
-
-def active_policy(flag: Path | str | None = None) -> Policy:
-    """The policy in force; exits 2 naming every problem if it is invalid."""
-    path = policy_path(flag)
-    try:
-        return _load(str(path))
-    except PolicyError as exc:
-        for p in exc.problems:
-            err_console.print(p, highlight=False, markup=False, soft_wrap=True)
-        die(f"policy {path} is invalid ({len(exc.problems)} problem(s))")
-
-
-@dataclass(frozen=True)
-class ReaderClearance:
-    level: Level
-    source: str  # flag | env | config | policy user mapping | policy default
-
-    @property
-    def clause(self) -> Clearance:
-        return Clearance(self.level.rank)
-
-
-def resolve_clearance(flag: str | None = None, policy: Policy | None = None) -> ReaderClearance:
-    """Clearance: --clearance > SOC_CLEARANCE > config `clearance:` > the policy's OS-user mapping > its default."""
-    policy = policy or active_policy()
-    env = os.environ.get("SOC_CLEARANCE")
-    conf = (state.get("config") or {}).get("clearance")
-    for value, source in ((flag, "--clearance"), (env, "SOC_CLEARANCE"), (conf, "config clearance")):
-        if value is not None and str(value).strip():
-            try:
-                return ReaderClearance(policy.level(str(value)), source)
-            except (KeyError, IndexError):
-                die(f"{source}: unknown clearance {value!r} (levels: {', '.join(lv.name for lv in policy.levels)})")
-    user = current_actor()
-    if user in policy.clearance_users:
-        return ReaderClearance(policy.clearance_users[user], f"policy {policy.path}: clearance.users.{user}")
-    return ReaderClearance(policy.clearance_default, f"policy {policy.path}: clearance.default")
-
 
 @app.command()
 def validate(
@@ -228,12 +176,10 @@ def es_roles_cmd(
     console.print_json(json.dumps(roles, ensure_ascii=False))
 
 
-@app.command()
-def whoami(clearance: Annotated[str | None, typer.Option("--clearance", envvar="SOC_CLEARANCE")] = None,
-           json_out: JsonOpt = False) -> None:
-    """Show the reader's clearance and where it comes from."""
-    rc = resolve_clearance(clearance)
-    out = {"user": current_actor(), "clearance": rc.level.name, "ar": rc.level.ar, "rank": rc.level.rank,
-           "source": rc.source}
+@app.command("whoami")
+def whoami_cmd(clearance: ClearanceOpt = None, json_out: JsonOpt = False) -> None:
+    """Show who you are to soc (your OS account), the level you read at, and where it comes from."""
+    r = whoami(clearance)
+    out = {"user": r.user, "clearance": r.level.name, "ar": r.level.ar, "rank": r.rank, "source": r.source}
     print_ndjson(out) if json_out else console.print(
-        f"{out['user']}: cleared up to {rc.level.name} ({rc.level.ar}, rank {rc.level.rank}) from {rc.source}")
+        f"{r.user}: cleared up to {r.level.name} ({r.level.ar}, rank {r.rank}) from {r.source}")

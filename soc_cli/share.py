@@ -14,16 +14,17 @@ from soc_cli.common import (
     ClearanceOpt,
     ExitCode,
     JsonOpt,
+    PolicyOpt,
     StoreOpt,
-    cleared_read,
+    active_policy,
     console,
     die,
     err_console,
     get_store,
+    open_reader,
     print_ndjson,
-    reader_clearance,
+    say_withheld,
 )
-from soc_cli.policy import PolicyOpt, active_policy
 
 app = typer.Typer(help="Share threat intelligence: STIX 2.1 bundles under TLP 2.0 and the classification cap.",
                   no_args_is_help=True)
@@ -62,17 +63,18 @@ def export(
         except (KeyError, IndexError):
             die(f"--max-level {max_level!r}: unknown level (levels: {', '.join(lv.name for lv in pol.levels)})")
         cap = min(cap, asked, key=lambda lv: lv.rank)
-    reader = reader_clearance(clearance)
-    cap = min(cap, pol.levels[min(reader.max_rank, len(pol.levels) - 1)], key=lambda lv: lv.rank)
     try:
         q = Query((), parse_time(since), parse_time(until))
     except QueryError as exc:
         die(str(exc))
-    s = get_store(store)
+    gate = open_reader(s := get_store(store), clearance)
+    cap = min(cap, gate.reader.level, key=lambda lv: lv.rank)
     try:
-        alerts = cleared_read(s, "alerts", q, limit, reader, f"share export since={since} until={until}")
+        read = gate.search_alerts(q, limit, f"share export since={since} until={until}")
     except StoreError as exc:
         die(str(exc), ExitCode.FAILURE)
+    say_withheld(read, "alerts", gate)
+    alerts = read.items
     result = Sharer(PolicyEngine(pol), tlp, cap, producer).build(alerts)
     try:
         output.write_text(result.bundle.serialize(pretty=True, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from correlator.store import StoreUnavailable, spool_for
-from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, get_store, print_ndjson
+from soc_cli.common import ClearanceOpt, ExitCode, JsonOpt, StoreOpt, console, die, get_store, open_reader, print_ndjson
 
 app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsearch cluster).", no_args_is_help=True)
 
@@ -26,11 +26,13 @@ def init(store: StoreOpt = None, json: JsonOpt = False) -> None:
 
 
 @app.command()
-def status(store: StoreOpt = None, json: JsonOpt = False) -> None:
-    """Report health, counts, versions and spooled batches. Exit 1 when unhealthy or unreachable."""
+def status(clearance: ClearanceOpt = None, store: StoreOpt = None, json: JsonOpt = False) -> None:
+    """Report health, counts (of what your clearance may read), versions and spooled batches.
+
+    Exit 1 when unhealthy or unreachable."""
     s = get_store(store, init=False)
     try:
-        info = s.status()
+        info = open_reader(s, clearance).status()
     except StoreUnavailable as exc:
         info = {"uri": s.uri, "healthy": False, "error": str(exc)}
     info["spool"] = spool_for(s.uri).pending()

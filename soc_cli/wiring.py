@@ -11,7 +11,7 @@ def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
     enrichers: list = []
     detectors: list = []
     from correlator.policy import PolicyDetector, PolicyEngine  # classification: gov.* on every event
-    from soc_cli.policy import active_policy
+    from soc_cli.common import active_policy
 
     policy_engine = PolicyEngine(active_policy())
     enrichers.append(policy_engine.enrich)

@@ -20,6 +20,12 @@ from correlator.store import open_store
 from soc_cli.main import app
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def reader_is_soc_admin(monkeypatch):
+    """The red team reads as the policy's `soc-admin` (top-secret), lowering its clearance per test."""
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "soc-admin")
 INTERNET = "185.220.101.7"
 # (source, destination, port, tls version) -> flows at every level, some of them violations
 FLOWS = [
@@ -216,25 +222,53 @@ def test_audit_verify_locates_tampering(world, tmp_path, name, sql, needle):
     assert needle in res.stderr, (name, res.stderr)
 
 
-def test_clearance_precedence(world, tmp_path, monkeypatch):
-    import getpass
+def test_clearance_precedence_and_ceiling(world, tmp_path, monkeypatch):
+    """Requested clearance (--clearance > SOC_CLEARANCE > config) lowers the policy's mapping of the OS account,
+    never raises it: a request above is refused (exit 2) and audited."""
 
     def who(*args, env=None):
-        res = runner.invoke(app, [*args, "policy", "whoami", "--json"],
-                            env={"SOC_CLEARANCE": None, "SOC_CONFIG": None, **(env or {})})
+        return runner.invoke(app, [*args, "policy", "whoami", "--json"],
+                             env={"SOC_CLEARANCE": None, "SOC_CONFIG": None, **(env or {})})
+
+    def level(*args, env=None):
+        res = who(*args, env=env)
         assert res.exit_code == 0, res.stderr
-        return json.loads(res.stdout)
+        return json.loads(res.stdout)["clearance"]
 
     config = tmp_path / "config.yaml"
     config.write_text("clearance: secret\n")
-    monkeypatch.setattr(getpass, "getuser", lambda: "soc-analyst")
-    assert who()["clearance"] == "restricted"  # the policy maps the OS user
-    monkeypatch.setattr(getpass, "getuser", lambda: "nobody-listed")
-    assert who()["clearance"] == "public"  # the policy default
-    assert who("--config", str(config))["clearance"] == "secret"
-    assert who("--config", str(config), env={"SOC_CLEARANCE": "محدود"})["clearance"] == "restricted"
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "soc-analyst")
+    assert level() == "restricted"  # the policy maps the OS account
+    assert level(env={"SOC_CLEARANCE": "عام"}) == "public"  # lowering is always allowed
+    for args, env in (((), {"SOC_CLEARANCE": "secret"}), (("--config", str(config)), None)):
+        res = who(*args, env=env)
+        assert res.exit_code == 2 and "refused" in res.stderr and "'soc-analyst' is cleared up to 'restricted'" \
+            in res.stderr, res.stderr
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "soc-lead")
+    assert level("--config", str(config)) == "secret"
+    assert level("--config", str(config), env={"SOC_CLEARANCE": "محدود"}) == "restricted"
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "nobody-listed")
+    assert level() == "public"  # the policy default
     res = runner.invoke(app, ["policy", "whoami", "--clearance", "cosmic"], env={"SOC_CLEARANCE": None})
     assert res.exit_code == 2 and "unknown clearance 'cosmic'" in res.stderr
+    # a refused read on a store: exit 2, nothing printed, and the refusal is in the audit log
+    res = soc(world, "events", "search", "--json", clearance=3)
+    assert res.exit_code == 2 and res.stdout == "" and "refused" in res.stderr
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "soc-admin")
+    refusals = lines(soc(world, "audit", "list", "--json", "--action", "clearance-refused").stdout)
+    assert refusals and refusals[-1]["actor"] == "nobody-listed" and refusals[-1]["details"]["requested"] == "3"
+
+
+def test_actor_is_the_effective_uid_not_the_environment(monkeypatch):
+    import os
+    import pwd
+
+    from correlator import audit
+
+    monkeypatch.undo()  # the real identity, not the red team's
+    monkeypatch.setenv("USER", "soc-admin")
+    monkeypatch.setenv("LOGNAME", "soc-admin")
+    assert audit.current_actor() == pwd.getpwuid(os.geteuid()).pw_name
 
 
 def test_withheld_counts_are_exact_beyond_the_page(world):
