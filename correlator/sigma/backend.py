@@ -8,7 +8,8 @@ Matching contract for the generated code:
 - ``e`` is the flat event (dotted keys); ``l`` is a ``Lowered`` view of it: ``l[field]`` is the value as a
   lower-case string, a tuple of them for lists, or ``None`` when absent/null.
 - Strings match case-insensitively unless ``|cased``; ``*``/``?`` are wildcards (pySigma already resolved
-  escapes); ``|re`` is ``re.search`` on the raw string, case-sensitive unless ``|i``; a list-valued field
+  escapes); ``|re`` is ``re.search`` on the raw string, case-sensitive unless ``|i`` (run by
+  ``safe_regex``: linear-time RE2, or Python's re under a time bound that raises ``RegexTimeout``); a list-valued field
   matches if any element does; an absent field matches nothing (so ``not x`` holds for it).
 - Keyword (field-less) values are full-text search over every value of the event: a plain keyword matches where
   it occurs inside a value, one with wildcards as written.
@@ -45,6 +46,8 @@ from sigma.types import (
     SpecialChars,
     TimestampPart,
 )
+
+from correlator.sigma.safe_regex import SafeRegex, safe_regex
 
 Node = tuple  # ("and", [..]) ("or", [..]) ("not", n) ("str", field, parts, cased) ("re", field, pattern, flags) ...
 
@@ -140,9 +143,9 @@ def _any(pred: Any, v: Any) -> bool:
     return bool(pred(v))
 
 
-def _re_pred(rx: re.Pattern[str]) -> Any:
-    search = rx.search
-    return lambda x: search(x if type(x) is str else lower_value(x) if type(x) is bool else str(x)) is not None
+def _re_pred(rx: SafeRegex) -> Any:
+    search = rx.search  # RE2 where exact, else time-bounded Python re (raises RegexTimeout)
+    return lambda x: search(x if type(x) is str else lower_value(x) if type(x) is bool else str(x))
 
 
 def _num(x: Any) -> float | None:
@@ -626,7 +629,7 @@ def build_const(factory: str, args: tuple) -> Any:
     if factory == "regex":
         return re.compile(args[0], args[1])
     if factory == "re_pred":
-        return _re_pred(re.compile(args[0], args[1]))
+        return _re_pred(safe_regex(args[0], args[1]))
     if factory == "cidr_pred":
         return _cidr_pred(args[0])
     if factory == "cmp_pred":

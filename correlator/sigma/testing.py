@@ -19,7 +19,7 @@ import yaml
 from correlator.events import event_id, flatten
 from correlator.sigma.correlation import CorrelationEngine
 from correlator.sigma.detector import SigmaEngine
-from correlator.sigma.engine import RuleInfo
+from correlator.sigma.engine import RuleInfo, stop_failures
 from correlator.sigma.loader import RuleSet, load_placeholders, load_rules
 
 
@@ -119,6 +119,7 @@ class RuleRunner:
         seen = {(f.path, f.reason) for f in out}
         for eng in self.engines.values():
             out.extend(f for f in eng.failures if (f.path, f.reason) not in seen)
+            out.extend(stop_failures(eng.matcher, _eid))
         return out
 
 
