@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,22 @@ def corpus() -> Path:
         _missing.append(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_key_of_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The audit key and anchor file every test uses unless it sets its own: never the user's ($SOC_HOME)."""
+    from correlator.audit import ANCHOR_ENV, KEY_ENV
+
+    home = tmp_path_factory.mktemp("audit")
+    saved = {k: os.environ.get(k) for k in (KEY_ENV, ANCHOR_ENV)}
+    os.environ[KEY_ENV], os.environ[ANCHOR_ENV] = str(home / "audit.key"), str(home / "audit.anchors")
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from correlator.query import Clause, Query
+
+if TYPE_CHECKING:
+    from correlator.audit import Anchors, Chain
 
 
 class StoreError(Exception):
@@ -75,15 +79,28 @@ class Store(ABC):
 
     @abstractmethod
     def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:
-        """Append to the hash-chained audit log."""
+        """Append to the keyed, hash-chained audit log and anchor the new head (correlator.audit.Chain)."""
 
     @abstractmethod
     def audit_entries(self) -> list[dict[str, Any]]:
-        """Every audit entry in order: seq, ts, actor, action, details."""
+        """Every audit entry in order: seq, ts, actor, action, details, prev_hash, hash."""
 
     @abstractmethod
-    def audit_verify(self) -> list[str]:
-        """Check the audit chain; return problems found (empty when intact), each naming the entry."""
+    def audit_verify(self, anchors: Iterable[Anchors] = ()) -> list[str]:
+        """Check the audit chain, its head and every anchored head (the anchor file's and `anchors`'); return the
+        problems found (empty when intact), each naming the entry. AuditKeyError: keyed, and the key is missing."""
+
+    @property
+    def audit_name(self) -> str:
+        """This store's name in audit anchors: its URI without credentials."""
+        return self.uri
+
+    @cached_property
+    def audit_chain(self) -> Chain:
+        """Seals, anchors and verifies this store's audit entries (key and anchor file resolved once)."""
+        from correlator.audit import Chain
+
+        return Chain(self.audit_name)
 
     @abstractmethod
     def status(self) -> dict[str, Any]:

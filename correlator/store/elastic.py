@@ -18,7 +18,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
 
-from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
+from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import flatten, nest, to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
@@ -452,8 +452,10 @@ class ElasticStore(Store):
                 head = self._head()
                 seq, prev = head["seq"] + 1, head["hash"]
                 ts = to_utc_iso(datetime.now(UTC))
+                digest = self.audit_chain.seal(head["hash"] if seq > 1 else None, prev, seq, ts, actor, action,
+                                               details)
                 entry = {"seq": seq, "ts": ts, "actor": actor, "action": action, "details": details,
-                         "prev_hash": prev, "hash": entry_hash(prev, seq, ts, actor, action, details)}
+                         "prev_hash": prev, "hash": digest}
                 try:
                     self.es.create(index=self.audit_index, id=str(seq), document=entry, refresh=True)
                 except ConflictError:
@@ -463,6 +465,7 @@ class ElasticStore(Store):
                     time.sleep(0.01 * attempt)
                     continue
                 self._advance_head(head, entry)
+                self.audit_chain.anchored(seq, digest)
                 return
         raise StoreError(f"{self.url}: audit: could not append after 50 attempts (contention)")
 
@@ -495,17 +498,16 @@ class ElasticStore(Store):
                     return out
                 after = hits[-1]["sort"]
 
-    def audit_verify(self) -> list[str]:
+    @property
+    def audit_name(self) -> str:
+        return f"{self.url}?namespace={self.namespace}"
+
+    def audit_verify(self, anchors: Iterable[Anchors] = ()) -> list[str]:
         entries = self.audit_entries()
-        problems = verify_chain(entries)
         with self._calls("read audit head"):
             head = self._head()
-        last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
         have = f"{head['seq']}:{head['hash']}" if head["_seq_no"] is not None else None
-        if have != last:
-            problems.append(f"audit head is {have or 'absent'} but the last entry is {last}: "
-                            "entries were removed from the end")
-        return problems
+        return self.audit_chain.verify(entries, have, anchors)
 
     # -- status ----------------------------------------------------------------------------------------------------
 

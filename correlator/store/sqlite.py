@@ -10,12 +10,12 @@ import ipaddress
 import json
 import socket
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from correlator.audit import GENESIS, current_actor, entry_hash, verify_chain
+from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text, tokens
 from correlator.store.base import Store, StoreError, StoreUnavailable
@@ -296,37 +296,35 @@ class SQLiteStore(Store):
 
     # -- audit and status ----------------------------------------------------------------------------------------
 
+    @property
+    def audit_name(self) -> str:
+        return f"sqlite:///{self.path.resolve()}"
+
     def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None:
         actor = actor or current_actor()
         ts = to_utc_iso(datetime.now(UTC))
         with self._tx():
             last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            digest = entry_hash(prev, seq, ts, actor, action, details)
+            digest = self.audit_chain.seal(last and last[1], prev, seq, ts, actor, action, details)
             self.db.execute(
                 "INSERT INTO audit VALUES (?,?,?,?,?,?,?)",
                 (seq, ts, actor, action, json.dumps(details, sort_keys=True), prev, digest),
             )
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",))
+        self.audit_chain.anchored(seq, digest)
 
-    def audit_verify(self) -> list[str]:
+    def audit_verify(self, anchors: Iterable[Anchors] = ()) -> list[str]:
+        head = self.db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        return self.audit_chain.verify(self.audit_entries(), head and head[0], anchors)
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """All audit entries in seq order (with their hashes)."""
         rows = self.db.execute("SELECT seq, ts, actor, action, details, prev_hash, hash FROM audit ORDER BY seq")
-        entries = [
+        return [
             dict(seq=r[0], ts=r[1], actor=r[2], action=r[3], details=json.loads(r[4]), prev_hash=r[5], hash=r[6])
             for r in rows
         ]
-        problems = verify_chain(entries)
-        head = self.db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
-        last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
-        if (head[0] if head else None) != last:
-            problems.append(f"audit head is {head[0] if head else 'absent'} but the last entry is {last}: "
-                            "entries were removed from the end")
-        return problems
-
-    def audit_entries(self) -> list[dict[str, Any]]:
-        """All audit entries in order (for `soc audit` listings)."""
-        rows = self.db.execute("SELECT seq, ts, actor, action, details FROM audit ORDER BY seq")
-        return [dict(seq=r[0], ts=r[1], actor=r[2], action=r[3], details=json.loads(r[4])) for r in rows]
 
     def status(self) -> dict[str, Any]:
         one = self.db.execute

@@ -9,7 +9,6 @@ import pytest
 from elasticsearch import Elasticsearch
 from es_server import EsServer, FaultProxy, free_port
 
-from correlator.audit import entry_hash
 from correlator.events import event_id
 from correlator.pipeline import Pipeline
 from correlator.query import Clearance, Query, parse_query
@@ -250,7 +249,7 @@ def test_audit_recovers_from_a_writer_that_died_before_moving_the_head(es_server
     five = audited.audit_entries()[-1]
     ts = "2024-05-01T10:00:00.000000Z"
     orphan = {"seq": 6, "ts": ts, "actor": "crashed", "action": "read", "details": {}, "prev_hash": five["hash"],
-              "hash": entry_hash(five["hash"], 6, ts, "crashed", "read", {})}
+              "hash": audited.audit_chain.seal(five["hash"], five["hash"], 6, ts, "crashed", "read", {})}
     _raw(es_server).index(index=audited.audit_index, id="6", document=orphan, refresh=True)  # head still at 5
     audited.audit("export", {"n": 7}, actor="analyst")
     assert [(e["seq"], e["actor"]) for e in audited.audit_entries()][-2:] == [(6, "crashed"), (7, "analyst")]
