@@ -3,7 +3,8 @@ correlation rules replayed over what their base rules matched.
 
 - SQLite store: pySigma-backend-sqlite with soc's ECS pipeline; fields read from the flat event JSON
   (``json_extract(doc, '$."source.ip"')``) as text, string equality ``COLLATE NOCASE`` (Sigma is case-insensitive),
-  ``REGEXP`` = Python's ``re.search``, keywords = ``soc_keyword`` (any value of the event, as the streaming engine).
+  ``REGEXP`` = Python's ``re.search`` run by ``safe_regex`` (RE2, or time-bounded: a stopped search is reported
+  with the rule and event), keywords = ``soc_keyword`` (any value of the event, as the streaming engine).
 - Elasticsearch store: pySigma-backend-elasticsearch's Lucene backend (``query_string``) with the same pipeline;
   case-insensitive values go to the lower-cased ``<field>.lc`` sub-field the store maps on every field,
   ``|re`` is translated to Lucene's whole-value regular expressions (``correlator.lucene_regex``), keywords search
@@ -37,6 +38,7 @@ from correlator.sigma.correlation import CorrelationEngine, event_time
 from correlator.sigma.engine import RuleInfo
 from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, load_placeholders, load_rules
 from correlator.sigma.pipelines import build_pipeline
+from correlator.sigma.safe_regex import RegexTimeout, safe_regex
 from correlator.store.base import StoreError, StoreUnavailable
 
 
@@ -61,6 +63,7 @@ class StoreSQLiteBackend(sqliteBackend):
 
     collate_nocase = True
     _numeric = False
+    re_expression = "soc_regexp({field}, '{regex}', doc)"  # REGEXP with the event, to name it if stopped
 
     def escape_and_quote_field(self, field: str) -> str:
         path = "json_extract(doc, '$.\"" + field.replace("'", "''").replace('"', '""') + "\"')"
@@ -163,23 +166,40 @@ class StoreLuceneBackend(LuceneBackend):
         raise SigmaFeatureNotSupportedByBackendError("regular-expression keywords (no field to search)")
 
 
-@lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+STOPPED: list[str] = []  # searches the time bound stopped during the current hunt query (event id: pattern)
 
 
 def sqlite_regexp(pattern: str | None, value: Any) -> bool:
-    """SQLite REGEXP: ``value REGEXP pattern`` is ``re.search`` (Sigma's |re semantics)."""
+    """SQLite REGEXP: ``value REGEXP pattern`` is ``re.search`` (Sigma's |re semantics), run by ``safe_regex``;
+    a stopped search is no match."""
+    return soc_regexp(value, pattern, None)
+
+
+def soc_regexp(value: Any, pattern: str | None, doc: str | None) -> bool:
+    """``soc_regexp(field, pattern, doc)``: REGEXP that names the event (``doc``) in ``STOPPED`` when the time
+    bound stops the search (then: no match, and the hunt reports the rule)."""
     if pattern is None or value is None:
         return False
-    return _regex(pattern).search(str(value)) is not None
+    try:
+        return safe_regex(pattern).search(str(value))
+    except RegexTimeout as e:
+        STOPPED.append(f"event {_doc_id(doc)}: {e}")
+        return False
+
+
+def _doc_id(doc: str | None) -> str:
+    try:
+        return str(json.loads(doc).get("event.id", "?")) if doc else "?"
+    except (ValueError, AttributeError):
+        return "?"
 
 
 @lru_cache(maxsize=4096)
-def _keyword_regex(pattern: str, mode: str) -> re.Pattern[str]:
+def _keyword_regex(pattern: str, mode: str) -> Any:
+    """Keyword test: ``r<flags>`` a bounded ``re.search``, else a full match (``.*`` around a plain keyword)."""
     if mode[0] == "r":
-        return re.compile(pattern, int(mode[1:]))
-    return re.compile(pattern, re.DOTALL)
+        return safe_regex(pattern, int(mode[1:])).search
+    return safe_regex(r"\A(?:" + pattern + r")\Z", re.DOTALL).search
 
 
 def _texts(value: Any) -> list[str]:
@@ -198,18 +218,22 @@ def sqlite_keyword(doc: str | None, pattern: str, mode: str) -> bool:
     lower-cased value, ``c`` whole raw value, ``r<flags>`` ``re.search`` on the raw value."""
     if doc is None:
         return False
-    rx = _keyword_regex(pattern, mode)
-    test = rx.search if mode[0] == "r" else rx.fullmatch
-    for v in json.loads(doc).values():
-        for t in _texts(v):
-            if test(t.lower() if mode == "i" else t):
-                return True
+    test = _keyword_regex(pattern, mode)
+    event = json.loads(doc)
+    try:
+        for v in event.values():
+            for t in _texts(v):
+                if test(t.lower() if mode == "i" else t):
+                    return True
+    except RegexTimeout as e:
+        STOPPED.append(f"event {event.get('event.id', '?')}: {e}")
     return False
 
 
 def enable_functions(db: Any) -> None:
     """Register REGEXP and soc_keyword on an sqlite3 connection (the SQLite store's ``db``)."""
     db.create_function("REGEXP", 2, sqlite_regexp, deterministic=True)
+    db.create_function("soc_regexp", 3, soc_regexp, deterministic=True)
     db.create_function("soc_keyword", 3, sqlite_keyword, deterministic=True)
 
 
@@ -303,6 +327,7 @@ def hunt(store: Any, paths: list[str | Path], since: datetime | None = None, unt
     result = HuntResult(failures=rs.failures + failures, queries=queries)
     found: dict[str, list[dict]] = {}
     for q in queries:
+        STOPPED.clear()
         try:
             events = store.hunt(q.query, since, until, sys.maxsize if q.rule.id in referenced else limit, clauses)
         except StoreUnavailable:
@@ -310,6 +335,9 @@ def hunt(store: Any, paths: list[str | Path], since: datetime | None = None, unt
         except StoreError as e:
             result.failures.append(_failure(q.rule, e, "store"))
             continue
+        result.failures += [_failure(q.rule, SigmaError(f"rule {q.rule.id}, {why}; the rule's other events and "
+                                                        "other rules were hunted"), "regex stopped")
+                            for why in STOPPED[:100]]
         found[q.rule.id] = events
         if q.rule.output:
             result.matches.append((q.rule, events[:limit]))
