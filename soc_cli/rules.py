@@ -92,11 +92,13 @@ def _corr_info(rule: Any) -> Any:
 
 @app.command()
 def validate(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
-    """Validate rules with pySigma's installed validators; exit 1 on load errors or high-severity issues (CI)."""
+    """Validate rules: load errors, conditions (syntax, undefined selections), pySigma's installed validators and
+    risky ``|re`` patterns, each reported per file as file:line. Exit 1 on any error or high-severity issue (CI)."""
     from sigma.plugins import InstalledSigmaPlugins
     from sigma.validation import SigmaValidator
     from sigma.validators.base import SigmaValidationIssueSeverity as Sev
 
+    from correlator.sigma.checks import condition_failure, regex_warnings
     from correlator.sigma.loader import load_rules, rule_path
 
     ps = _paths(paths)
@@ -109,9 +111,27 @@ def validate(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
             err_console.print(f"warning: {dataset} reference data not available offline (pySigma downloads and "
                               f"caches it); the {name} check is skipped", highlight=False, soft_wrap=True)
     validator = SigmaValidator(validators.values())
-    issues = validator.validate_rules(iter(rs.rules + rs.correlations))
-    _report_failures(rs.failures, as_json)
-    errors = len(rs.failures)
+    failures = list(rs.failures)
+    warnings: list[RuleFailure] = []
+    issues: list[Any] = []
+    for r in rs.rules + rs.correlations:
+        bad = condition_failure(r)
+        if bad is not None:
+            failures.append(bad)
+            continue
+        warnings += regex_warnings(r)
+        try:
+            issues += validator.validate_rule(r)
+        except Exception as e:  # noqa: BLE001 - a validator crashing on one rule is that rule's error, not the run's
+            failures.append(RuleFailure(rule_path(r), 1, "validator", " ".join(str(e).split())[:300]))
+    issues += validator.finalize()
+    _report_failures(failures, as_json)
+    for w in warnings:
+        if as_json:
+            print_ndjson({"kind": "warning", "path": w.path, "line": w.line, "reason": w.reason, "message": w.message})
+        else:
+            err_console.print(f"{w.path}:{w.line}: [yellow]warning[/]: {w.message}", highlight=False, soft_wrap=True)
+    errors = len(failures)
     for issue in issues:
         sev = issue.severity.name.lower()
         errors += issue.severity == Sev.HIGH
@@ -126,10 +146,11 @@ def validate(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
                                   f"{type(issue).__name__}: {issue.description}", highlight=False)
     n = len(rs.rules) + len(rs.correlations)
     if as_json:
-        print_ndjson({"kind": "summary", "rules": n, "load_errors": len(rs.failures), "issues": len(issues),
-                      "errors": errors})
+        print_ndjson({"kind": "summary", "rules": n, "load_errors": len(failures), "issues": len(issues),
+                      "warnings": len(warnings), "errors": errors})
     else:
-        console.print(f"{n} rules, {len(rs.failures)} load errors, {len(issues)} validator issues")
+        console.print(f"{n} rules, {len(failures)} rule errors, {len(issues)} validator issues, "
+                      f"{len(warnings)} regex warnings")
     raise typer.Exit(ExitCode.FAILURE if errors else ExitCode.OK)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaError, SigmaRuleLocation
+from sigma.exceptions import SigmaConditionError, SigmaError, SigmaRuleLocation
 from sigma.rule import SigmaRule
 
 
@@ -79,6 +79,10 @@ def error_line(path: Path, text: str, err: BaseException) -> int:
     if mark is not None:
         return mark.line + 1
     lines = text.splitlines()
+    if isinstance(err, SigmaConditionError):  # the rule's condition line
+        for i, ln in enumerate(lines, 1):
+            if ln.lstrip().startswith("condition:"):
+                return i
     for token in re.findall(r"'([^']{3,})'", str(err)):
         for i, ln in enumerate(lines, 1):
             if token in ln:
