@@ -1,4 +1,4 @@
-"""Packet sources: pcap/pcapng files through scapy's raw readers (bytes + metadata, no dissection), live interfaces
+"""Packet sources: pcap/pcapng files (`sensors.pcapfile`, read past damage), live interfaces
 through scapy's L2 listen socket, and BPF filtering compiled by the libpcap that the `cypcap` wheel ships (applied
 with `pcap_offline_filter` to files, attached to the socket in the kernel for live capture).
 
@@ -7,7 +7,6 @@ Every source yields records `(ts: float, data: bytes, wirelen: int, linktype: in
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -15,62 +14,13 @@ from collections.abc import Callable, Iterator
 
 import cypcap
 from scapy.data import DLT_RAW, DLT_RAW_ALT, SO_ATTACH_FILTER
-from scapy.error import Scapy_Exception
 from scapy.libs.structures import bpf_insn, sock_fprog
-from scapy.utils import RawPcapNgReader, RawPcapReader
 
-Record = tuple[float, bytes, int, int]
-SNAPLEN = 262144
+from .pcapfile import SNAPLEN, CaptureError, Record, read_file
+from .pcapfile import quiet_scapy as _quiet_scapy
+
+__all__ = ["SNAPLEN", "BpfFilter", "CaptureError", "Record", "file_size", "live", "read_file"]
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h
-
-
-class CaptureError(Exception):
-    """A capture file that cannot be opened or read; the message names the file and the place."""
-
-
-def _quiet_scapy() -> None:
-    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-
-
-def read_file(path: str, stats: dict | None = None) -> Iterator[Record]:
-    """Stream the records of a pcap or pcapng file without loading it whole.
-
-    A truncated last record ends the stream; `stats["file_truncated"]` counts records whose data is shorter than
-    their caplen. Raises CaptureError when the file is not a capture at all.
-    """
-    _quiet_scapy()
-    try:
-        reader = RawPcapReader(path)  # dispatches to RawPcapNgReader on the pcapng magic
-    except (Scapy_Exception, OSError, EOFError) as exc:
-        raise CaptureError(f"{path}: not a readable pcap/pcapng file ({exc})") from exc
-    stats = stats if stats is not None else {}
-    stats.setdefault("file_truncated", 0)
-    try:
-        if isinstance(reader, RawPcapNgReader):
-            read = reader._read_packet  # the reader's own per-record API (read_packet() refuses raw use)
-            while True:
-                try:
-                    data, meta = read(size=SNAPLEN)
-                except EOFError:
-                    return
-                ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
-                yield ts, data, meta.wirelen, meta.linktype
-        else:
-            read, linktype = reader._read_packet, reader.linktype
-            scale = 1e-9 if reader.nano else 1e-6
-            while True:
-                try:
-                    data, meta = read(size=SNAPLEN)
-                except EOFError:
-                    return
-                if len(data) < meta.caplen:
-                    stats["file_truncated"] += 1
-                yield meta.sec + meta.usec * scale, data, meta.wirelen, linktype
-    except (Scapy_Exception, ValueError, OverflowError, MemoryError) as exc:
-        pos = reader.f.tell() if hasattr(reader, "f") else "?"
-        raise CaptureError(f"{path}: unreadable at byte offset {pos} ({exc})") from exc
-    finally:
-        reader.close()
 
 
 class BpfFilter:

@@ -66,6 +66,13 @@ def _bpf(expression: str | None) -> BpfFilter | None:
         die(f"--bpf: {exc}")
 
 
+def _damage(fstats: dict) -> dict:
+    """The reader's account of a damaged file: counters and the located messages (`FILE: byte offset N: ...`)."""
+    return {"file_truncated_records": fstats.get("file_truncated", 0),
+            "damaged_regions": fstats.get("damaged_regions", 0), "damaged_bytes": fstats.get("damaged_bytes", 0),
+            "damage": fstats.get("damage", [])}
+
+
 def _summary(stats: dict, run: dict) -> None:
     ev = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "none"
     err_console.print(
@@ -73,6 +80,10 @@ def _summary(stats: dict, run: dict) -> None:
         f"{stats['malformed']} malformed, {stats['truncated']} truncated, {stats['unknown_link_type']} unknown link "
         f"type, {stats['fragments']} fragments; flows emitted {stats['flows_emitted']}, evicted "
         f"{stats['flows_evicted']}; events: {ev}", highlight=False)
+    if stats.get("damaged_regions") or stats.get("file_truncated_records"):
+        err_console.print(f"{stats.get('file', 'capture')}: damaged: {stats['damaged_regions']} regions skipped "
+                          f"({stats['damaged_bytes']} bytes), {stats['file_truncated_records']} records cut short",
+                          highlight=False)
     if run:
         err_console.print(f"store: {run['written']} new, {run['duplicates']} already stored, "
                           f"{run['spooled_events']} spooled, {run['alerts']} alerts", highlight=False)
@@ -132,7 +143,7 @@ def pcap(
                 fstats: dict = {}
 
                 yield from sensor.run(_records(path, fstats, flt, bar, errors))
-                stats = sensor.stats() | {"file": path, "file_truncated_records": fstats.get("file_truncated", 0)}
+                stats = sensor.stats() | {"file": path, **_damage(fstats)}
                 if flt is not None:
                     stats["bpf"] = flt.expression
                 per_file.append(stats)
@@ -145,15 +156,18 @@ def pcap(
         if json_out:
             print_ndjson({"type": "file"} | stats)
         else:
+            for message in stats["damage"]:
+                err_console.print(f"[bold yellow]damaged:[/] {message}", highlight=False)
             _summary(stats, {})
+    damaged = sum(1 for stats in per_file if stats["damage"])
     if json_out:
-        print_ndjson({"type": "summary", "files": len(files), "errors": errors} | run)
+        print_ndjson({"type": "summary", "files": len(files), "errors": errors, "damaged_files": damaged} | run)
     else:
         _summary({"file": "total", **_total(per_file)}, run)
     if errors:  # every file unreadable: bad input (2); some: a failure (1), the readable ones are stored
         unreadable = sum(1 for e in errors if "not a readable pcap" in e)
         raise typer.Exit(ExitCode.USAGE if unreadable == len(files) else ExitCode.FAILURE)
-    if run["spooled_events"] or run.get("spooled_alerts"):
+    if damaged or run["spooled_events"] or run.get("spooled_alerts"):  # read around damage, or spooled
         raise typer.Exit(ExitCode.PARTIAL)
 
 
