@@ -30,7 +30,7 @@ from correlator.policy.model import (
 DEFAULT_LADDER = [("public", "عام"), ("restricted", "محدود"), ("secret", "سري"), ("top-secret", "سري للغاية")]
 RULES = frozenset({"write-down", "cross-organization", "protection", "caveat"})
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_CHANNEL_RE = re.compile(r"^([a-z0-9]+)\s*(?:>=\s*(\d+(?:\.\d+)*))?$")
+_CHANNEL_RE = re.compile(r"^([a-z0-9]+)\s*(?:>=\s*([0-9]{1,4}(?:\.[0-9]{1,4})*))?$")
 _DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+\.?$")
 
 
@@ -51,7 +51,12 @@ class _Reader:
         self.item_line = 1  # line of the list item being read: where a missing field is reported
 
     def fail(self, node: yaml.Node | None, where: str, reason: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 1
+        self.add(node.start_mark.line + 1 if node is not None else 1, where, reason)
+
+    def add(self, line: int, where: str, reason: str) -> None:
+        """Record `file:line: field: reason` on one line (a quoted key may hold a newline)."""
+        if not where.isprintable():
+            where = where.encode("unicode_escape").decode("ascii")
         self.problems.append(f"{self.path}:{line}: {where}: {reason}")
 
     def mapping(self, node: yaml.Node, where: str, known: set[str] | None = None) -> dict[str, yaml.Node] | None:
@@ -60,6 +65,9 @@ class _Reader:
             return None
         out: dict[str, yaml.Node] = {}
         for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):  # str() of an aliased collection could be an alias bomb
+                self.fail(k, where, "a key must be a plain name, not a list or mapping")
+                continue
             key = str(k.value)
             if known is not None and key not in known:
                 self.fail(k, f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
@@ -81,7 +89,7 @@ class _Reader:
     def scalar(self, node: yaml.Node | None, where: str, required: bool = True) -> str | None:
         if node is None:
             if required:
-                self.problems.append(f"{self.path}:{self.item_line}: {where}: required field missing")
+                self.add(self.item_line, where, "required field missing")
             return None
         if not isinstance(node, yaml.ScalarNode) or node.value == "":
             self.fail(node, where, "expected a non-empty value")
@@ -103,9 +111,14 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raises PolicyError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise PolicyError([f"{path}:1: file: cannot read: {exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PolicyError([f"{path}:{line}: file: not UTF-8 text (byte offset {exc.start}: {exc.reason})"]) from None
     return parse_policy(text, str(path))
 
 
@@ -116,8 +129,10 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
         root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml keeps marks
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise PolicyError([f"{path}:{line}: yaml: {getattr(exc, 'problem', None) or exc}"]) from None
+        position = getattr(exc, "position", None)  # a ReaderError (e.g. a control character) has no mark
+        line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else 1
+        reason = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise PolicyError([f"{path}:{line}: yaml: {reason}"]) from None
     if root is None:
         raise PolicyError([f"{path}:1: policy: the file is empty"])
     top = r.mapping(root, "policy", {"name", "levels", "caveats", "organizations", "zones", "assets", "agreements",
@@ -227,6 +242,14 @@ def _caveats(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization]) 
     return out
 
 
+def _int(text: str, low: int, high: int) -> int | None:
+    """`text` as an int in [low, high] if it is plain ASCII digits, else None (never a ValueError)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # int() of 5,000 digits raises
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def _ident(r: _Reader, node: yaml.Node | None, where: str) -> str | None:
     v = r.scalar(node, where)
     if v is not None and not _ID_RE.match(v):
@@ -271,14 +294,17 @@ def _zones(r: _Reader, node: yaml.Node | None, orgs: dict[str, Organization], le
                     r.fail(cn, f"{where}.cidrs", f"{net} is already in zone {owners[net]!r}")
                 owners[net] = zid or "?"
                 cidrs.append(net)
-        vlan_items = r.strings(m.get("vlans"), f"{where}.vlans")
-        vlans = [v for v, _ in vlan_items]
-        for v, vn in vlan_items:
-            if not v.isdigit() or not 0 < int(v) < 4095:
-                r.fail(vn, f"{where}.vlans", f"{v!r} is not a VLAN id (1-4094)")
-            elif ("vlan", v) in owners:
+        vlans = []
+        for text, vn in r.strings(m.get("vlans"), f"{where}.vlans"):
+            vid = _int(text, 1, 4094)
+            v = str(vid)  # as events carry it: "0110" is VLAN 110
+            if vid is None:
+                r.fail(vn, f"{where}.vlans", f"{text!r} is not a VLAN id (1-4094)")
+                continue
+            if ("vlan", v) in owners:
                 r.fail(vn, f"{where}.vlans", f"VLAN {v} is already in zone {owners[('vlan', v)]!r}")
             owners[("vlan", v)] = zid or "?"
+            vlans.append(v)
         sensors = [s for s, _ in r.strings(m.get("sensors"), f"{where}.sensors")]
         is_default = m.get("default") is not None and r.scalar(m.get("default"), f"{where}.default") == "true"
         if zid is None or max_level is None or floor is None:
@@ -342,10 +368,11 @@ def _match(text: str) -> tuple[str, Any]:
         return "ip", str(ipaddress.ip_address(text))
     except ValueError:
         pass
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and 0 < int(port) < 65536:
+    host, sep, port_text = text.rpartition(":")
+    port = _int(port_text, 1, 65535) if sep else None
+    if port is not None:
         try:
-            return "endpoint", (str(ipaddress.ip_address(host.strip("[]"))), int(port))
+            return "endpoint", (str(ipaddress.ip_address(host.strip("[]"))), port)
         except ValueError:
             pass
     name = text.lower()
@@ -418,6 +445,7 @@ def _exceptions(r: _Reader, node: yaml.Node | None) -> list[PolicyException]:
                 r.fail(rn, f"{where}.rules", f"unknown rule {rule!r} (rules: {', '.join(sorted(RULES))})")
             rules.add(rule)
         scope = r.mapping(m["scope"], f"{where}.scope", {"source", "destination", "ports"}) if "scope" in m else None
+        scoped = scope is not None
         if scope is None:
             r.fail(m.get("scope") or n, f"{where}.scope", "required: source and/or destination networks, ports")
             scope = {}
@@ -429,11 +457,12 @@ def _exceptions(r: _Reader, node: yaml.Node | None) -> list[PolicyException]:
                     nets[side].append(net)
         ports = set()
         for p, pn in r.strings(scope.get("ports"), f"{where}.scope.ports"):
-            if not p.isdigit() or not 0 < int(p) < 65536:
+            port = _int(p, 1, 65535)
+            if port is None:
                 r.fail(pn, f"{where}.scope.ports", f"{p!r} is not a port")
             else:
-                ports.add(int(p))
-        if scope and not (nets["source"] or nets["destination"]):
+                ports.add(port)
+        if scoped and not (nets["source"] or nets["destination"]):  # `scope: {}` would exempt every flow
             r.fail(m["scope"], f"{where}.scope", "name a source or destination network: an exception must be narrow")
         expires = _datetime(r, m.get("expires"), f"{where}.expires")
         if eid and owner and reason and expires:

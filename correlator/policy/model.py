@@ -130,9 +130,13 @@ class Policy:
 
     def level(self, name_or_rank: str | int) -> Level:
         """A level by English name, Arabic label or rank; KeyError if unknown."""
-        if isinstance(name_or_rank, int) or (isinstance(name_or_rank, str) and name_or_rank.isdigit()):
-            return self.levels[int(name_or_rank)]
-        key = name_or_rank.strip()
+        key = name_or_rank if isinstance(name_or_rank, int) else name_or_rank.strip()
+        if isinstance(key, str) and key.isascii() and key.isdigit():
+            key = int(key) if len(key) < 19 else -1
+        if isinstance(key, int):
+            if 0 <= key < len(self.levels):  # not levels[-1]: "-1" is no rank
+                return self.levels[key]
+            raise KeyError(name_or_rank)
         for lv in self.levels:
             if key.lower() == lv.name.lower() or key == lv.ar:
                 return lv

@@ -145,3 +145,68 @@ def test_invalid_policy_in_force_stops_commands(tmp_path):
     assert res.exit_code == 2 and f"{bad}:12: assets[0].level: unknown level 'ultra'" in res.stderr
     res = runner.invoke(app, ["share", "export", "-o", str(tmp_path / "b.json"), "--tlp", "purple"])
     assert res.exit_code == 2 and "--tlp 'purple'" in res.stderr
+
+
+# Defects found by tests/fuzz/test_policy_yaml.py: each raised a bare exception, mislocated, or loaded a bad policy.
+BOMB = "".join(f"x{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n" for i in range(7))
+
+
+@pytest.mark.parametrize("edit, where", [
+    (("cidrs: [10.1.0.0/16]", "cidrs: [10.1.0.0/16]\n    vlans: ['²']"),
+     "p.yaml:11: zones[1].vlans: '²' is not a VLAN"),
+    (("cidrs: [10.1.0.0/16]", "cidrs: [10.1.0.0/16]\n    vlans: [" + "9" * 5000 + "]"),
+     "p.yaml:11: zones[1].vlans: '9999"),
+    (('match: ["10.1.0.5:443"]', 'match: ["10.1.0.5:' + "9" * 5000 + '"]'), "p.yaml:12: assets[0].match: '10.1.0.5:99"),
+    (("assets:", "protection:\n  - {name: p, from_level: secret, allowed: ['tls>=1." + "2" * 5000 + "']}\nassets:"),
+     "p.yaml:12: protection[0].allowed: 'tls>=1.22"),
+])
+def test_huge_or_unicode_numbers_are_located_errors(edit, where):
+    """int('²') and int() of 5,000 digits raise ValueError: each used to escape the loader as a traceback."""
+    assert any(p.startswith(where) for p in problems(BASE.replace(*edit)))
+
+
+def test_empty_exception_scope_is_refused():
+    """`scope: {}` names no network: the exception would silence its rules for every flow in the country."""
+    text = BASE + ("exceptions:\n  - {id: E1, owner: o, reason: r, rules: [protection], scope: {},"
+                   " expires: 2030-01-01}\n")
+    assert problems(text) == ["p.yaml:14: exceptions[0].scope: name a source or destination network: "
+                              "an exception must be narrow"]
+
+
+def test_vlan_ids_are_normalised_as_events_carry_them():
+    p = parse_policy(BASE.replace("cidrs: [10.1.0.0/16]", "cidrs: [10.1.0.0/16]\n    vlans: ['0110']"))
+    assert p.zones[1].vlans == ("110",)  # an event's network.vlan.id 110 is str(110)
+
+
+def test_alias_bomb_key_is_refused_without_expanding_it():
+    """A collection used as a key was str()-ed: 9^7 nodes of repr (minutes, gigabytes) before the fix."""
+    import time
+
+    start = time.monotonic()
+    found = problems(BOMB + "? *b6\n: 1\n")
+    assert time.monotonic() - start < 1
+    assert "p.yaml:7: policy: a key must be a plain name, not a list or mapping" in found  # where *b6 is defined
+
+
+def test_control_character_and_quoted_newline_keys_are_located_on_one_line():
+    assert problems(BASE + "x: \x00\n") == ["p.yaml:13: yaml: unacceptable character #x0000: "
+                                            "control characters are not allowed"]
+    assert problems(BASE + '"a\\nb": 1\n') == ["p.yaml:13: policy.a\\nb: unknown field (known: agreements, assets, "
+                                               "caveats, clearance, exceptions, levels, name, organizations, "
+                                               "protection, settings, zones)"]
+
+
+def test_non_utf8_file_names_line_and_byte_offset(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(BASE.encode() + "# café\n".encode("latin-1"))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    offset = len(BASE.encode()) + len("# caf")
+    assert exc.value.problems == [f"{path}:13: file: not UTF-8 text (byte offset {offset}: invalid continuation byte)"]
+
+
+@pytest.mark.parametrize("key", ["²", "4", "-1", -1, 99, "9" * 5000])
+def test_level_by_unknown_rank_is_a_key_error(policy, key):
+    """Policy.level documents KeyError; "²" raised ValueError, "4" IndexError and -1 returned top-secret."""
+    with pytest.raises(KeyError):
+        policy.level(key)
