@@ -347,8 +347,7 @@ class Chain:
         problems = verify_chain(entries, self.key(create=False) if _keyed(entries) else None, self.key_file)
         last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
         if head != last:
-            problems.append(f"audit head is {head or 'absent'} but the last entry is {last}: "
-                            "entries were removed from the end")
+            problems.append(_head_problem(head, entries))
         logs = [*anchors]
         if self.anchors is not None and self.anchors.path.exists() and all(
                 getattr(a, "path", None) != self.anchors.path for a in logs):
@@ -356,6 +355,17 @@ class Chain:
         for log in logs:
             problems += check_anchors(entries, *log.read(self.store))
         return problems
+
+
+def _head_problem(head: str | None, entries: Sequence[dict[str, Any]]) -> str:
+    """The stored head (`seq:hash`) does not name the last entry: say which entry is gone or unaccounted for."""
+    last_seq = entries[-1]["seq"] if entries else 0
+    head_seq = head.split(":", 1)[0] if head else ""
+    if head_seq.isdigit() and int(head_seq) > last_seq:
+        return (f"audit entry seq={last_seq + 1}: missing; the stored head is seq={head_seq} but the last entry is "
+                f"seq={last_seq}: entries were removed from the end")
+    return (f"audit entry seq={last_seq}: the stored head is {head or 'absent'}, not this last entry: entries were "
+            "removed from the end, or the head rewritten")
 
 
 def _keyed(entries: Sequence[dict[str, Any]]) -> bool:
