@@ -97,8 +97,8 @@ def compile_pcre(pattern: str) -> re.Pattern[str]:
     """Compile a `regex_type: pcre2` pattern with Python's `re` (PCRE-compatible for the syntax policies use)."""
     try:
         return re.compile(pattern)
-    except re.error as exc:
-        raise RegexError(f"{pattern!r}: {exc}") from exc
+    except (re.error, OverflowError, RecursionError) as exc:  # `a{99999999999}`, 2,000 nested groups
+        raise RegexError(f"{pattern!r}: {exc or type(exc).__name__}") from exc
 
 
 @lru_cache(maxsize=4096)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from sensors.compliance.rules import (
 SEVERITIES = ("low", "medium", "high", "critical")
 CONDITIONS = ("all", "any", "none")
 REGEX_TYPES = ("osregex", "pcre2")
+MAX_DEPTH = 64  # a policy nests about 8 deep; deeper only to exhaust the constructor's recursion
+MAX_NODES = 100_000  # values after alias expansion: an alias bomb ("billion laughs") stops here
+MAX_CHECK_ID = 2**31 - 1  # Wazuh keeps check ids in a C int
 _POLICY_KEYS = {"id": True, "file": False, "name": True, "description": True, "references": False,
                 "regex_type": False}
 _REQ_KEYS = {"title": True, "description": False, "condition": True, "rules": True}
@@ -76,11 +80,23 @@ class _LinedList(list):
     lines: list[int]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: C speed, nesting capped at parse
+    def construct_object(self, node, deep=False):  # noqa: D102 - yaml hook
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:  # e.g. `2024-02-30` or a 5,000-digit int: locate it
+            raise yaml.constructor.ConstructorError(None, None, f"bad {node.tag.rsplit(':', 1)[-1]} value: {exc}",
+                                                    node.start_mark) from None
+
     def construct_mapping(self, node, deep=False):  # noqa: D102 - yaml hook
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a list or "
+                                                        "mapping", key_node.start_mark) from None
             if key in seen:  # PyYAML would silently keep the last one
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
@@ -98,6 +114,49 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_shape(ctx: _Ctx, root: yaml.Node) -> None:
+    """Refuse, located, a tree nested deeper than MAX_DEPTH, larger than MAX_NODES once aliases are expanded, or
+    containing itself; linear in the distinct nodes, so an alias bomb costs nothing to detect."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()  # entered, not finished: the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key, line = id(node), node.start_mark.line + 1
+        if finished:
+            open_.discard(key)
+            kids = _children(node)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            if depth[key] > MAX_DEPTH:
+                raise ctx.fail(line, "<yaml>", f"nested deeper than {MAX_DEPTH} levels")
+            if size[key] > MAX_NODES:
+                raise ctx.fail(line, "<yaml>", f"aliases expand this value to more than {MAX_NODES} nodes "
+                                               "(an alias bomb?)")
+        elif key in open_:
+            raise ctx.fail(line, "<yaml>", "recursive alias: a value that contains itself")
+        elif key not in size:
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in _children(node))
+
+
+def _text(value: Any) -> str | None:
+    """A scalar as policy text (a YAML number is taken as written); None for anything else."""
+    if isinstance(value, str | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)  # str() of a 5,000-digit int raises ValueError
+    return None
 
 
 class _Ctx:
@@ -122,10 +181,10 @@ class _Ctx:
     def string(self, m: _Lines, key: str, fld: str, default: str = "") -> str:
         if key not in m or m[key] is None:
             return default
-        value = m[key]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(m.lines[key], f"{fld}.{key}", f"must be a string, got {type(value).__name__}")
-        return str(value)
+        text = _text(m[key])
+        if text is None:
+            raise self.fail(m.lines[key], f"{fld}.{key}", f"must be a string, got {type(m[key]).__name__}")
+        return text
 
     def strings(self, m: _Lines, key: str, fld: str) -> tuple[str, ...]:
         if key not in m or m[key] is None:
@@ -159,14 +218,26 @@ def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Po
 
 
 def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | None = None) -> Policy:
+    """Validate SCA policy text; raises PolicyError (file, line, field) at the first problem."""
     ctx = _Ctx(file)
+    loader = _Loader(text)
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        node = loader.get_single_node()
+        if node is not None:
+            _check_shape(ctx, node)
+        doc = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ctx.fail(mark.line + 1 if mark else 0, "<yaml>", str(exc.problem or exc)) from exc
-    except yaml.YAMLError as exc:
-        raise ctx.fail(0, "<yaml>", str(exc)) from exc
+        reason = str(exc.problem or exc).splitlines()[0]
+        if exc.context and exc.context_mark:  # "second occurrence" means little without "duplicate anchor"
+            reason += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise ctx.fail(mark.line + 1 if mark else 1, "<yaml>", reason) from exc
+    except yaml.YAMLError as exc:  # a ReaderError (e.g. a control character) has a position, no mark
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if position is not None else 1
+        raise ctx.fail(line, "<yaml>", str(exc).splitlines()[0]) from exc
+    finally:
+        loader.dispose()
     top = ctx.mapping(doc, 1, "<document>", {"policy": True, "requirements": False, "variables": False,
                                               "checks": True})
     head = ctx.mapping(top["policy"], top.lines["policy"], "policy", _POLICY_KEYS)
@@ -180,11 +251,10 @@ def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | 
         for name, value in raw.items():
             if not isinstance(name, str) or not name.startswith("$"):
                 raise ctx.fail(raw.lines[name], f"variables.{name}", "variable names start with '$'")
-            if isinstance(value, list):
-                value = ",".join(str(v) for v in value)
-            if not isinstance(value, str | int):
-                raise ctx.fail(raw.lines[name], f"variables.{name}", "value must be a string")
-            variables[name] = str(value)
+            items = [_text(v) for v in value] if isinstance(value, list) else [_text(value)]
+            if None in items:
+                raise ctx.fail(raw.lines[name], f"variables.{name}", "value must be a string or a list of strings")
+            variables[name] = ",".join(items)
     for name, value in (overrides or {}).items():
         if not name.startswith("$"):
             raise ctx.fail(0, f"variables.{name}", "override names start with '$'")
@@ -227,8 +297,9 @@ def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str,
         check_id = 0
     else:
         check_id = m["id"]
-        if isinstance(check_id, bool) or not isinstance(check_id, int) or check_id <= 0:
-            raise ctx.fail(m.lines["id"], f"{fld}.id", f"must be a positive integer, got {check_id!r}")
+        if isinstance(check_id, bool) or not isinstance(check_id, int) or not 0 < check_id <= MAX_CHECK_ID:
+            shown = reprlib.repr(check_id) if _text(check_id) else type(check_id).__name__
+            raise ctx.fail(m.lines["id"], f"{fld}.id", f"must be a positive integer up to {MAX_CHECK_ID}, got {shown}")
     title = ctx.string(m, "title", fld)
     if not title.strip():
         raise ctx.fail(m.lines.get("title", m.line), f"{fld}.title", "must not be empty")
@@ -267,8 +338,11 @@ def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str,
                 raise ctx.fail(m.lines["compliance"], f"{fld}.compliance",
                                "must be a list of {framework: [ids]} mappings")
             for key, ids in item.items():
-                ids = ids if isinstance(ids, list) else [ids]
-                compliance.setdefault(str(key), []).extend(str(i) for i in ids)
+                texts = [_text(i) for i in (ids if isinstance(ids, list) else [ids])]
+                if _text(key) is None or None in texts:
+                    raise ctx.fail(m.lines["compliance"], f"{fld}.compliance",
+                                   "must be a list of {framework: [ids]} mappings")
+                compliance.setdefault(_text(key), []).extend(texts)
     return Check(
         id=check_id,
         title=title,

@@ -17,7 +17,7 @@ from sensors.compliance.osregex import RegexError, compile_osmatch, compile_rege
 SCA_TYPES = {"f", "d", "p", "c", "r"}
 SOC_TYPES = {"sysctl", "sshd", "pkg", "svc", "port", "stat", "find", "tls", "pwpolicy"}
 TYPES = SCA_TYPES | SOC_TYPES
-_COMPARE = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(-?\d+)\s*$")
+_COMPARE = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(-?[0-9]{1,18})\s*$")  # a C long, as Wazuh compares
 _VAR = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
 _LOCAL_TLS = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d{1,5}$")
 
@@ -60,11 +60,12 @@ def variables_in(text: str) -> list[str]:
 
 
 def substitute(location: str, variables: dict[str, str]) -> str:
-    """Replace `$var`s, longest name first (as Wazuh does, so `$a` never clobbers `$ab`)."""
-    for name in sorted(variables, key=len, reverse=True):
-        if name in location:
-            location = location.replace(name, variables[name])
-    return location
+    """Replace `$var`s, longest name first (as Wazuh does, so `$a` never clobbers `$ab`), in one pass: a value that
+    names another variable is not expanded again (chained values would grow exponentially)."""
+    if not variables:
+        return location
+    names = re.compile("|".join(re.escape(n) for n in sorted(variables, key=len, reverse=True)))
+    return names.sub(lambda m: variables[m.group()], location)
 
 
 def parse_content(text: str, regex_type: str) -> tuple[Minterm, ...]:
@@ -81,7 +82,8 @@ def parse_content(text: str, regex_type: str) -> tuple[Minterm, ...]:
                     raise RuleSyntaxError(f"numeric minterm {raw!r} needs ' compare OP NUMBER'")
                 m = _COMPARE.match(comparison)
                 if not m:
-                    raise RuleSyntaxError(f"bad comparison {comparison!r} in {raw!r} (OP is ==, !=, <, <=, >, >=)")
+                    raise RuleSyntaxError(f"bad comparison {comparison!r} in {raw!r} "
+                                          "(OP is ==, !=, <, <=, >, >=; NUMBER up to 18 digits)")
                 regex = compile_regex(regex_text, regex_type)
                 if regex.groups < 1:
                     raise RuleSyntaxError(f"numeric minterm {raw!r} needs a capture group")

@@ -119,3 +119,46 @@ def test_binary_policy_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(PolicyError) as info:
         load_policy(path)
     assert (info.value.line, info.value.field) == (2, "<file>") and "UTF-8" in info.value.message
+
+
+# Defects found by tests/fuzz/test_compliance_yaml.py: each raised a bare exception, mislocated, or loaded a bad value.
+CHECK = "- {id: 1, title: t, condition: all, rules: ['f:$x']}\n"
+BOMB = "".join(f"  $b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n" for i in range(7))
+
+
+@pytest.mark.parametrize(("text", "line", "field", "words"), [
+    (HEAD + "checks: " + "[" * 5000 + "]" * 5000 + "\n", 5, "<yaml>", "nesting depth"),  # was RecursionError
+    (HEAD + "checks: " + "[" * 70 + "]" * 70 + "\n", 5, "<yaml>", "nested deeper than 64"),
+    (HEAD + "? [a]\n: 1\n" + "checks: []\n", 5, "<yaml>", "a key must be a plain value"),  # was TypeError
+    (policy_text(CHECK, "variables:\n" + BOMB + "  $x: *b6\n"), 11, "<yaml>", "alias bomb"),  # was 9^6 "lol,lol..."
+    (policy_text(CHECK, "variables:\n  $x: &r [*r]\n"), 6, "<yaml>", "recursive alias"),  # was "[[...]]"
+    (policy_text("- {id: 1, title: 2024-02-30, condition: all, rules: ['f:/a']}\n"), 6, "<yaml>",
+     "day is out of range"),  # was ValueError from PyYAML's timestamp constructor
+    (policy_text("- {id: " + "9" * 5000 + ", title: t, condition: all, rules: ['f:/a']}\n"), 6, "<yaml>",
+     "bad int value"),  # was ValueError (int() of 5,000 digits)
+    (policy_text("- {id: 0x" + "f" * 5000 + ", title: t, condition: all, rules: ['f:/a']}\n"), 6, "checks[0].id",
+     "positive integer up to 2147483647, got int"),  # was accepted: an id str() cannot print
+    (policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a -> n:^x(\\d+) compare <= " + "9" * 5000 + "']}\n"),
+     6, "checks[0].rules[0]", "bad comparison"),  # was ValueError
+    (policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a -> r:a{99999999999999999999}']}\n",
+                 "").replace("  description: test policy\n", "  description: d\n  regex_type: pcre2\n"), 7,
+     "checks[0].rules[0]", "repetition number is too large"),  # was OverflowError
+    (policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a -> r:" + "(" * 2000 + ")" * 2000 + "']}\n",
+                 "").replace("  description: test policy\n", "  description: d\n  regex_type: pcre2\n"), 7,
+     "checks[0].rules[0]", "invalid regex"),  # was RecursionError
+    (policy_text(CHECK) + "# \x00\n", 7, "<yaml>", "unacceptable character #x0000"),  # was line 0
+    (policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a'], compliance: [{cis: [[1]]}]}\n"), 6,
+     "checks[0].compliance", "{framework: [ids]}"),  # was accepted as "[1]"
+])
+def test_hostile_yaml_is_a_located_policy_error(text, line, field, words):
+    exc = error(text)
+    assert (exc.file, exc.line, exc.field) == ("bad.yml", line, field), exc
+    assert words in exc.message
+
+
+def test_variables_are_substituted_once_not_chained():
+    """`$a: $b$b…` chains grew 10^n per level (a variable bomb); Wazuh looks each variable up once."""
+    vars_ = "".join(f"  $v{i}: '" + f"$v{i + 1}" * 10 + "'\n" for i in range(8)) + "  $v8: x\n"
+    pol = parse_policy(policy_text("- {id: 1, title: t, condition: all, rules: ['f:$v7']}\n",
+                                   "variables:\n" + vars_), "ok.yml")
+    assert pol.checks[0].rules[0].location == "$v8" * 10
