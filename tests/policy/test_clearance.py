@@ -278,3 +278,193 @@ def test_withheld_counts_are_exact_beyond_the_page(world):
     assert withheld(res.stderr, "events") == sum(r > 0 for r in world["events"])
     res = soc(world, "alerts", "list", "--json", "--limit", "1", clearance=1)
     assert withheld(res.stderr, "alerts") == sum(r > 1 for r in world["alerts"].values())
+
+
+# --- the red team over every command that reads the store, generated from the Typer app -----------------------------
+
+CORRELATION_RULES = """\
+title: Any TCP flow (base)
+id: 5b0f4a8e-1c7e-4f0e-9f5e-3d1b2a7c9e02
+name: redteam_any_tcp
+status: test
+logsource:
+    category: firewall
+detection:
+    sel:
+        network.transport: tcp
+    condition: sel
+level: low
+---
+title: Flows to one destination
+id: 5b0f4a8e-1c7e-4f0e-9f5e-3d1b2a7c9e03
+status: test
+correlation:
+    type: event_count
+    rules:
+        - redteam_any_tcp
+    group-by:
+        - destination.ip
+    timespan: 1h
+    condition:
+        gte: 1
+level: medium
+"""
+# Commands with --store that print nothing read from it (the reason is the contract a change must keep).
+NOT_READING = {
+    "store init": "creates the schema; prints the URI",
+    "store replay": "writes spooled batches; prints counts of what it wrote",
+    "events ingest": "writes the given file's events; prints counts",
+    "sensor pcap": "writes the given capture's events; prints counts",
+    "sensor live": "writes captured events; prints counts",
+    "logs ingest": "writes the given log's events; prints counts",
+    "compliance scan": "writes this host's scan; compares with the previous scan internally, prints this scan only",
+    "audit verify": "prints whether the chain is intact and the seq numbers of problems, no content",
+    "audit anchor": "exports the chain's head (seq and hash), no content",
+}
+# Every other command with --store is a read: how the red team calls it (ALERT is each alert id in turn).
+READS = {
+    "store status": [["store", "status"]],
+    "events search": [["events", "search", "--limit", "10000"], ["events", "search", "--count"],
+                      ["events", "search", "network.transport:tcp"]],
+    "alerts list": [["alerts", "list", "--limit", "1000"]],
+    "alerts show": [["alerts", "show", "ALERT"]],
+    "hunt": [["hunt", "RULES"]],
+    "compliance report": [["compliance", "report"]],
+    "audit list": [["audit", "list", "--limit", "100000"]],
+    "share export": [["share", "export", "--tlp", "amber", "--since", "24h", "-o", "OUT"]],
+    "demo": [["demo", "--store", "COPY"]],
+}
+
+
+def _store_commands() -> dict[str, object]:
+    import typer.main
+
+    found: dict[str, object] = {}
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        elif any(p.name == "store" for p in cmd.params):
+            found[" ".join(path)] = cmd
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_store_command_is_classified():
+    """A new command with --store fails here until the red team calls it (READS) or says why it reads nothing."""
+    commands = _store_commands()
+    unknown = set(commands) - set(READS) - set(NOT_READING)
+    assert not unknown, f"classify these commands for the red team: {sorted(unknown)}"
+    assert set(READS) | set(NOT_READING) <= set(commands), "the red team names commands that no longer exist"
+    for name in READS:  # a read takes the reader's clearance, so the gate can lower it
+        assert any(p.name == "clearance" for p in commands[name].params), f"{name}: no --clearance"
+
+
+def _markers(world, uri: str, clearance: int) -> dict[str, int]:
+    """Strings that identify an item above `clearance`: event and alert ids, timestamps, IPs found only there."""
+    store = open_store(uri)
+    events = store.search_events(Query(), 100_000)
+    alerts = store.search_alerts(Query(), 100_000)
+    store.close()
+    out: dict[str, int] = {}
+    below: set[str] = set()
+    for item in events + alerts:
+        rank = int(item.get("gov.label.rank") or 0)
+        values = {str(item.get(k)) for k in ("event.id", "soc.alert.uuid", "@timestamp", "source.ip",
+                                             "destination.ip") if item.get(k)}
+        if rank > clearance:
+            out |= {v: rank for v in values}
+        else:
+            below |= values
+    return {k: v for k, v in out.items() if k not in below}
+
+
+@pytest.mark.parametrize("clearance", [0, 1, 2])
+def test_red_team_every_read_command(world, tmp_path, clearance):
+    """At each clearance, in table and --json form, no output of any read command names an item above it, and every
+    read that shows classified items leaves a read-classified audit entry."""
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "redteam.yml").write_text(CORRELATION_RULES)
+    markers = _markers(world, world["uri"], clearance)
+    assert any(r == 3 for r in markers.values()) and (clearance == 2 or any(r == 2 for r in markers.values()))
+
+    def audited() -> int:
+        s = open_store(world["uri"])
+        n = sum(e["action"] == "read-classified" for e in s.audit_entries())
+        s.close()
+        return n
+
+    for name, calls in READS.items():
+        for call in calls:
+            argvs = [[world_alert if a == "ALERT" else a for a in call] for world_alert in world["alerts"]] \
+                if "ALERT" in call else [call]
+            for argv in argvs:
+                for fmt in ([], ["--json"]):
+                    out = tmp_path / "out.json"
+                    out.unlink(missing_ok=True)
+                    store_uri = world["uri"]
+                    if "COPY" in argv:  # the demo writes: give it a copy of the world
+                        copy = tmp_path / f"copy-{len(fmt)}.db"
+                        copy.unlink(missing_ok=True)
+                        with sqlite3.connect(world["uri"].removeprefix("sqlite:///")) as a, sqlite3.connect(copy) as b:
+                            a.backup(b)
+                        store_uri = f"sqlite:///{copy}"
+                    args = [{"RULES": str(rules_dir), "OUT": str(out), "COPY": store_uri}.get(a, a) for a in argv]
+                    before = audited()
+                    res = runner.invoke(app, ["--store", store_uri, *args, *fmt, "--clearance", str(clearance)],
+                                        env={"SOC_CLEARANCE": None, "SOC_POLICY": None, "SOC_CONFIG": None})
+                    text = res.stdout + res.stderr + (out.read_text() if out.exists() else "")
+                    leaked = sorted({m for m in markers if m in text and m not in args})  # not the id asked for
+                    assert not leaked, f"{name} {args} {fmt} at clearance {clearance} shows items above it: {leaked}"
+                    assert "Traceback" not in text, text
+                    shown_classified = any(f'"rank":{r}' in res.stdout.replace(" ", "") for r in range(1, 4)) or \
+                        any(w in res.stdout for w in ("restricted", "secret")) and "--json" in fmt
+                    if shown_classified and clearance > 0 and "COPY" not in argv and name != "audit list" \
+                            and "--count" not in argv:
+                        assert audited() > before, f"{name} {args} {fmt}: classified items shown, no audit entry"
+
+
+def test_demo_reads_its_own_store_at_the_top_and_others_at_the_callers(soc_env, monkeypatch, world, tmp_path):
+    """`soc demo` writes into $SOC_HOME/demo.db and shows the whole story there; on another store it reads at the
+    caller's clearance, like every command."""
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: "nobody-listed")  # the policy default: public
+    env = {"SOC_CLEARANCE": None, "SOC_POLICY": None, "SOC_CONFIG": None, "SOC_STORE": None}
+    res = runner.invoke(app, ["demo", "--json"], env=env)
+    assert res.exit_code == 0, res.stderr
+    demo_alerts = [x for x in lines(res.stdout) if "id" in x and "severity" in x]
+    assert (soc_env / "home" / "demo.db").exists() and not (soc_env / "home" / "soc.db").exists()
+    ranks = {int(a.get("gov.label.rank") or 0) for a in open_store(f"sqlite:///{soc_env / 'home' / 'demo.db'}")
+             .search_alerts(Query(), 1000)}
+    assert max(ranks) >= 2 and len(demo_alerts) == sum(1 for _ in range(len(demo_alerts)))
+    own = sqlite3.connect(soc_env / "home" / "demo.db").execute("SELECT count(*) FROM alerts").fetchone()[0]
+    assert len(demo_alerts) == min(own, 50)
+    # the same demo into another store (a copy of the red team's world) is read at the caller's clearance: public
+    copy = tmp_path / "other.db"
+    with sqlite3.connect(world["uri"].removeprefix("sqlite:///")) as a, sqlite3.connect(copy) as b:
+        a.backup(b)
+    res = runner.invoke(app, ["demo", "--json", "--store", f"sqlite:///{copy}"], env=env)
+    assert res.exit_code == 0, res.stderr
+    shown = {x["id"] for x in lines(res.stdout) if "severity" in x}
+    store = open_store(f"sqlite:///{copy}")
+    public = {a["soc.alert.uuid"] for a in store.search_alerts(Query((Clearance(0),)), 1000)}
+    assert shown and shown <= public
+    assert withheld(res.stderr, "alerts") == len(store.search_alerts(Query(), 1000)) - len(public)
+
+
+def test_withheld_counts_follow_the_policy(world, tmp_path):
+    """`clearance.disclose_withheld: false` keeps the count of withheld items to the policy's owners."""
+    from tests.policy.conftest import BACKBONE
+
+    quiet = tmp_path / "quiet.yml"
+    quiet.write_text(BACKBONE.read_text().replace("clearance:\n", "clearance:\n  disclose_withheld: false\n", 1))
+    res = soc(world, "events", "search", "--json", clearance=0, env={"SOC_POLICY": str(quiet)})
+    assert res.exit_code == 0 and "withheld" not in res.stderr
+    res = soc(world, "events", "search", "--json", clearance=0)
+    assert withheld(res.stderr, "events") > 0
+    # nothing withheld: no "0 … withheld" line
+    res = soc(world, "events", "search", "--json", clearance=3)
+    assert res.exit_code == 0 and "withheld" not in res.stderr
