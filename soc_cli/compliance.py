@@ -25,6 +25,7 @@ from soc_cli.common import (
     StoreOpt,
     console,
     die,
+    err_console,
     get_store,
     make_progress,
     open_reader,
@@ -195,18 +196,18 @@ def validate(
         try:
             pol = load_policy(path)
             row.update(ok=True, policy=pol.id, checks=len(pol.checks))
-            text = f"[green]ok[/] {path}: policy {pol.id}, {len(pol.checks)} checks"
+            text = f"ok {path}: policy {pol.id}, {len(pol.checks)} checks"
         except PolicyError as exc:
             row["error"] = {"line": exc.line, "field": exc.field, "message": exc.message}
-            text = f"[red]invalid[/] {exc}"
+            text = str(exc)
         except OSError as exc:
             row["error"] = {"line": 0, "field": "", "message": f"cannot read: {exc.strerror or exc}"}
-            text = f"[red]unreadable[/] {path}: {exc.strerror or exc}"
+            text = f"{path}: cannot read: {exc.strerror or exc}"
         bad += not row["ok"]
         if json_out:
             print_ndjson(row)
-        else:
-            console.print(text, highlight=False)
+        else:  # file text never as markup: a field named `[/x]` would raise rich's MarkupError
+            (console if row["ok"] else err_console).print(text, highlight=False, markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(ExitCode.USAGE)
 

@@ -47,7 +47,8 @@ def validate(
     if json_out:
         print_ndjson({"valid": True, "file": str(file), "name": p.name} | counts)
     else:
-        console.print(f"{file}: valid policy {p.name!r}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        console.print(f"{file}: valid policy {p.name!r}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+                      markup=False, highlight=False, soft_wrap=True)  # the name is file text, never markup
 
 
 @app.command()

@@ -162,3 +162,17 @@ def test_variables_are_substituted_once_not_chained():
     pol = parse_policy(policy_text("- {id: 1, title: t, condition: all, rules: ['f:$v7']}\n",
                                    "variables:\n" + vars_), "ok.yml")
     assert pol.checks[0].rules[0].location == "$v8" * 10
+
+
+def test_cli_validate_prints_file_text_verbatim_on_stderr(tmp_path: Path):
+    """A field named `[/x]` made rich raise MarkupError (a traceback) in `soc compliance validate`."""
+    from typer.testing import CliRunner
+
+    from soc_cli.main import app
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text(HEAD + '"[/x]": 1\nchecks: []\n')
+    res = CliRunner().invoke(app, ["compliance", "validate", str(bad)])
+    assert res.exit_code == 2, res.exception  # not 1: no traceback
+    assert res.stderr == f"{bad}:5: <document>.[/x]: unknown field (allowed: policy, requirements, variables, " \
+                         "checks)\n" and res.stdout == ""

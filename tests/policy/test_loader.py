@@ -210,3 +210,12 @@ def test_level_by_unknown_rank_is_a_key_error(policy, key):
     """Policy.level documents KeyError; "²" raised ValueError, "4" IndexError and -1 returned top-secret."""
     with pytest.raises(KeyError):
         policy.level(key)
+
+
+def test_cli_validate_prints_a_bracketed_name_verbatim(tmp_path):
+    """`name: "[/x]"` is a valid policy; printing it as rich markup raised MarkupError (exit 1, traceback)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE.replace("name: t", 'name: "[/x] [bold]"'))
+    res = runner.invoke(app, ["policy", "validate", str(path)])
+    assert res.exit_code == 0, res.exception
+    assert res.stdout.startswith(f"{path}: valid policy '[/x] [bold]': 4 levels, 2 organizations, 2 zones")
