@@ -28,6 +28,8 @@ class BpfFilter:
     one program per link type, matched with libpcap's `pcap_offline_filter`."""
 
     def __init__(self, expression: str) -> None:
+        if "\0" in expression:  # libpcap takes a C string: the rest would be silently ignored
+            raise ValueError(f"BPF filter {expression!r}: NUL character at position {expression.index(chr(0))}")
         self.expression = expression
         self._programs: dict[int, cypcap.BpfProgram] = {}
         self._hdr = cypcap.Pkthdr()
@@ -40,8 +42,9 @@ class BpfFilter:
             dlt = DLT_RAW if linktype == DLT_RAW_ALT else linktype  # pcap's LINKTYPE_RAW is DLT_RAW for libpcap
             try:
                 prog = cypcap.compile(dlt, SNAPLEN, self.expression, True, cypcap.NETMASK_UNKNOWN)
-            except cypcap.Error as exc:  # args: (ErrorCode, libpcap's message)
-                raise ValueError(f"BPF filter {self.expression!r} (link type {linktype}): {exc.args[-1]}") from exc
+            except (cypcap.Error, UnicodeEncodeError) as exc:  # cypcap.Error args: (ErrorCode, libpcap's message)
+                reason = exc.args[-1] if isinstance(exc, cypcap.Error) else str(exc)
+                raise ValueError(f"BPF filter {self.expression!r} (link type {linktype}): {reason}") from exc
             self._programs[linktype] = prog
         return prog
 

@@ -107,7 +107,17 @@ def _records(path: str, fstats: dict, flt: BpfFilter | None, bar: ProgressBar, e
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         bar.advance(done)
 
-    return flt.apply(counted()) if flt is not None else counted()
+    def filtered() -> Iterator[Record]:
+        records = counted()
+        try:
+            yield from flt.apply(records)
+        except ValueError as exc:  # the filter does not compile for this file's link type
+            errors.append(f"{path}: --bpf: {exc}")
+            err_console.print(f"[bold red]error:[/] {path}: --bpf: {exc}", highlight=False)
+        finally:
+            records.close()
+
+    return filtered() if flt is not None else counted()
 
 
 @app.command("pcap")
