@@ -1,31 +1,124 @@
-"""ECS event helpers: UTC timestamps, deterministic ids, flat <-> nested conversion."""
+"""ECS event helpers: UTC timestamps, strict JSON in and out, deterministic ids, flat <-> nested conversion."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 _SKIP_IN_ID = ("event.id", "event.ingested")
 
+MAX_DEPTH = 64  # deepest nesting of objects/lists an event may have (SQLite's JSON stops at 1000, Python's sooner)
+_INT64 = (-(2**63), 2**63 - 1)  # what SQLite columns and Elasticsearch `long` hold
+# Cheap byte patterns that may hide what json.loads accepts but a store cannot hold: lone-surrogate escapes,
+# integers beyond 64 bits, exponents that overflow to infinity. Only lines matching them are walked.
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{19}|[eE]\+?[0-9]{3}")
+
 
 def to_utc_iso(value: Any) -> str:
-    """Return `value` (epoch seconds, datetime or ISO-8601 string) as ISO-8601 UTC with microseconds and `Z`."""
-    if isinstance(value, (int, float)):
-        dt = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-    else:
-        raise ValueError(f"not a timestamp: {value!r}")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Return `value` (epoch seconds, datetime or ISO-8601 string) as ISO-8601 UTC with microseconds and `Z`.
+
+    Raises ValueError naming the value for anything else: booleans, NaN/Infinity, out-of-range times.
+    """
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            dt = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, datetime):
+            dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        elif isinstance(value, str):
+            text = value.strip()
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            dt = datetime.fromisoformat(text)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+        else:
+            raise ValueError(f"not a timestamp: {value!r}")
+        utc = dt.astimezone(UTC)
+    except (OverflowError, OSError, ValueError) as exc:  # fromtimestamp(inf) / (-1e18) / (nan), year 0 after offset
+        if str(exc).startswith("not a timestamp"):
+            raise
+        raise ValueError(f"not a timestamp in range: {_short(value)} ({exc})") from None
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # 4-digit year, unlike strftime
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def loads_event(raw: bytes | str) -> dict[str, Any]:
+    """Parse one line of strict JSON (RFC 8259, UTF-8) that must be an object a store can hold.
+
+    Raises ValueError with the reason (and character position where json gives one) for invalid JSON or UTF-8,
+    NaN/Infinity, numbers that overflow to infinity, integers beyond 64 bits, lone surrogates, nesting deeper than
+    MAX_DEPTH, or a value that is not an object.
+    """
+    try:
+        obj = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    data = raw if isinstance(raw, bytes) else raw.encode()  # UnicodeEncodeError (a ValueError) on lone surrogates
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH or _SUSPECT.search(data):
+        _check_value(obj)
+    return obj
+
+
+def _check_value(root: Any) -> None:
+    """Walk a parsed document (iteratively) and raise ValueError at the first value a store cannot hold."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            children = value
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError("a number overflows to infinity (not representable)")
+            continue
+        elif isinstance(value, int):
+            if not _INT64[0] <= value <= _INT64[1] and not isinstance(value, bool):
+                raise ValueError(f"integer {_short(value)} is beyond 64 bits")
+            continue
+        elif isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"invalid Unicode in a string ({exc.reason})") from None
+            continue
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def dumps_event(doc: dict[str, Any]) -> str:
+    """Strict JSON text of a document for a store (RFC 8259: what SQLite's and Elasticsearch's JSON accept).
+
+    Raises ValueError when `doc` holds NaN/Infinity, a lone surrogate or nesting too deep to encode.
+    """
+    try:
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise ValueError("nested too deep to encode") from None
+    if not text.isascii():  # O(1) for the common ASCII text; else one encode to find lone surrogates
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"invalid Unicode in a string ({exc.reason})") from None
+    return text
 
 
 def parse_ts(value: str) -> datetime:
@@ -98,7 +191,13 @@ def normalize(event: dict[str, Any]) -> dict[str, Any]:
     if ts is None:
         raise ValueError("event has no @timestamp")
     if not (isinstance(ts, str) and len(ts) == 27 and ts[-1] == "Z"):
-        event["@timestamp"] = to_utc_iso(ts)
-    if not event.get("event.id"):
+        try:
+            event["@timestamp"] = to_utc_iso(ts)
+        except ValueError as exc:
+            raise ValueError(f"@timestamp: {exc}") from None
+    eid = event.get("event.id")
+    if not eid:
         event["event.id"] = event_id(event)
+    elif not isinstance(eid, str):
+        raise ValueError(f"event.id must be a string, not {_short(eid)}")
     return event

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
+
+from correlator.events import loads_event, normalize, to_utc_iso
 
 FORMATS = ("suricata-eve", "zeek", "ndjson")
 
 
 class LogError(ValueError):
     """A line that cannot be read; the message names the file and byte offset."""
+
+
+# What a malformed record raises in the readers below (a field of the wrong type or range, a missing field).
+BAD_RECORD = (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError)
+_INT64 = 2**63
 
 
 # --- checkpointed tail ------------------------------------------------------------------------------------------
@@ -150,18 +157,18 @@ def flatten(doc: dict, prefix: str = "") -> dict:
 
 
 def _iso(value: object) -> str:
-    """Epoch seconds or an ISO-8601 string (any offset) → ISO UTC with microseconds and Z."""
-    if isinstance(value, int | float):
-        dt = datetime.fromtimestamp(value, UTC)
-    else:
-        text = str(value).strip()
-        if text.replace(".", "", 1).isdigit():
-            dt = datetime.fromtimestamp(float(text), UTC)
-        else:
-            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch seconds (a number or a numeric string) or an ISO-8601 string → ISO UTC (ValueError otherwise)."""
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        value = float(value)
+    return to_utc_iso(value)
+
+
+def _number(text: str, kind: type) -> float | int:
+    """A Zeek TSV count/double: finite, and an integer within 64 bits (what a store can hold)."""
+    n = kind(text)
+    if not (math.isfinite(n) if kind is float else -_INT64 <= n < _INT64):
+        raise ValueError(f"{text!r} is out of range")
+    return n
 
 
 def _put(ev: dict, key: str, value: object) -> None:
@@ -410,13 +417,11 @@ class ZeekTSV:
         if t.startswith(("set[", "vector[")):
             return [] if v == self.empty else [self._value(x, t[t.index("[") + 1:-1]) for x in v.split(self.set_sep)]
         if t in ("count", "port", "int"):
-            return int(v)
-        if t in ("interval", "double"):
-            return float(v)
+            return _number(v, int)
+        if t in ("interval", "double", "time"):
+            return _number(v, float)
         if t == "bool":
             return v == "T"
-        if t == "time":
-            return float(v)
         return v
 
 
@@ -454,39 +459,44 @@ class LogReader:
                 seen_header = self.tail.header
                 tsv = ZeekTSV()
                 for h in seen_header:
-                    tsv.header(h.decode("utf-8", "replace").rstrip("\r\n"))
+                    try:
+                        tsv.header(h.decode().rstrip("\r\n"))
+                    except ValueError:  # reported where the line itself is read (from offset 0)
+                        continue
             self.counters["lines"] += 1
-            text = raw.decode("utf-8", "replace")
-            if not text.strip():
+            if not raw.strip():
                 self.counters["skipped"] += 1
                 continue
             try:
-                ev = self._parse(text, tsv)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                ev = self._parse(raw, tsv)
+                if ev is not None:
+                    ev["log.file.path"] = self.path
+                    ev["log.offset"] = offset
+                    ev = normalize(ev)
+            except BAD_RECORD as exc:
                 self.counters["errors"] += 1
                 if len(self.errors) < self.max_errors:
-                    self.errors.append(f"{self.path}: byte {offset}: {type(exc).__name__}: {exc}")
+                    why = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+                    self.errors.append(f"{self.path}: byte offset {offset}: {why}")
                 continue
             if ev is None:
                 self.counters["skipped"] += 1
                 continue
-            ev["log.file.path"] = self.path
-            ev["log.offset"] = offset
             self.counters["events"] += 1
             yield ev
 
-    def _parse(self, text: str, tsv: ZeekTSV) -> dict | None:
-        if self.fmt == "zeek" and text.startswith("#"):
-            tsv.header(text)
-            return None
-        if self.fmt == "zeek" and not text.lstrip().startswith("{"):
+    def _parse(self, raw: bytes, tsv: ZeekTSV) -> dict | None:
+        """One line → a flat ECS event, or None for a Zeek header; raises one of BAD_RECORD if malformed."""
+        if self.fmt == "zeek" and not raw.lstrip().startswith(b"{"):
+            text = raw.decode()  # strict: invalid UTF-8 is an error, not replacement characters
+            if text.startswith("#"):
+                tsv.header(text)
+                return None
             if not tsv.fields:
                 raise ValueError("Zeek TSV line before any #fields header")
             rec = tsv.record(text)
             return zeek_event(rec, zeek_kind(self.path, None, tsv.path))
-        obj = json.loads(text)
-        if not isinstance(obj, dict):
-            raise ValueError("a JSON object per line is required")
+        obj = loads_event(raw)
         if self.fmt == "suricata-eve":
             return suricata_event(obj)
         if self.fmt == "zeek":

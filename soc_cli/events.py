@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from correlator.events import loads_event, normalize
 from correlator.pipeline import Pipeline
 from correlator.query import QueryError, parse_query, parse_time
 from correlator.store import StoreError
@@ -29,13 +29,17 @@ from soc_cli.common import (
     print_ndjson,
     reader_clearance,
 )
-from soc_cli.wiring import build_pipeline
+from soc_cli.wiring import open_pipeline
 
 app = typer.Typer(help="Ingest and search ECS events.", no_args_is_help=True)
 
 
 def read_ndjson(path: Path, errors: list[str], on_bytes: Any = None) -> Iterator[dict[str, Any]]:
-    """Yield JSON objects from an NDJSON file, recording each bad line as `file:line: reason` in `errors`."""
+    """Yield normalized events from an NDJSON file, recording each bad line as `file:line: reason` in `errors`.
+
+    A line is bad when it is not strict JSON (RFC 8259, UTF-8: no NaN/Infinity) holding an object with a usable
+    @timestamp that a store can hold (see `loads_event`); the other lines are yielded.
+    """
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
             if on_bytes:
@@ -43,17 +47,19 @@ def read_ndjson(path: Path, errors: list[str], on_bytes: Any = None) -> Iterator
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = loads_event(raw)
             except ValueError as exc:
                 errors.append(f"{path}:{n}: invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                errors.append(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
                 continue
             if "@timestamp" not in obj:
                 errors.append(f"{path}:{n}: event has no @timestamp")
                 continue
-            yield obj
+            try:
+                ev = normalize(obj)
+            except (ValueError, TypeError) as exc:
+                errors.append(f"{path}:{n}: {exc}")
+                continue
+            yield ev
 
 
 @app.command()
@@ -69,8 +75,8 @@ def ingest(
     Bad lines are reported with their line numbers and skipped; the rest is ingested (exit 1).
     If the store is unreachable, batches are spooled and replayed later (exit 3).
     """
-    s = get_store(store)
-    pipeline: Pipeline = build_pipeline(s, detect=rules)
+    pipeline: Pipeline = open_pipeline(store, detect=rules)
+    s = pipeline.store
     errors: list[str] = []
     total = sum(f.stat().st_size for f in files)
     with make_progress(total, "ingesting", enabled=not json) as bar:

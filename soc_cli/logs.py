@@ -12,8 +12,8 @@ import typer
 
 from correlator.store import data_dir
 from sensors.logs import FORMATS, LogError, LogReader
-from soc_cli.common import ExitCode, JsonOpt, StoreOpt, die, err_console, get_store, make_progress, print_ndjson
-from soc_cli.wiring import build_pipeline
+from soc_cli.common import ExitCode, JsonOpt, StoreOpt, die, err_console, make_progress, print_ndjson
+from soc_cli.wiring import open_pipeline
 
 app = typer.Typer(help="Log readers: Suricata EVE JSON, Zeek (JSON or TSV) and NDJSON → ECS events in the store.",
                   no_args_is_help=True)
@@ -52,8 +52,8 @@ def ingest(
         stopping["signal"] = signal.Signals(signum).name
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    st = get_store(store)
-    pipeline = build_pipeline(st)
+    pipeline = open_pipeline(store)
+    st = pipeline.store
     batch: list[dict] = []
     last_flush = time.monotonic()
 

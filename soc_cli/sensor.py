@@ -21,12 +21,11 @@ from soc_cli.common import (
     console,
     die,
     err_console,
-    get_store,
     make_progress,
     print_ndjson,
     state,
 )
-from soc_cli.wiring import build_pipeline
+from soc_cli.wiring import open_pipeline
 
 app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.",
                   no_args_is_help=True)
@@ -139,8 +138,8 @@ def pcap(
         die(f"no such file: {', '.join(missing)}")
     name, nets = _options(sensor_name, home_net)
     flt = _bpf(bpf)
-    st = get_store(store)
-    pipeline = build_pipeline(st)
+    pipeline = open_pipeline(store)  # the policy first: a refused run creates no store
+    st = pipeline.store
     per_file: list[dict] = []
     errors: list[str] = []
     total = sum(file_size(str(f)) for f in files)
@@ -245,9 +244,10 @@ def live_capture(
         except ValueError as exc:  # the filter does not compile for this interface's link type: bad input
             cap_stats["error"], cap_stats["code"] = f"--bpf: {iface}: {exc}", ExitCode.USAGE
 
-    st = get_store(store)
+    pipeline = open_pipeline(store)  # the policy first: a refused run creates no store
+    st = pipeline.store
     try:
-        run = build_pipeline(st).run(sensor.run(records())).as_dict()
+        run = pipeline.run(sensor.run(records())).as_dict()
     finally:
         st.close()
         for s, h in old.items():

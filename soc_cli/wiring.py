@@ -8,6 +8,20 @@ from correlator.store import Store
 
 def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
     """The standard pipeline for `store`: classification enrichment and detection with the shipped rules."""
+    return Pipeline(store, *_stages(detect))
+
+
+def open_pipeline(uri: str | None, detect: bool = True) -> Pipeline:
+    """The standard pipeline into the store at `uri`, opened only after the policy and rules loaded (a run refused
+    for an invalid policy creates no store file). The store is `pipeline.store`."""
+    stages = _stages(detect)
+    from soc_cli.common import get_store
+
+    return Pipeline(get_store(uri), *stages)
+
+
+def _stages(detect: bool) -> tuple[list, list]:
+    """Enrichers and detectors: classification (exits 2 if the policy is invalid), beaconing, shipped Sigma rules."""
     enrichers: list = []
     detectors: list = []
     from correlator.policy import PolicyDetector, PolicyEngine  # classification: gov.* on every event
@@ -23,4 +37,4 @@ def build_pipeline(store: Store, detect: bool = True) -> Pipeline:
         from correlator.sigma.detector import shipped_detector  # Sigma: shipped rules, correlations, alerts
 
         detectors.append(shipped_detector())
-    return Pipeline(store, enrichers=enrichers, detectors=detectors)
+    return enrichers, detectors

@@ -38,7 +38,13 @@ def spool_for(uri: str) -> Spool:
 
 
 def open_store(uri: str | None = None) -> Store:
-    """Open the store named by `uri` (see URI_HELP). Raises StoreError with a clear message."""
+    """Open the store named by `uri` (see URI_HELP). Raises StoreError with a clear message.
+
+    Only soc's own data directory (the default store, no `uri` and no $SOC_STORE) is created when missing; the
+    folder of an explicit SQLite path must exist.
+    """
+    if not uri and not os.environ.get("SOC_STORE"):
+        data_dir().mkdir(parents=True, exist_ok=True)
     uri = uri or default_uri()
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":

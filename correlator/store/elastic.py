@@ -30,7 +30,7 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
 
 from correlator.audit import GENESIS, Anchors, current_actor
-from correlator.events import flatten, nest, to_utc_iso
+from correlator.events import dumps_event, flatten, nest, to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.sqlite import ip_bytes
@@ -314,25 +314,41 @@ class ElasticStore(Store):
     def _source(self, flat: dict[str, Any]) -> dict[str, Any]:
         return nest({**flat, TEXT_FIELD: searchable_text(flat)})
 
+    def _actions(self, docs: Sequence[dict[str, Any]], op: str, index: str, key: str,
+                 refused: list[str]) -> list[dict[str, Any]]:
+        """Bulk actions whose `_source` is strict JSON text (the client sends it as is); a document that cannot be
+        encoded (NaN, Infinity, lone surrogate) is named in `refused` instead."""
+        actions = []
+        for doc in docs:
+            try:
+                source = dumps_event(self._source(doc))
+            except ValueError as exc:
+                refused.append(f"_id {doc.get(key)}: {exc}")
+                continue
+            actions.append({"_op_type": op, "_index": index, "_id": doc[key], "_source": source})
+        return actions
+
     def write_events(self, events: Sequence[dict[str, Any]]) -> int:
         """Bulk-create events with `_id = event.id`; a 409 (already stored) counts as a duplicate."""
-        actions = [{"_op_type": "create", "_index": self.events_index, "_id": ev["event.id"],
-                    "_source": self._source(ev)} for ev in events]
-        return self._bulk(actions, "write events")
+        refused: list[str] = []
+        return self._bulk(self._actions(events, "create", self.events_index, "event.id", refused), "write events",
+                          refused)
 
     def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
-        actions = [{"_op_type": "index", "_index": self.alerts_index, "_id": a["soc.alert.uuid"],
-                    "_source": self._source(a)} for a in alerts]
-        self._bulk(actions, "write alerts")
+        refused: list[str] = []
+        self._bulk(self._actions(alerts, "index", self.alerts_index, "soc.alert.uuid", refused), "write alerts",
+                   refused)
 
-    def _bulk(self, actions: list[dict[str, Any]], what: str) -> int:
+    def _bulk(self, actions: list[dict[str, Any]], what: str, refused_before: list[str] | None = None) -> int:
         """Send actions with `helpers.streaming_bulk`, which re-sends requests and items answered 429/5xx with
         exponential backoff; return how many documents were created.
 
         Raises StoreUnavailable when the cluster cannot be reached or still refuses items after the retries (the
-        caller spools the batch; re-sending is idempotent), StoreRejected naming each document refused outright.
+        caller spools the batch; re-sending is idempotent), StoreRejected naming each document refused outright
+        (by the cluster, or already in `refused_before`).
         """
-        created, refused, rejected = 0, 0, []
+        created, refused, rejected = 0, 0, list(refused_before or [])
+        total = len(actions) + len(rejected)
         with self._calls(what):
             for ok, item in helpers.streaming_bulk(
                 self._bulk_client, actions, raise_on_error=False, chunk_size=1000,
@@ -356,8 +372,8 @@ class ElasticStore(Store):
             raise StoreUnavailable(f"{self.url}: {what}: {refused} documents still refused (429/5xx) after "
                                    f"{self.RETRIES} retries")
         if rejected:
-            raise StoreRejected(f"{self.url}: {what}: {len(rejected)} of {len(actions)} documents rejected "
-                                f"({len(actions) - len(rejected)} stored): " + "; ".join(rejected[:20]),
+            raise StoreRejected(f"{self.url}: {what}: {len(rejected)} of {total} documents rejected "
+                                f"({total - len(rejected)} stored): " + "; ".join(rejected[:20]),
                                 created, rejected)
         return created
 
@@ -371,8 +387,8 @@ class ElasticStore(Store):
                     raise StoreError(f"no alert with id {uuid}") from None
                 doc = self._flat(got["_source"]) | fields
                 try:
-                    self.es.index(index=self.alerts_index, id=uuid, document=self._source(doc), refresh=True,
-                                  if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
+                    self.es.index(index=self.alerts_index, id=uuid, document=dumps_event(self._source(doc)),
+                                  refresh=True, if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
                     return
                 except ConflictError:
                     continue  # changed under us: merge again

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from correlator.audit import GENESIS, Anchors, current_actor
-from correlator.events import to_utc_iso
+from correlator.events import dumps_event, to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text, tokens
-from correlator.store.base import Store, StoreError, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 
 SCHEMA_VERSION = 1
 APPLICATION = "soc"
@@ -107,6 +107,13 @@ def _category(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _column(value: Any) -> str | int | float | None:
+    """A hot column's value: a string or a number SQLite holds (64-bit integers); anything else stays in `doc` only."""
+    if isinstance(value, str | float) or (isinstance(value, int) and -(2**63) <= value < 2**63):
+        return value
+    return None
+
+
 def _has_tokens(doc: str, words_json: str) -> bool:
     """True when every word is a token of some string value of the JSON document."""
     have = set(tokens(searchable_text(json.loads(doc))))
@@ -127,8 +134,9 @@ class SQLiteStore(Store):
         self.uri = uri or f"sqlite:///{self.path}"
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a database file")
+        if not self.path.parent.is_dir():  # only open_store creates soc's own data directory
+            raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -182,18 +190,28 @@ class SQLiteStore(Store):
     # -- writing -------------------------------------------------------------------------------------------------
 
     def write_events(self, events: Sequence[dict[str, Any]]) -> int:
+        """Store events (strict JSON); one that cannot be encoded is refused alone (StoreRejected names it)."""
         rows = []
         texts = []
+        refused = []
         for ev in events:
-            doc = json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+            try:
+                doc = dumps_event(ev)
+            except ValueError as exc:
+                refused.append(f"event {ev.get('event.id')}: {exc}")
+                continue
             rows.append((
-                ev["event.id"], ev["@timestamp"], ev.get("event.kind"), _category(ev.get("event.category")),
-                ev.get("event.dataset"), ip_bytes(ev.get("source.ip")), ev.get("source.port"),
-                ip_bytes(ev.get("destination.ip")), ev.get("destination.port"), ev.get("host.name"),
-                ev.get("observer.name"), doc,
+                ev["event.id"], ev["@timestamp"], _column(ev.get("event.kind")), _category(ev.get("event.category")),
+                _column(ev.get("event.dataset")), ip_bytes(ev.get("source.ip")), _column(ev.get("source.port")),
+                ip_bytes(ev.get("destination.ip")), _column(ev.get("destination.port")), _column(ev.get("host.name")),
+                _column(ev.get("observer.name")), doc,
             ))
             texts.append(searchable_text(ev))
-        return self._insert(rows, texts)
+        new = self._insert(rows, texts) if rows else 0
+        if refused:
+            raise StoreRejected(f"{self.path}: {len(refused)} of {len(events)} events refused ({new} stored): "
+                                + "; ".join(refused[:20]), new, refused)
+        return new
 
     def _insert(self, rows: list[tuple], texts: list[str]) -> int:
         """Insert prepared rows in one transaction; FTS rows only for events that were new."""
@@ -225,16 +243,21 @@ class SQLiteStore(Store):
         return new
 
     def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
-        rows = [
-            (
-                a["soc.alert.uuid"], a["@timestamp"], a.get("soc.alert.severity"), a.get("soc.alert.risk_score"),
-                a.get("soc.alert.rule.uuid"), a.get("soc.alert.workflow_status", "open"),
-                json.dumps(a, ensure_ascii=False, separators=(",", ":")),
-            )
-            for a in alerts
-        ]
+        rows, refused = [], []
+        for a in alerts:
+            try:
+                doc = dumps_event(a)
+            except ValueError as exc:
+                refused.append(f"alert {a.get('soc.alert.uuid')}: {exc}")
+                continue
+            rows.append((a["soc.alert.uuid"], a["@timestamp"], _column(a.get("soc.alert.severity")),
+                         _column(a.get("soc.alert.risk_score")), _column(a.get("soc.alert.rule.uuid")),
+                         _column(a.get("soc.alert.workflow_status", "open")), doc))
         with self._tx():
             self.db.executemany("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
+        if refused:
+            raise StoreRejected(f"{self.path}: {len(refused)} alerts refused: " + "; ".join(refused[:20]),
+                                len(rows), refused)
 
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         with self._tx():
@@ -244,7 +267,7 @@ class SQLiteStore(Store):
             doc = json.loads(row[0]) | fields
             self.db.execute(
                 "UPDATE alerts SET doc = ?, workflow_status = ?, severity = ?, risk_score = ? WHERE uuid = ?",
-                (json.dumps(doc, ensure_ascii=False), doc.get("soc.alert.workflow_status"),
+                (dumps_event(doc), doc.get("soc.alert.workflow_status"),
                  doc.get("soc.alert.severity"), doc.get("soc.alert.risk_score"), uuid),
             )
 

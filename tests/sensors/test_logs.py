@@ -88,7 +88,7 @@ def test_bad_lines_are_reported_with_file_and_offset(soc_env: Path) -> None:
     res = runner.invoke(app, ["logs", "ingest", str(log), "--format", "ndjson", "--store", f"sqlite:///{db}"])
     assert res.exit_code == 1
     stderr = " ".join(res.stderr.split())  # rich wraps long lines to the terminal width
-    assert f"{log}: byte {len(good0)}: JSONDecodeError" in stderr
+    assert f"{log}: byte offset {len(good0)}: JSONDecodeError" in stderr
     assert "no @timestamp" in stderr
     assert _messages(db) == ["line 0", "line 1"]
 
