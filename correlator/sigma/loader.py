@@ -120,9 +120,13 @@ def load_rules(paths: list[str | Path], progress: Callable[[int, int], None] | N
             continue
         try:
             docs = list(yaml.load_all(text, Loader=_YAML_LOADER))  # libyaml: 10x pySigma's pure-Python parse
+            notmap = [d for d in docs if not isinstance(d, dict)]
+            if notmap:
+                raise SigmaError(f"a YAML document is a {type(notmap[0]).__name__}, not a rule mapping")
             col = SigmaCollection.from_dicts(docs, collect_errors=True, source=SigmaRuleLocation(path),
                                              resolve_references=False)
-        except (yaml.YAMLError, SigmaError) as e:
+        except (yaml.YAMLError, SigmaError, AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
+            # pySigma assumes well-formed structures: any exception on one file is that file's located error
             rs.failures.append(RuleFailure(str(path), error_line(path, text, e), failure_reason(e), _msg(e)))
             continue
         good = []
