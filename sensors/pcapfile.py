@@ -61,7 +61,7 @@ def read_file(path: str, stats: dict | None = None) -> Iterator[Record]:
     quiet_scapy()
     try:
         reader = RawPcapReader(path)  # dispatches to RawPcapNgReader on the pcapng magic
-    except (Scapy_Exception, OSError, EOFError, zlib.error) as exc:
+    except (Scapy_Exception, OSError, EOFError, zlib.error, MemoryError) as exc:
         raise CaptureError(f"{path}: not a readable pcap/pcapng file ({exc})") from exc
     stats = stats if stats is not None else {}
     for key in ("file_truncated", "damaged_regions", "damaged_bytes"):
@@ -86,7 +86,7 @@ class _Walk:
     def __init__(self, path: str, f: BinaryIO, stats: dict) -> None:
         self.path, self.f, self.stats, self.pos = path, f, stats, 0
 
-    def damage(self, offset: int, reason: str, resume: int | None, end: int) -> None:
+    def damage(self, offset: int, reason: str, resume: int | None, end: int = 0) -> None:
         """Record damage at `offset`; reading resumes at `resume` (None: nothing readable up to `end`)."""
         skipped = (resume if resume is not None else end) - offset
         tail = (f"skipped {skipped} bytes, resumed at byte offset {resume}" if resume is not None
@@ -241,16 +241,18 @@ def _pcapng(reader: RawPcapNgReader, walk: _Walk, size: int | None) -> Iterator[
             return
         btype, blen = head.unpack(raw)
         reason = None
-        if btype == SHB:
-            f.seek(pos + 4)  # scapy's reader takes the byte order and length from here
-            try:
-                reader._read_block_shb()
-                pos = f.tell()
-                endian = reader.endian
-                head, u32 = struct.Struct(endian + "II"), struct.Struct(endian + "I")
-                continue
-            except (EOFError, Scapy_Exception, struct.error) as exc:
-                reason = f"bad section header block ({exc or 'malformed'})"
+        if btype == SHB:  # a new section: scapy reads it (byte order, options) once its length is sane
+            reason = _shb_length_problem(raw + f.read(4), pos, size)
+            if reason is None:
+                f.seek(pos + 4)
+                try:
+                    reader._read_block_shb()
+                    pos = f.tell()
+                    endian = reader.endian
+                    head, u32 = struct.Struct(endian + "II"), struct.Struct(endian + "I")
+                    continue
+                except (EOFError, Scapy_Exception, struct.error) as exc:
+                    reason = f"bad section header block ({exc or 'malformed'})"
         elif blen < 12 or blen % 4 or blen > MAX_BLOCK:
             reason = f"bad block length {blen}"
         elif size is not None and pos + blen > size:
@@ -268,17 +270,17 @@ def _pcapng(reader: RawPcapNgReader, walk: _Walk, size: int | None) -> Iterator[
                     try:
                         res = handler(rest[:-4], SNAPLEN)
                     except (EOFError, Scapy_Exception, struct.error, ValueError, IndexError) as exc:
-                        walk.damage(pos, f"bad block of type {btype:#x} ({exc or 'malformed'})", pos + blen, 0)
+                        walk.damage(pos, f"bad block of type {btype:#x} ({exc or 'malformed'})", pos + blen)
                         pos += blen
                         continue
                 if res is not None:
                     data, meta = res
-                    if meta.tshigh is not None:
+                    if meta.tshigh is not None:  # a simple packet block has no time: the previous packet's
                         last_ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
                     yield last_ts, data, meta.wirelen, meta.linktype
                 elif btype in PACKET_BLOCKS:
                     walk.damage(pos, f"{PACKET_BLOCKS[btype]} block names an interface never described "
-                                     f"({len(reader.interfaces)} described)", pos + blen, 0)
+                                     f"({len(reader.interfaces)} described)", pos + blen)
                 pos += blen
                 continue
         resume, eof = walk.scan(pos + 1, _block_pattern(endian), _pcapng_check(endian, reader))
@@ -287,6 +289,17 @@ def _pcapng(reader: RawPcapNgReader, walk: _Walk, size: int | None) -> Iterator[
             return
         f.seek(resume)
         pos = resume
+
+
+def _shb_length_problem(head: bytes, pos: int, size: int | None) -> str | None:
+    """Why a section header block's length (in the byte order its magic gives) cannot be right, else None."""
+    order = {b"\x1a\x2b\x3c\x4d": ">I", b"\x4d\x3c\x2b\x1a": "<I"}.get(head[8:12])
+    if order is None:
+        return "bad section header block (byte-order magic)"
+    blen = struct.unpack_from(order, head, 4)[0]
+    if blen < 28 or blen % 4 or blen > MAX_BLOCK or (size is not None and pos + blen > size):
+        return f"bad section header block length {blen}"
+    return None
 
 
 _BLOCK_PATTERNS: dict[str, re.Pattern[bytes]] = {}

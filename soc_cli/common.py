@@ -29,7 +29,7 @@ class ExitCode(IntEnum):
     OK = 0  # the job fully succeeded
     FAILURE = 1  # the job ran and found failures (failed checks, failed tests, errors on some input)
     USAGE = 2  # bad usage or bad input (unparsable file, store URI, policy), nothing done
-    PARTIAL = 3  # accepted but not all stored: the store was unavailable and batches were spooled
+    PARTIAL = 3  # partial: batches spooled (store unavailable), or a damaged capture read around its damage
 
 
 StoreOpt = Annotated[

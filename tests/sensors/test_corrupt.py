@@ -206,3 +206,19 @@ def test_cli_reports_damage_and_exits_partial(ftp: Path, tmp_path: Path, soc_env
     res = runner.invoke(app, ["sensor", "pcap", str(cut), "--store", db])
     assert res.exit_code == 3 and f"byte offset {offsets[400]}: record cut short" in " ".join(res.stderr.split())
     assert runner.invoke(app, ["sensor", "pcap", str(ftp), "--store", db]).exit_code == 0
+
+
+def test_pcapng_second_section_header(dvwa: Path, tmp_path: Path) -> None:
+    """A second section mid-file is read; one whose length is bogus is skipped as damage, nothing else lost."""
+    raw = dvwa.read_bytes()
+    shb_len = struct.unpack_from("<I", raw, 4)[0]
+    off, _ = pcapng_packet_blocks(raw)[20]
+    path = tmp_path / "sections.pcapng"
+    path.write_bytes(raw[:off] + raw[:shb_len] + raw[off:])
+    got, stats = read(path)
+    assert got == truth(dvwa) and stats["damage"] == []
+    bad = bytearray(raw[:shb_len])
+    struct.pack_into("<I", bad, 4, 0xFFFFFFF0)
+    path.write_bytes(raw[:off] + bad + raw[off:])
+    got, stats = read(path)
+    assert got == truth(dvwa) and located(stats, path) == [off] and stats["damaged_bytes"] == shb_len
