@@ -158,6 +158,7 @@ class SigmaDetector:
 
     def stats(self) -> dict[str, Any]:
         return {"rules": len(self.matcher), "matches": self.matches, "open_alerts": len(self.folder.open),
+                "regex_stopped": self.matcher.stopped_total,
                 "correlation": self.correlation.stats()}
 
 
