@@ -205,7 +205,7 @@ class FileAnchors:
     def read(self, store: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
         found, problems = [], []
         try:
-            with self.path.open(encoding="utf-8", errors="replace") as f:
+            with self.path.open("rb") as f:  # lines end at b"\n" only, as they were appended
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -345,7 +345,7 @@ class Chain:
         """Check entries (in seq order), the stored head (`seq:hash`) and every anchored head; return the problems,
         each naming the entry. Raises AuditKeyError when the chain is keyed and the key file is missing."""
         problems = verify_chain(entries, self.key(create=False) if _keyed(entries) else None, self.key_file)
-        last = f"{entries[-1]['seq']}:{entries[-1]['hash']}" if entries else None
+        last = f"{entries[-1].get('seq')}:{entries[-1].get('hash')}" if entries else None
         if head != last:
             problems.append(_head_problem(head, entries))
         logs = [*anchors]
@@ -359,9 +359,9 @@ class Chain:
 
 def _head_problem(head: str | None, entries: Sequence[dict[str, Any]]) -> str:
     """The stored head (`seq:hash`) does not name the last entry: say which entry is gone or unaccounted for."""
-    last_seq = entries[-1]["seq"] if entries else 0
-    head_seq = head.split(":", 1)[0] if head else ""
-    if head_seq.isdigit() and int(head_seq) > last_seq:
+    last_seq = entries[-1].get("seq") if entries else 0
+    head_seq = str(head).split(":", 1)[0] if head else ""
+    if type(last_seq) is int and head_seq.isascii() and head_seq.isdigit() and int(head_seq) > last_seq:
         return (f"audit entry seq={last_seq + 1}: missing; the stored head is seq={head_seq} but the last entry is "
                 f"seq={last_seq}: entries were removed from the end")
     return (f"audit entry seq={last_seq}: the stored head is {head or 'absent'}, not this last entry: entries were "
@@ -369,7 +369,7 @@ def _head_problem(head: str | None, entries: Sequence[dict[str, Any]]) -> str:
 
 
 def _keyed(entries: Sequence[dict[str, Any]]) -> bool:
-    return any(key_id_of(e["hash"]) for e in entries)
+    return any(isinstance(e.get("hash"), str) and key_id_of(e["hash"]) for e in entries)
 
 
 def verify_chain(entries: Iterable[dict[str, Any]], key: AuditKey | None = None,
@@ -381,6 +381,10 @@ def verify_chain(entries: Iterable[dict[str, Any]], key: AuditKey | None = None,
     problems: list[str] = []
     prev, expected_seq, keyed_at, wrong_key = GENESIS, 1, None, False
     for e in entries:
+        if reason := malformed(e):
+            problems.append(f"audit entry seq={e.get('seq')!r}: malformed ({reason})")
+            prev, expected_seq = e.get("hash"), expected_seq + 1
+            continue
         where = f"audit entry seq={e['seq']}"
         if e["seq"] != expected_seq:
             problems.append(f"{where}: expected seq {expected_seq} (entries deleted or reordered)")
@@ -410,10 +414,27 @@ def verify_chain(entries: Iterable[dict[str, Any]], key: AuditKey | None = None,
     return problems
 
 
+def malformed(entry: dict[str, Any]) -> str | None:
+    """Why `entry` is not an audit entry (a store writer can put anything in a row or document), or None."""
+    seq = entry.get("seq")
+    if type(seq) is not int:
+        return "seq is not an integer"
+    for name in ("ts", "actor", "action", "prev_hash", "hash"):
+        if not isinstance(entry.get(name), str):
+            return f"{name} is not a string"
+    if "details" not in entry:
+        return "details missing"
+    try:
+        json.dumps(entry["details"], allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"details are not JSON ({exc.__class__.__name__})"
+    return None
+
+
 def check_anchors(entries: Sequence[dict[str, Any]], anchored: list[tuple[str, dict[str, Any]]],
                   problems: list[str]) -> list[str]:
     """Every anchored head must still be in the chain with the same hash; returns `problems` extended."""
-    have = {e["seq"]: e["hash"] for e in entries}
+    have = {e["seq"]: e["hash"] for e in entries if not malformed(e)}
     out = list(problems)
     for where, rec in anchored:
         seq, digest = rec["seq"], have.get(rec["seq"])

@@ -522,7 +522,7 @@ class ElasticStore(Store):
         entries = self.audit_entries()
         with self._calls("read audit head"):
             head = self._head()
-        have = f"{head['seq']}:{head['hash']}" if head["_seq_no"] is not None else None
+        have = f"{head.get('seq')}:{head.get('hash')}" if head["_seq_no"] is not None else None
         return self.audit_chain.verify(entries, have, anchors)
 
     # -- status ----------------------------------------------------------------------------------------------------
