@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from es_server import server_names, start_server
 from typer.testing import CliRunner
 
 from correlator.query import Query
@@ -244,3 +245,24 @@ def test_store_stays_readable_by_sqlite_json_after_ingest(soc_env: Path) -> None
     assert res.exit_code == 1, res.output
     rows = sqlite3.connect(db).execute("SELECT json_valid(doc) FROM events").fetchall()
     assert rows == [(1,)] * len(ODD_GOOD)
+
+
+@pytest.mark.es
+@pytest.mark.parametrize("server_name", server_names())
+def test_elastic_writer_refuses_a_document_that_is_not_strict_json(server_name: str, tmp_path: Path) -> None:
+    server = start_server(server_name, tmp_path)
+    try:
+        store = server.store()
+        store.init()
+        good = {"@timestamp": "2026-11-02T09:00:01.000000Z", "event.id": "good", "message": "kept"}
+        bad = [{"@timestamp": "2026-11-02T09:00:01.000000Z", "event.id": f"bad{i}", "x": v}
+               for i, v in enumerate((math.nan, -math.inf, "\ud800"))]
+        with pytest.raises(StoreRejected) as caught:
+            store.write_events([good, *bad])
+        assert caught.value.new == 1
+        assert sorted(p.split(":")[0] for p in caught.value.problems) == ["_id bad0", "_id bad1", "_id bad2"]
+        store.refresh()
+        assert [h["event.id"] for h in store.search_events(Query(()), 10)] == ["good"]
+        store.close()
+    finally:
+        server.close()
