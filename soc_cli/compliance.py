@@ -207,7 +207,8 @@ def validate(
         if json_out:
             print_ndjson(row)
         else:  # file text never as markup: a field named `[/x]` would raise rich's MarkupError
-            (console if row["ok"] else err_console).print(text, highlight=False, markup=False, soft_wrap=True)
+            (console if row["ok"] else err_console).print(text, highlight=False, markup=False, emoji=False,
+                                                          soft_wrap=True)  # and `:100:` is a line, not 💯
     if bad:
         raise typer.Exit(ExitCode.USAGE)
 

@@ -37,7 +37,7 @@ def validate(
         p = load_policy(file)
     except PolicyError as exc:
         for problem in exc.problems:
-            err_console.print(problem, highlight=False, markup=False, soft_wrap=True)
+            err_console.print(problem, highlight=False, markup=False, emoji=False, soft_wrap=True)  # not :100: → 💯
             if json_out:
                 print_ndjson({"valid": False, "problem": problem})
         raise typer.Exit(ExitCode.USAGE) from None
@@ -48,7 +48,7 @@ def validate(
         print_ndjson({"valid": True, "file": str(file), "name": p.name} | counts)
     else:
         console.print(f"{file}: valid policy {p.name!r}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
-                      markup=False, highlight=False, soft_wrap=True)  # the name is file text, never markup
+                      markup=False, emoji=False, highlight=False, soft_wrap=True)  # file text: no markup, no emoji
 
 
 @app.command()

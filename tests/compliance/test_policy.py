@@ -176,3 +176,15 @@ def test_cli_validate_prints_file_text_verbatim_on_stderr(tmp_path: Path):
     assert res.exit_code == 2, res.exception  # not 1: no traceback
     assert res.stderr == f"{bad}:5: <document>.[/x]: unknown field (allowed: policy, requirements, variables, " \
                          "checks)\n" and res.stdout == ""
+
+
+def test_cli_validate_line_100_is_not_an_emoji(tmp_path: Path):
+    """rich turned `file:100: ...` into `file💯 ...` (its `:100:` emoji code)."""
+    from typer.testing import CliRunner
+
+    from soc_cli.main import app
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text(HEAD + "#\n" * 95 + "colour: red\nchecks: []\n")
+    res = CliRunner().invoke(app, ["compliance", "validate", str(bad)])
+    assert res.exit_code == 2 and res.stderr.startswith(f"{bad}:100: <document>.colour: unknown field"), res.stderr

@@ -219,3 +219,11 @@ def test_cli_validate_prints_a_bracketed_name_verbatim(tmp_path):
     res = runner.invoke(app, ["policy", "validate", str(path)])
     assert res.exit_code == 0, res.exception
     assert res.stdout.startswith(f"{path}: valid policy '[/x] [bold]': 4 levels, 2 organizations, 2 zones")
+
+
+def test_cli_validate_line_100_is_not_an_emoji(tmp_path):
+    """rich turned `file:100: ...` into `file💯 ...` (its `:100:` emoji code): every 100th line lost its place."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE + "#\n" * 87 + "bogus: 1\n")
+    res = runner.invoke(app, ["policy", "validate", str(bad)])
+    assert res.exit_code == 2 and res.stderr.startswith(f"{bad}:100: policy.bogus: unknown field"), res.stderr
