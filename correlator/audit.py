@@ -151,7 +151,7 @@ def create_key(path: Path) -> AuditKey:
 
 def key_id_of(digest: str) -> str | None:
     """The key id a keyed digest names; None for a plain digest."""
-    return digest.split(":", 2)[1] if digest.startswith(KEYED + ":") else None
+    return digest.split(":", 2)[1] if isinstance(digest, str) and digest.startswith(KEYED + ":") else None
 
 
 # -- anchors ----------------------------------------------------------------------------------------------------------

@@ -466,6 +466,9 @@ class ElasticStore(Store):
         with self._calls("audit"):
             for attempt in range(50):
                 head = self._head()
+                if type(head.get("seq")) is not int or not isinstance(head.get("hash"), str):
+                    raise StoreError(f"{self.url}: audit: the head {self.meta_index}/audit_head is malformed; "
+                                     "run `soc audit verify`")
                 seq, prev = head["seq"] + 1, head["hash"]
                 ts = to_utc_iso(datetime.now(UTC))
                 digest = self.audit_chain.seal(head["hash"] if seq > 1 else None, prev, seq, ts, actor, action,

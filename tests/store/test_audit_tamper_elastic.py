@@ -13,6 +13,7 @@ from elasticsearch import Elasticsearch
 from es_server import EsServer
 
 from correlator.audit import ANCHOR_ENV, KEY_ENV, EsAnchors
+from correlator.store import StoreError
 
 pytestmark = pytest.mark.es
 
@@ -83,3 +84,11 @@ def test_heads_anchored_in_an_index_catch_deleting_everything(es_server, keyed_e
     problems = store.audit_verify([anchors])
     assert len(problems) == 1 and problems[0].startswith(
         f"audit entry seq=5: anchored at 2026-01-01T00:00:00Z ({es_server.url}/{index}/_doc/"), problems
+
+
+def test_a_malformed_head_is_a_located_error_not_a_traceback(es_server, keyed_es):
+    writer = EsWriter(es_server, keyed_es)
+    writer.es.index(index=keyed_es.meta_index, id="audit_head", document={"seq": "5", "hash": 5}, refresh=True)
+    with pytest.raises(StoreError, match=f"the head {keyed_es.meta_index}/audit_head is malformed"):
+        keyed_es.audit("read", {"n": 6})
+    assert any(p.startswith("audit entry seq=5: the stored head is 5:5") for p in keyed_es.audit_verify())
