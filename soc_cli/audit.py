@@ -11,7 +11,19 @@ from rich.table import Table
 
 from correlator.audit import ANCHOR_ENV, Anchors, AuditKeyError, FileAnchors, anchor_record, key_id_of, open_anchors
 from correlator.store import Store, StoreError
-from soc_cli.common import ExitCode, JsonOpt, StoreOpt, console, die, err_console, get_store, print_ndjson
+from soc_cli.common import (
+    ClearanceOpt,
+    ExitCode,
+    JsonOpt,
+    StoreOpt,
+    console,
+    die,
+    err_console,
+    get_store,
+    open_reader,
+    print_ndjson,
+    say_withheld,
+)
 
 app = typer.Typer(help="The audit log: list entries, verify the keyed chain, export its head (anchor).",
                   no_args_is_help=True)
@@ -102,16 +114,19 @@ def list_entries(
     action: Annotated[str | None, typer.Option(help="Only entries with this action (e.g. read-classified).")] = None,
     actor: Annotated[str | None, typer.Option(help="Only entries by this OS user.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="The last N entries.")] = 100,
+    clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List audit entries, oldest first (the last --limit)."""
-    s = get_store(store)
+    """List audit entries, oldest first (the last --limit); entries about reads above your clearance are withheld."""
+    gate = open_reader(get_store(store), clearance)
     try:
-        entries = [e for e in s.audit_entries() if (action is None or e["action"] == action)
-                   and (actor is None or e["actor"] == actor)][-limit:]
+        read = gate.audit_entries()
     except StoreError as exc:
         die(str(exc), ExitCode.FAILURE)
+    say_withheld(read, "audit entries", gate)
+    entries = [e for e in read.items if (action is None or e["action"] == action)
+               and (actor is None or e["actor"] == actor)][-limit:]
     if json_out:
         for e in entries:
             print_ndjson(e)
