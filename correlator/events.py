@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +12,6 @@ _SKIP_IN_ID = ("event.id", "event.ingested")
 
 MAX_DEPTH = 64  # deepest nesting of objects/lists an event may have (SQLite's JSON stops at 1000, Python's sooner)
 _INT64 = (-(2**63), 2**63 - 1)  # what SQLite columns and Elasticsearch `long` hold
-# Cheap byte patterns that may hide what json.loads accepts but a store cannot hold: lone-surrogate escapes,
-# integers beyond 64 bits, exponents that overflow to infinity. Only lines matching them are walked.
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{19}|[eE]\+?[0-9]{3}")
 
 
 def to_utc_iso(value: Any) -> str:
@@ -54,6 +50,20 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows to infinity")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"integer {text[:40]} is beyond 64 bits")
+    return value
+
+
 def loads_event(raw: bytes | str) -> dict[str, Any]:
     """Parse one line of strict JSON (RFC 8259, UTF-8) that must be an object a store can hold.
 
@@ -62,14 +72,14 @@ def loads_event(raw: bytes | str) -> dict[str, Any]:
     MAX_DEPTH, or a value that is not an object.
     """
     try:
-        obj = json.loads(raw, parse_constant=_refuse_constant)
+        obj = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     data = raw if isinstance(raw, bytes) else raw.encode()  # UnicodeEncodeError (a ValueError) on lone surrogates
-    if data.count(b"{") + data.count(b"[") > MAX_DEPTH or _SUSPECT.search(data):
-        _check_value(obj)
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH or b"\\ud" in data or b"\\uD" in data:
+        _check_value(obj)  # only lines that may nest too deep or hold a lone surrogate escape are walked
     return obj
 
 
