@@ -110,7 +110,9 @@ def test_live_capture_in_namespaces(netns_pair: tuple[str, str], tmp_path: Path)
 
 
 SWEEP = r"""
+import sys
 from scapy.all import IP, TCP, Ether, sendp
+sys.stdin.readline()  # imported and waiting: the send itself fits the capture's duration even on a loaded machine
 eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 sendp([eth / IP(src="10.199.0.1", dst="10.199.0.2") / TCP(sport=42000 + p, dport=p, flags="S") for p in range(1, 9)],
       iface="veth-a", verbose=False, inter=0.05)
@@ -122,6 +124,8 @@ sendp([eth / IP(src="10.199.0.1", dst="10.199.0.2") / TCP(sport=42000 + p, dport
 def test_live_stops_on_count_or_duration(netns_pair: tuple[str, str], tmp_path: Path, stop: list[str]) -> None:
     ns_a, ns_b = netns_pair
     soc = str(Path(sys.executable).with_name("soc"))
+    sender = subprocess.Popen(["ip", "netns", "exec", ns_a, sys.executable, "-c", SWEEP], stdin=subprocess.PIPE,
+                              text=True)
     cap = subprocess.Popen(["ip", "netns", "exec", ns_b, soc, "sensor", "live", "--iface", "veth-b", "--json",
                             "--bpf", "tcp[tcpflags] & tcp-syn != 0 and not tcp[tcpflags] & tcp-ack != 0",
                             "--store", f"sqlite:///{tmp_path / 'c.db'}", *stop],
@@ -129,11 +133,13 @@ def test_live_stops_on_count_or_duration(netns_pair: tuple[str, str], tmp_path: 
     try:
         while "capturing on veth-b" not in cap.stderr.readline():
             assert cap.poll() is None, "soc sensor live exited before capturing"
-        subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-c", SWEEP], check=True, timeout=120)
+        sender.communicate("go\n", timeout=120)
+        assert sender.returncode == 0
         out, err = cap.communicate(timeout=60)
     finally:
-        if cap.poll() is None:
-            cap.kill()
+        for proc in (cap, sender):
+            if proc.poll() is None:
+                proc.kill()
     assert cap.returncode == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     if stop[0] == "--count":
