@@ -31,6 +31,7 @@ DEFAULT_LADDER = [("public", "عام"), ("restricted", "محدود"), ("secret",
 RULES = frozenset({"write-down", "cross-organization", "protection", "caveat"})
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _CHANNEL_RE = re.compile(r"^([a-z0-9]+)\s*(?:>=\s*([0-9]{1,4}(?:\.[0-9]{1,4})*))?$")
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # what YAML (and so libyaml's marks) counts as a line break
 _DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+\.?$")
 
 
@@ -131,6 +132,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
         mark = getattr(exc, "problem_mark", None)
         position = getattr(exc, "position", None)  # a ReaderError (e.g. a control character) has no mark
         line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else 1
+        line = min(line, len(_LINE_BREAK.findall(text)) + 1)  # libyaml puts end-of-input one line past the last
         reason = str(getattr(exc, "problem", None) or exc).splitlines()[0]
         raise PolicyError([f"{path}:{line}: yaml: {reason}"]) from None
     if root is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ REGEX_TYPES = ("osregex", "pcre2")
 MAX_DEPTH = 64  # a policy nests about 8 deep; deeper only to exhaust the constructor's recursion
 MAX_NODES = 100_000  # values after alias expansion: an alias bomb ("billion laughs") stops here
 MAX_CHECK_ID = 2**31 - 1  # Wazuh keeps check ids in a C int
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # what YAML (and so libyaml's marks) counts as a line break
 _POLICY_KEYS = {"id": True, "file": False, "name": True, "description": True, "references": False,
                 "regex_type": False}
 _REQ_KEYS = {"title": True, "description": False, "condition": True, "rules": True}
@@ -231,7 +233,8 @@ def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | 
         reason = str(exc.problem or exc).splitlines()[0]
         if exc.context and exc.context_mark:  # "second occurrence" means little without "duplicate anchor"
             reason += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        raise ctx.fail(mark.line + 1 if mark else 1, "<yaml>", reason) from exc
+        line = min(mark.line + 1 if mark else 1, len(_LINE_BREAK.findall(text)) + 1)  # end of input: the last line
+        raise ctx.fail(line, "<yaml>", reason) from exc
     except yaml.YAMLError as exc:  # a ReaderError (e.g. a control character) has a position, no mark
         position = getattr(exc, "position", None)
         line = text.count("\n", 0, position) + 1 if position is not None else 1

@@ -227,3 +227,9 @@ def test_cli_validate_line_100_is_not_an_emoji(tmp_path):
     bad.write_text(BASE + "#\n" * 87 + "bogus: 1\n")
     res = runner.invoke(app, ["policy", "validate", str(bad)])
     assert res.exit_code == 2 and res.stderr.startswith(f"{bad}:100: policy.bogus: unknown field"), res.stderr
+
+
+@pytest.mark.parametrize("text, line", [("name: [t", 1), (BASE + "x: [a", 13), (BASE + 'x: "abc', 13)])
+def test_yaml_error_at_end_of_input_names_the_last_line(text, line):
+    """libyaml marks end-of-input one line past the last: `p.yaml:2:` for a one-line file (fuzz-found)."""
+    assert problems(text)[0].startswith(f"p.yaml:{line}: yaml: ")
