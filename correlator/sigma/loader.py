@@ -125,8 +125,8 @@ def load_rules(paths: list[str | Path], progress: Callable[[int, int], None] | N
                 raise SigmaError(f"a YAML document is a {type(notmap[0]).__name__}, not a rule mapping")
             col = SigmaCollection.from_dicts(docs, collect_errors=True, source=SigmaRuleLocation(path),
                                              resolve_references=False)
-        except (yaml.YAMLError, SigmaError, AttributeError, TypeError, ValueError, KeyError, RecursionError) as e:
-            # pySigma assumes well-formed structures: any exception on one file is that file's located error
+        except Exception as e:  # noqa: BLE001 - pySigma assumes well-formed structures (AttributeError,
+            # UnboundLocalError on a correlation without condition, ...): any exception is that file's located error
             rs.failures.append(RuleFailure(str(path), error_line(path, text, e), failure_reason(e), _msg(e)))
             continue
         good = []
