@@ -46,8 +46,9 @@ class PolicyError(ValueError):
 class _Reader:
     """Walks the YAML node tree, converting values and recording problems with their marks."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, text: str = "") -> None:
         self.path = path
+        self.last_line = len(_LINE_BREAK.findall(text)) + 1  # libyaml marks end of input one line past the last
         self.problems: list[str] = []
         self.item_line = 1  # line of the list item being read: where a missing field is reported
 
@@ -58,7 +59,7 @@ class _Reader:
         """Record `file:line: field: reason` on one line (a quoted key may hold a newline)."""
         if not where.isprintable():
             where = where.encode("unicode_escape").decode("ascii")
-        self.problems.append(f"{self.path}:{line}: {where}: {reason}")
+        self.problems.append(f"{self.path}:{min(line, self.last_line)}: {where}: {reason}")
 
     def mapping(self, node: yaml.Node, where: str, known: set[str] | None = None) -> dict[str, yaml.Node] | None:
         if not isinstance(node, yaml.MappingNode):
@@ -125,16 +126,15 @@ def load_policy(path: str | Path) -> Policy:
 
 def parse_policy(text: str, path: str = "<policy>") -> Policy:
     """Validate policy YAML text (see docs/policy.md for the format)."""
-    r = _Reader(path)
+    r = _Reader(path, text)
     try:
         root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml keeps marks
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         position = getattr(exc, "position", None)  # a ReaderError (e.g. a control character) has no mark
         line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else 1
-        line = min(line, len(_LINE_BREAK.findall(text)) + 1)  # libyaml puts end-of-input one line past the last
-        reason = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-        raise PolicyError([f"{path}:{line}: yaml: {reason}"]) from None
+        r.add(line, "yaml", str(getattr(exc, "problem", None) or exc).splitlines()[0])
+        raise PolicyError(r.problems) from None
     if root is None:
         raise PolicyError([f"{path}:1: policy: the file is empty"])
     top = r.mapping(root, "policy", {"name", "levels", "caveats", "organizations", "zones", "assets", "agreements",

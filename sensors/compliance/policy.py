@@ -162,11 +162,12 @@ def _text(value: Any) -> str | None:
 
 
 class _Ctx:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str = "") -> None:
         self.file = file
+        self.last_line = len(_LINE_BREAK.findall(text)) + 1  # libyaml marks end of input one line past the last
 
     def fail(self, line: int, fld: str, message: str) -> PolicyError:
-        return PolicyError(self.file, line, fld, message)
+        return PolicyError(self.file, min(line, self.last_line), fld, message)
 
     def mapping(self, value: Any, line: int, fld: str, spec: dict[str, bool]) -> _Lines:
         if not isinstance(value, dict):
@@ -221,7 +222,7 @@ def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Po
 
 def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | None = None) -> Policy:
     """Validate SCA policy text; raises PolicyError (file, line, field) at the first problem."""
-    ctx = _Ctx(file)
+    ctx = _Ctx(file, text)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -233,8 +234,7 @@ def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | 
         reason = str(exc.problem or exc).splitlines()[0]
         if exc.context and exc.context_mark:  # "second occurrence" means little without "duplicate anchor"
             reason += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        line = min(mark.line + 1 if mark else 1, len(_LINE_BREAK.findall(text)) + 1)  # end of input: the last line
-        raise ctx.fail(line, "<yaml>", reason) from exc
+        raise ctx.fail(mark.line + 1 if mark else 1, "<yaml>", reason) from exc
     except yaml.YAMLError as exc:  # a ReaderError (e.g. a control character) has a position, no mark
         position = getattr(exc, "position", None)
         line = text.count("\n", 0, position) + 1 if position is not None else 1
