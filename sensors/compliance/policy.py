@@ -86,9 +86,13 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: C spee
     def construct_object(self, node, deep=False):  # noqa: D102 - yaml hook
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:  # e.g. `2024-02-30` or a 5,000-digit int: locate it
-            raise yaml.constructor.ConstructorError(None, None, f"bad {node.tag.rsplit(':', 1)[-1]} value: {exc}",
-                                                    node.start_mark) from None
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # 2024-02-30, 5,000 digits, `!!int ""` (IndexError), `!!timestamp x` (AttributeError)
+            if not isinstance(node, yaml.ScalarNode) and not isinstance(exc, ValueError | OverflowError):
+                raise
+            reason = f"bad {node.tag.rsplit(':', 1)[-1]} value: {exc or type(exc).__name__}"
+            raise yaml.constructor.ConstructorError(None, None, reason, node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):  # noqa: D102 - yaml hook
         seen = set()

@@ -136,6 +136,9 @@ BOMB = "".join(f"  $b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9 if i else ["lo
      "day is out of range"),  # was ValueError from PyYAML's timestamp constructor
     (policy_text("- {id: " + "9" * 5000 + ", title: t, condition: all, rules: ['f:/a']}\n"), 6, "<yaml>",
      "bad int value"),  # was ValueError (int() of 5,000 digits)
+    (policy_text("- {id: !!int '', title: t, condition: all, rules: ['f:/a']}\n"), 6, "<yaml>", "bad int value"),
+    (policy_text("- {id: 1, title: !!timestamp x, condition: all, rules: ['f:/a']}\n"), 6, "<yaml>",
+     "bad timestamp value"),  # were IndexError and AttributeError inside PyYAML (fuzz-found)
     (policy_text("- {id: 0x" + "f" * 5000 + ", title: t, condition: all, rules: ['f:/a']}\n"), 6, "checks[0].id",
      "positive integer up to 2147483647, got int"),  # was accepted: an id str() cannot print
     (policy_text("- {id: 1, title: t, condition: all, rules: ['f:/a -> n:^x(\\d+) compare <= " + "9" * 5000 + "']}\n"),
