@@ -71,15 +71,18 @@ def loads_event(raw: bytes | str) -> dict[str, Any]:
     NaN/Infinity, numbers that overflow to infinity, integers beyond 64 bits, lone surrogates, nesting deeper than
     MAX_DEPTH, or a value that is not an object.
     """
+    # Strict UTF-8 both ways (json.loads would let encoded surrogates through); Unicode errors are ValueErrors.
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if text is raw and not text.isascii():
+        text.encode()
     try:
-        obj = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64)
+        obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    data = raw if isinstance(raw, bytes) else raw.encode()  # UnicodeEncodeError (a ValueError) on lone surrogates
-    if data.count(b"{") + data.count(b"[") > MAX_DEPTH or b"\\ud" in data or b"\\uD" in data:
-        _check_value(obj)  # only lines that may nest too deep or hold a lone surrogate escape are walked
+    if text.count("{") + text.count("[") > MAX_DEPTH or "\\ud" in text or "\\uD" in text:
+        _check_value(obj)  # only lines that may nest too deep or escape a (maybe lone) surrogate are walked
     return obj
 
 

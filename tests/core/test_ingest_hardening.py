@@ -39,6 +39,7 @@ BAD_LINES: list[bytes] = [
     b'{' + TS.encode() + b',"deep":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
     b'{' + TS.encode() + b',"s":"\\ud800"}',
     b'{' + TS.encode() + b',"s":"\xff\xfe"}',
+    b'{' + TS.encode() + b',"s":"\xed\xa0\x80"}',  # a surrogate encoded in UTF-8 bytes (json.loads passes it)
     b'{' + TS.encode() + b',"destination.port":123456789012345678901234567}',
     b'{' + TS.encode() + b',"event.id":["a"]}',
     b"[1, 2]",
