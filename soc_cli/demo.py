@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from importlib.resources import as_file, files
 from typing import Annotated
 
@@ -10,12 +12,25 @@ import typer
 
 from correlator.gate import DEMO_PURPOSE
 from correlator.store import data_dir
+from sensors.capture import read_file
 from soc_cli import alerts, sensor
 from soc_cli.common import ClearanceOpt, JsonOpt, err_console, get_store, state
 
 app = typer.Typer(help="Run the main job on a bundled capture of a small ministry network and show the alerts.")
 
 HOME_NET = "10.0.0.0/8,172.16.0.0/12"
+DAY = 86400.0
+
+
+def whole_days_to_now(pcap: str, now: float | None = None) -> float:
+    """Seconds — a whole number of days — that move the capture's last packet into the past 24 hours.
+
+    Whole days keep the capture's times of day; re-running the same day writes the same events (ids are
+    deterministic), so the demo stays idempotent within a day.
+    """
+    last = max((ts for ts, *_ in read_file(pcap)), default=0.0)
+    now = time.time() if now is None else now
+    return math.floor((now - last) / DAY) * DAY
 
 
 def demo_store_uri() -> str:
@@ -37,6 +52,9 @@ def demo(
     DNS tunnelling, cleartext HTTP credentials to a secret system, an upload of secret data to the internet, DNS to
     an outside resolver and an ICMP tunnel. Re-running is idempotent: event ids are deterministic.
 
+    The capture is replayed as recent traffic: its times move by whole days so that its last packet falls within
+    the past 24 hours (`soc alerts list --since 24h` finds it).
+
     Without --store the demo writes into its own store, marked as holding only this synthetic sample: it is read at
     the policy's top level (every alert of the story) unless you ask for a lower --clearance. Any other store is
     read at your clearance.
@@ -53,7 +71,7 @@ def demo(
             err_console.print(f"[bold]soc demo[/]: reading {pcap.name} (sensor demo-backbone, home net {HOME_NET}) "
                               f"into {uri}")
         sensor.pcap(files=[pcap], store=uri, bpf=None, sensor_name="demo-backbone", home_net=HOME_NET,
-                    community_id_seed=0, json_out=json)
+                    community_id_seed=0, time_shift=whole_days_to_now(str(pcap)), json_out=json)
     alerts.list_alerts(since=None, until=None, severity=None, limit=50, clearance=clearance, store=uri,
                        as_json=json)
     if not json:

@@ -88,14 +88,18 @@ def _summary(stats: dict, run: dict) -> None:
                           f"{run['spooled_events']} spooled, {run['alerts']} alerts", highlight=False)
 
 
-def _records(path: str, fstats: dict, flt: BpfFilter | None, bar: ProgressBar, errors: list[str]) -> Iterator[Record]:
-    """A file's records: progress advanced by bytes read, the BPF filter applied, a read error reported (what was
-    read before it is kept)."""
+def _records(path: str, fstats: dict, flt: BpfFilter | None, bar: ProgressBar, errors: list[str],
+             shift: float = 0.0) -> Iterator[Record]:
+    """A file's records: progress advanced by bytes read, times shifted by `shift` seconds, the BPF filter applied,
+    a read error reported (what was read before it is kept)."""
+    source = read_file(path, fstats)
+    if shift:
+        source = ((ts + shift, data, wirelen, linktype) for ts, data, wirelen, linktype in source)
 
     def counted() -> Iterator[Record]:
         done = 0
         try:
-            for n, rec in enumerate(read_file(path, fstats), 1):
+            for n, rec in enumerate(source, 1):
                 done += len(rec[1]) + 16
                 if n % 2000 == 0:
                     bar.advance(done)
@@ -127,6 +131,9 @@ def pcap(
     sensor_name: NameOpt = None,
     home_net: HomeOpt = None,
     community_id_seed: SeedOpt = 0,
+    time_shift: Annotated[float, typer.Option(
+        "--time-shift", help="Add SECONDS (may be negative) to every packet's time, as editcap -t does: replay an "
+                             "old capture as recent traffic.")] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
@@ -151,7 +158,7 @@ def pcap(
                 sensor = _make_sensor(name, nets, path, community_id_seed)
                 fstats: dict = {}
 
-                yield from sensor.run(_records(path, fstats, flt, bar, errors))
+                yield from sensor.run(_records(path, fstats, flt, bar, errors, time_shift))
                 stats = sensor.stats() | {"file": path, **_damage(fstats)}
                 if flt is not None:
                     stats["bpf"] = flt.expression
