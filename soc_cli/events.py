@@ -18,16 +18,15 @@ from soc_cli.common import (
     ExitCode,
     JsonOpt,
     StoreOpt,
-    cleared_count,
-    cleared_read,
     console,
     die,
     err_console,
     get_store,
     make_progress,
+    open_reader,
     print_event,
     print_ndjson,
-    reader_clearance,
+    say_withheld,
 )
 from soc_cli.wiring import open_pipeline
 
@@ -144,16 +143,16 @@ def search(
         q = parse_query(query, parse_time(since), parse_time(until))
     except QueryError as exc:
         die(str(exc))
-    s = get_store(store)
-    cleared = reader_clearance(clearance)
+    gate = open_reader(get_store(store), clearance)
     try:
-        if count:
-            n = cleared_count(s, q, cleared, query or "")
-            print_ndjson({"count": n}) if json else console.print(n)
-            return
-        hits = cleared_read(s, "events", q, limit, cleared, query or "")
+        read = gate.count_events(q, query or "") if count else gate.search_events(q, limit, query or "")
     except StoreError as exc:
         die(str(exc), ExitCode.FAILURE)
+    say_withheld(read, "events", gate)
+    if count:
+        print_ndjson({"count": read.count}) if json else console.print(read.count)
+        return
+    hits = read.items
     if json:
         for ev in hits:
             print_event(ev)
