@@ -135,6 +135,9 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
         line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else 1
         r.add(line, "yaml", str(getattr(exc, "problem", None) or exc).splitlines()[0])
         raise PolicyError(r.problems) from None
+    except UnicodeEncodeError as exc:  # a lone surrogate in text given as str: libyaml reads UTF-8
+        r.add(text.count("\n", 0, exc.start) + 1, "yaml", f"character {exc.start} is not text ({exc.reason})")
+        raise PolicyError(r.problems) from None
     if root is None:
         raise PolicyError([f"{path}:1: policy: the file is empty"])
     top = r.mapping(root, "policy", {"name", "levels", "caveats", "organizations", "zones", "assets", "agreements",

@@ -227,7 +227,11 @@ def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Po
 def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | None = None) -> Policy:
     """Validate SCA policy text; raises PolicyError (file, line, field) at the first problem."""
     ctx = _Ctx(file, text)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # a lone surrogate in text given as str: libyaml reads UTF-8
+        raise ctx.fail(text.count("\n", 0, exc.start) + 1, "<yaml>",
+                       f"character {exc.start} is not text ({exc.reason})") from exc
     try:
         node = loader.get_single_node()
         if node is not None:

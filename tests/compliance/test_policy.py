@@ -197,3 +197,10 @@ def test_cli_validate_line_100_is_not_an_emoji(tmp_path: Path):
 def test_yaml_error_at_end_of_input_names_the_last_line(text, line):
     """libyaml marks end-of-input one line past the last (fuzz-found)."""
     assert error(text).line == line
+
+
+def test_lone_surrogate_in_text_is_located():
+    """parse_policy(str) with a lone surrogate raised UnicodeEncodeError inside libyaml (fuzz-found)."""
+    exc = error(HEAD + "x: \ud800\n")
+    assert (exc.line, exc.field) == (5, "<yaml>")
+    assert exc.message == f"character {len(HEAD) + 3} is not text (surrogates not allowed)"

@@ -233,3 +233,10 @@ def test_cli_validate_line_100_is_not_an_emoji(tmp_path):
 def test_yaml_error_at_end_of_input_names_the_last_line(text, line):
     """libyaml marks end-of-input one line past the last: `p.yaml:2:` for a one-line file (fuzz-found)."""
     assert problems(text)[0].startswith(f"p.yaml:{line}: yaml: ")
+
+
+def test_lone_surrogate_in_text_is_located():
+    """parse_policy(str) with a lone surrogate raised UnicodeEncodeError inside libyaml (fuzz-found)."""
+    offset = len(BASE) + 3
+    assert problems(BASE + "x: \ud800\n") == [f"p.yaml:13: yaml: character {offset} is not text (surrogates not "
+                                               "allowed)"]
