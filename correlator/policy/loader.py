@@ -43,6 +43,11 @@ class PolicyError(ValueError):
         self.problems = problems
 
 
+def one_line(text: str) -> str:
+    """`text` with each unprintable character (line breaks, controls) escaped as in a repr; Arabic stays as is."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Reader:
     """Walks the YAML node tree, converting values and recording problems with their marks."""
 
@@ -56,10 +61,8 @@ class _Reader:
         self.add(node.start_mark.line + 1 if node is not None else 1, where, reason)
 
     def add(self, line: int, where: str, reason: str) -> None:
-        """Record `file:line: field: reason` on one line (a quoted key may hold a newline)."""
-        if not where.isprintable():
-            where = where.encode("unicode_escape").decode("ascii")
-        self.problems.append(f"{self.path}:{min(line, self.last_line)}: {where}: {reason}")
+        """Record `file:line: field: reason` on one line (a key or a level name may hold a line break)."""
+        self.problems.append(f"{self.path}:{min(line, self.last_line)}: {one_line(where)}: {one_line(reason)}")
 
     def mapping(self, node: yaml.Node, where: str, known: set[str] | None = None) -> dict[str, yaml.Node] | None:
         if not isinstance(node, yaml.MappingNode):

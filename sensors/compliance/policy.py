@@ -156,6 +156,11 @@ def _check_shape(ctx: _Ctx, root: yaml.Node) -> None:
             stack.extend((k, False) for k in _children(node))
 
 
+def one_line(text: str) -> str:
+    """`text` with each unprintable character (line breaks, controls) escaped as in a repr: one located line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _text(value: Any) -> str | None:
     """A scalar as policy text (a YAML number is taken as written); None for anything else."""
     if isinstance(value, str | float) and not isinstance(value, bool):
@@ -171,7 +176,7 @@ class _Ctx:
         self.last_line = len(_LINE_BREAK.findall(text)) + 1  # libyaml marks end of input one line past the last
 
     def fail(self, line: int, fld: str, message: str) -> PolicyError:
-        return PolicyError(self.file, min(line, self.last_line), fld, message)
+        return PolicyError(self.file, min(line, self.last_line), one_line(fld), one_line(message))
 
     def mapping(self, value: Any, line: int, fld: str, spec: dict[str, bool]) -> _Lines:
         if not isinstance(value, dict):

@@ -204,3 +204,8 @@ def test_lone_surrogate_in_text_is_located():
     exc = error(HEAD + "x: \ud800\n")
     assert (exc.line, exc.field) == (5, "<yaml>")
     assert exc.message == f"character {len(HEAD) + 3} is not text (surrogates not allowed)"
+
+
+def test_a_key_with_a_line_break_stays_on_one_located_line():
+    exc = error(HEAD + '"a\\nb": 1\nchecks: []\n')
+    assert str(exc) == "bad.yml:5: <document>.a\\nb: unknown field (allowed: policy, requirements, variables, checks)"

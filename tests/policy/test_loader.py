@@ -240,3 +240,11 @@ def test_lone_surrogate_in_text_is_located():
     offset = len(BASE) + 3
     assert problems(BASE + "x: \ud800\n") == [f"p.yaml:13: yaml: character {offset} is not text (surrogates not "
                                                "allowed)"]
+
+
+def test_a_level_name_with_a_line_break_stays_on_one_problem_line():
+    """The ladder listed in `unknown level` printed a name's line break raw: one problem over two lines (fuzz-found)."""
+    text = BASE.replace("name: t", 'name: t\nlevels: [{name: "lo\\nw", ar: a}, {name: high, ar: b}]')
+    found = problems(text)
+    assert found[0] == "p.yaml:7: zones[0].max_level: unknown level 'public' (levels: lo\\nw, high)"
+    assert not any("\n" in p for p in found)
