@@ -5,6 +5,8 @@ Syntax (terms are AND-ed)::
     field:value          exact value (any element of a list field)
     field:"two words"    exact value with spaces
     field:pre*           prefix
+    field:*.example      wildcard: `*` anywhere stands for any run of characters (`*exfil*`, `a*.gov.*`);
+                         string values only, case-sensitive like an exact value; `?` in a pattern is an error
     field:10.0.0.0/8     CIDR, when the value is a network
     field:>=1024         numeric range (>, >=, <, <=)
     field:[1 TO 1024]    inclusive numeric range
@@ -35,6 +37,15 @@ class Prefix:
 
 
 @dataclass(frozen=True)
+class Wildcard:
+    """String values matching `pattern`, where each `*` stands for any run of characters (possibly empty) and every
+    other character stands for itself (case-sensitive)."""
+
+    field: str
+    pattern: str
+
+
+@dataclass(frozen=True)
 class Cidr:
     field: str
     network: IPNetwork
@@ -61,7 +72,7 @@ class Clearance:
     max_rank: int
 
 
-Clause = Term | Prefix | Cidr | Range | Text | Clearance
+Clause = Term | Prefix | Wildcard | Cidr | Range | Text | Clearance
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,9 @@ def _scalar(text: str) -> str | int | float:
     return text
 
 
-def _clause(token: str, position: int) -> Clause:
+def _clause(token: str, position: int, raw: str = "", offset: int = 0) -> Clause:
+    """One query term (quotes removed); `position` is its ordinal, `raw` its text as written and `offset` where that
+    starts in the query (0-based), for error messages."""
     where = f"query term {position} ({token!r})"
     name, sep, value = token.partition(":")
     if not sep or not name or value.startswith("//"):
@@ -137,8 +150,14 @@ def _clause(token: str, position: int) -> Clause:
             return Cidr(name, ipaddress.ip_network(value, strict=False))
         except ValueError:
             pass
-    if value.endswith("*") and "*" not in value[:-1]:
-        return Prefix(name, value[:-1])
+    if "*" in value:
+        if "?" in value:
+            raw = raw or token
+            raise QueryError(f"{where}, character {offset + raw.index('?', raw.index(':')) + 1}: "
+                             "'?' is not a wildcard here; use '*' (any run of characters)")
+        if "*" not in value[:-1]:
+            return Prefix(name, value[:-1])
+        return Wildcard(name, value)
     return Term(name, _scalar(value))
 
 
@@ -147,8 +166,9 @@ def parse_query(text: str | None, since: datetime | None = None, until: datetime
     text = text or ""
     if text.count('"') % 2:
         raise QueryError(f"query {text!r}: unbalanced double quote")
-    parts = [p.replace('"', "") for p in _SPLIT_RE.findall(text)]
-    return Query(tuple(_clause(p, i + 1) for i, p in enumerate(parts)), since, until)
+    found = list(_SPLIT_RE.finditer(text))
+    return Query(tuple(_clause(m.group().replace('"', ""), i + 1, m.group(), m.start()) for i, m in enumerate(found)),
+                 since, until)
 
 
 def parse_time(text: str | None, now: datetime | None = None) -> datetime | None:

@@ -31,7 +31,7 @@ from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError,
 
 from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import dumps_event, flatten, nest, to_utc_iso
-from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text
+from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, Wildcard, searchable_text
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.sqlite import ip_bytes
 
@@ -627,10 +627,16 @@ def _clause_dsl(c: Clause) -> dict[str, Any]:
             if canonical != c.value:
                 values.append(canonical)
         return {"terms": {_exact_field(c.field): values}}
-    if isinstance(c, Prefix):
+    if isinstance(c, Prefix | Wildcard):
+        kind = "prefix" if isinstance(c, Prefix) else "wildcard"
         if is_ip_field(c.field):
-            raise StoreError(f"{c.field}: prefix queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
-        return {"prefix": {_exact_field(c.field): c.prefix}}
+            raise StoreError(f"{c.field}: {kind} queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
+        if c.field in LONG_FIELDS or c.field in FLOAT_FIELDS or c.field.endswith(".port"):
+            return {"match_none": {}}  # patterns match string values only (as SQLite); ES would answer 400
+        if isinstance(c, Prefix):
+            return {"prefix": {_exact_field(c.field): c.prefix}}
+        pattern = c.pattern.replace("\\", "\\\\").replace("?", "\\?")  # `*` stays the wildcard
+        return {"wildcard": {_exact_field(c.field): {"value": pattern}}}
     if isinstance(c, Cidr):
         if not is_ip_field(c.field):
             raise StoreError(f"{c.field}: CIDR queries need an ip-typed field in Elasticsearch "

@@ -17,7 +17,19 @@ from typing import Any
 
 from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import dumps_event, to_utc_iso
-from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, searchable_text, tokens
+from correlator.query import (
+    Cidr,
+    Clause,
+    Clearance,
+    Prefix,
+    Query,
+    Range,
+    Term,
+    Text,
+    Wildcard,
+    searchable_text,
+    tokens,
+)
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 
 SCHEMA_VERSION = 1
@@ -439,8 +451,21 @@ def _prefix_sql(c: Prefix, hot: dict[str, str]) -> tuple[str, list[Any]]:
     if col in IP_COLUMNS:
         raise StoreError(f"{c.field}: prefix queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
     if col:
-        return f"({col} >= ? AND {col} < ?)", [c.prefix, c.prefix + _MAX_CHAR]
+        return f"(typeof({col}) = 'text' AND {col} >= ? AND {col} < ?)", [c.prefix, c.prefix + _MAX_CHAR]
     return _any_value(c.field, "typeof(value) = 'text' AND substr(value, 1, ?) = ?"), [len(c.prefix), c.prefix]
+
+
+def _wildcard_sql(c: Wildcard, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    """GLOB (case-sensitive, as Prefix); `[` and `?` are escaped as one-character classes, `*` stays the wildcard."""
+    col = hot.get(c.field)
+    if col in IP_COLUMNS:
+        raise StoreError(f"{c.field}: wildcard queries do not apply to IP fields; use a CIDR such as 10.0.0.0/8")
+    glob = "".join(f"[{ch}]" if ch in "[?" else ch for ch in c.pattern)
+    if col:
+        lead = c.pattern.split("*", 1)[0]  # a literal start lets the index narrow the scan
+        return (f"(typeof({col}) = 'text' AND {col} >= ? AND {col} < ? AND {col} GLOB ?)",
+                [lead, lead + _MAX_CHAR, glob])
+    return _any_value(c.field, "typeof(value) = 'text' AND value GLOB ?"), [glob]
 
 
 def _cidr_sql(c: Cidr, hot: dict[str, str]) -> tuple[str, list[Any]]:
@@ -474,6 +499,7 @@ def _clearance_sql(c: Clearance, hot: dict[str, str]) -> tuple[str, list[Any]]:
 _HANDLERS: dict[type, Callable[[Any, dict[str, str]], tuple[str, list[Any]]]] = {
     Term: _term_sql,
     Prefix: _prefix_sql,
+    Wildcard: _wildcard_sql,
     Cidr: _cidr_sql,
     Range: _range_sql,
     Text: _text_sql,

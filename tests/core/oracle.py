@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 from typing import Any
 
 from correlator.events import event_id, to_utc_iso
-from correlator.query import Cidr, Prefix, Query, Range, Term, Text, tokens
+from correlator.query import Cidr, Prefix, Query, Range, Term, Text, Wildcard, tokens
 
 
 def _values(ev: dict[str, Any], field: str) -> list[Any]:
@@ -47,6 +48,9 @@ def matches(ev: dict[str, Any], q: Query) -> bool:
                 ok = any(_term(v, c.value) for v in vals)
             elif isinstance(c, Prefix):
                 ok = any(isinstance(v, str) and v.startswith(c.prefix) for v in vals)
+            elif isinstance(c, Wildcard):  # every `*` is any run of characters, every other character itself
+                rx = re.compile(".*".join(re.escape(part) for part in c.pattern.split("*")), re.DOTALL)
+                ok = any(isinstance(v, str) and rx.fullmatch(v) is not None for v in vals)
             elif isinstance(c, Cidr):
                 ok = any((ip := _ip(v)) is not None and ip.version == c.network.version and ip in c.network
                          for v in vals)
@@ -71,6 +75,9 @@ def expected(events: list[dict[str, Any]], q: Query, limit: int) -> list[str]:
 
 
 WORDS = ["beacon", "exfil", "Ministry", "portal", "login", "failed", "Évasion", "данные", "بيانات", "ok"]
+# File names with the characters SQL LIKE/GLOB and ES wildcards treat specially (set without drawing from `rnd`).
+FILE_NAMES = ["100%_done.txt", "a_b.log", "axb.log", "data[1].csv", "DATA[1].CSV", "data1.csv", "back\\slash?.txt",
+              "ünïcode_ß.txt"]
 DOMAINS = ["mof.gov.example", "moi.gov.example", "evil.example", "cdn.example.net", "xn--mgbh0fb.example"]
 
 
@@ -111,6 +118,8 @@ def sample_events(n: int = 600, seed: int = 7) -> list[dict[str, Any]]:
             ev["host.name"] = rnd.choice(["web01", "dc-mof-1", "portal"])
         if rnd.random() < 0.4:
             ev["observer.name"] = rnd.choice(["sensor-core", "sensor-dmz"])
+        if i % 5 == 0:
+            ev["file.name"] = FILE_NAMES[i // 5 % len(FILE_NAMES)]
         ev["event.id"] = event_id(ev)
         out.append(ev)
     return out
@@ -150,4 +159,23 @@ QUERIES = [
     "event.sequence:42",
     "destination.port:80",
     "missing.field:x",
+    "dns.question.name:*.evil.example",
+    "dns.question.name:*gov*",
+    "dns.question.name:*GOV*",
+    "dns.question.name:a*.example",
+    "dns.question.name:*",
+    "url.original:*.php*",
+    "url.original:*Index",
+    "host.name:*0*",
+    "event.kind:*e*t",
+    "event.category:*detect*",
+    "message:*Ministry*",
+    "destination.port:*4*",
+    "file.name:*_*",
+    "file.name:*%*",
+    "file.name:*[1]*",
+    "file.name:data[*",
+    "file.name:*.CSV",
+    "file.name:*slash*",
+    "file.name:*ß*",
 ]

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from correlator.query import Cidr, Prefix, QueryError, Range, Term, Text, parse_query, parse_time, tokens
+from correlator.query import Cidr, Prefix, QueryError, Range, Term, Text, Wildcard, parse_query, parse_time, tokens
+from correlator.store import open_store
 
 
 def test_parses_every_clause_kind():
@@ -38,6 +39,49 @@ def test_free_text_tokenizes_like_the_stores():
 def test_bad_queries_say_where(bad):
     with pytest.raises(QueryError):
         parse_query(bad)
+
+
+def test_star_anywhere_is_a_wildcard_and_a_trailing_one_a_prefix():
+    assert parse_query("dns.question.name:*.exfil-tunnel.example a:*x* b:x*y c:pre* d:* e:/a?b").clauses == (
+        Wildcard("dns.question.name", "*.exfil-tunnel.example"),
+        Wildcard("a", "*x*"),
+        Wildcard("b", "x*y"),
+        Prefix("c", "pre"),
+        Prefix("d", ""),
+        Term("e", "/a?b"),  # no star: `?` is a literal character of an exact value (URLs)
+    )
+
+
+@pytest.mark.parametrize("query, column", [("x:1 dns.question.name:a?c*", 24), ('x:1 m:"a b?*"', 11), ("u:*?", 4)])
+def test_question_mark_in_a_pattern_is_a_located_error(query, column):
+    with pytest.raises(QueryError, match=rf"query term \d+ .*character {column}: '\?' is not a wildcard") as err:
+        parse_query(query)
+    assert query[column - 1] == "?"
+    assert str(err.value).count("\n") == 0
+
+
+NAMES = ["c2.exfil-tunnel.example", "x.EXFIL-TUNNEL.example", "exfil-tunnel.example", "a.exfil-tunnel.example.org",
+         "50%_off[1].example", "50x_off[1].example", "50%Xoff1.example"]
+
+
+@pytest.mark.parametrize("pattern, want", [
+    ("*.exfil-tunnel.example", lambda n: n.endswith(".exfil-tunnel.example")),
+    ("*exfil*", lambda n: "exfil" in n),
+    ("*%_off[1]*", lambda n: "%_off[1]" in n),
+    ("50*[1]*", lambda n: n.startswith("50") and "[1]" in n[2:]),
+])
+def test_readme_suffix_query_finds_the_names_python_says_match(tmp_path, pattern, want):
+    """The README's `dns.question.name:*.exfil-tunnel.example` on the SQLite store, checked against str methods:
+    case-sensitive, `%`, `_` and `[` literal, any element of a list field."""
+    store = open_store(f"sqlite:///{tmp_path / 'soc.db'}")
+    store.init()
+    events = [{"@timestamp": f"2024-05-01T10:00:0{i}.000000Z", "event.id": f"e{i}", "dns.question.name": n,
+               "related.hosts": ["a.example", n]} for i, n in enumerate(NAMES)]
+    store.write_events(events)
+    for field in ("dns.question.name", "related.hosts"):
+        got = {e["dns.question.name"] for e in store.search_events(parse_query(f"{field}:{pattern}"))}
+        assert got == {n for n in NAMES if want(n)} != set()
+    store.close()
 
 
 def test_parse_time_forms():

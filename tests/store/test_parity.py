@@ -11,7 +11,7 @@ from core.oracle import QUERIES, expected, sample_events
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from correlator.query import Cidr, Prefix, Query, Range, Term, Text, parse_query, tokens
+from correlator.query import Cidr, Prefix, Query, Range, Term, Text, Wildcard, parse_query, tokens
 from correlator.store import open_store
 from correlator.store.elastic import is_ip_field
 
@@ -40,6 +40,8 @@ def _extra_queries() -> list[str]:
         "network.bytes:[1000 TO 2000] event.category:network",
         "network.bytes:>99000.5",
         "event.dataset:soc.dns missing.field:[1 TO 2]",
+        "destination.port:8*",  # patterns match string values only: none on a numeric field, on both stores
+        "dns.question.name:*.evil.example destination.port:53",
     ]
 
 
@@ -104,7 +106,7 @@ def test_cases_are_discriminating():
 
 FIELDS = ["event.dataset", "event.kind", "event.category", "source.ip", "destination.ip", "related.ip", "source.port",
           "destination.port", "network.bytes", "http.response.status_code", "dns.question.name", "url.original",
-          "host.name", "observer.name", "message"]
+          "host.name", "observer.name", "message", "file.name"]
 NUMERIC = {"source.port", "destination.port", "network.bytes", "http.response.status_code"}
 
 
@@ -121,7 +123,7 @@ def clauses(draw, allowed: frozenset[str]):
     elif is_ip_field(field):
         kinds += ["cidr"] if "cidr" in allowed else []
     else:
-        kinds += ["prefix"] + (["text"] if "text" in allowed and tokens(value) else [])
+        kinds += ["prefix", "wildcard"] + (["text"] if "text" in allowed and tokens(value) else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "term":
         assume(not (is_ip_field(field) and ":" in value) or "ipv6_term" in allowed)
@@ -135,6 +137,11 @@ def clauses(draw, allowed: frozenset[str]):
         return Cidr(field, ipaddress.ip_network(f"{ip}/{bits}", strict=False))
     if kind == "prefix":
         return Prefix(field, value[: draw(st.integers(0, len(value)))])
+    if kind == "wildcard":  # stars over random spans of a real value (literal ?, [, %, _ and backslash kept)
+        cuts = draw(st.lists(st.integers(0, len(value)), min_size=2, max_size=6))
+        cuts = sorted(cuts[: len(cuts) // 2 * 2])
+        keep = [value[a:b] for a, b in zip([0, *cuts[1::2]], [*cuts[::2], len(value)], strict=True)]
+        return Wildcard(field, "*".join(keep))
     words = tokens(value)
     return Text(tuple(draw(st.lists(st.sampled_from(words), min_size=1, max_size=2))))
 
