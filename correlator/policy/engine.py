@@ -59,6 +59,7 @@ class PolicyEngine:
         self.endpoints = {ep: a for a in policy.assets for ep in a.endpoints}
         self.ips = {ip: a for a in policy.assets for ip in a.ips}
         self.domains = {d: a for a in policy.assets for d in a.domains}
+        self.asset_addresses = {str(ipaddress.ip_address(ip)) for ip in [*self.ips, *(ep[0] for ep in self.endpoints)]}
         self.agreed: dict[frozenset[str], int] = {}
         for ag in policy.agreements:
             for a in ag.parties:
@@ -80,6 +81,18 @@ class PolicyEngine:
         if z is None and sensor is not None:
             z = self.by_sensor.get(sensor)
         return z or self.policy.default_zone
+
+    def placed_inside(self, ip: str) -> bool:
+        """True when the policy puts the address inside government: in a zone an organization owns, in any zone
+        but the default (the internet), or as an asset's address (ip or ip:port)."""
+        zone = self.zone_of(ip)
+        if zone.organization is not None or zone is not self.policy.default_zone:
+            return True
+        try:
+            canonical = str(ipaddress.ip_address(ip))
+        except ValueError:
+            return False
+        return canonical in self.asset_addresses
 
     def service(self, ip: str | None, port: int | None, name: str | None) -> Asset | None:
         """The asset behind ip:port, else ip, else the domain name (or a parent domain declared `*.domain`)."""

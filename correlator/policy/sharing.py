@@ -1,7 +1,9 @@
 """STIX 2.1 sharing of alert indicators with TLP 2.0 and national-classification markings, capped by level.
 
-Only observables outside every organization's zones and assets are shared (government addresses and service names
-never leave); alerts labelled above the cap are left out, and every omission is reported.
+Only observables outside every organization's zones and assets are shared: an address is kept home when the
+policy places it inside (`PolicyEngine.placed_inside`: an organization's zone, any zone but the default one, an
+asset) or when it names no one on the internet (`never_shared`: loopback, link-local, multicast, RFC 1918, …);
+service names an asset claims never leave; alerts labelled above the cap are left out, and every omission is reported.
 """
 
 from __future__ import annotations
@@ -28,6 +30,26 @@ TLP2_IDS = {
 NAMESPACE = uuid.UUID("6f1d3c52-7f3e-5d1a-9a61-5f0c2b9e4a10")  # soc's namespace for deterministic STIX ids
 IP_FIELDS = ("source.ip", "destination.ip")
 NAME_FIELDS = ("url.domain", "tls.client.server_name", "dns.question.name")
+
+
+# Addresses that name no one on the internet, whatever the policy says: RFC 1918 and IPv6 unique-local space,
+# carrier-grade NAT (RFC 6598). Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) are not here:
+# the policy's zones decide about them (Python's `is_private` counts them, the demo's attackers live there).
+UNROUTED = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                    "fc00::/7"))
+
+
+def never_shared(value: str) -> bool:
+    """True for a string that is no address, or a loopback, link-local, multicast, unspecified, reserved or
+    unrouted (`UNROUTED`) one; an IPv4-mapped IPv6 address is judged as its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved
+            or any(ip in net for net in UNROUTED if net.version == ip.version))
 
 
 def tlp_marking(tlp: str) -> stix2.MarkingDefinition:
@@ -74,10 +96,7 @@ class Sharer:
     def shareable(self, value: str, kind: str) -> bool:
         """Only observables outside every organization: the internet's addresses and names no asset claims."""
         if kind == "ip":
-            ip = ipaddress.ip_address(value)
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast:
-                return False
-            return self.engine.zone_of(value).organization is None and value not in self.engine.ips
+            return not never_shared(value) and not self.engine.placed_inside(value)
         return self.engine.service(None, None, value) is None
 
     def build(self, alerts: list[dict[str, Any]]) -> ShareResult:
