@@ -20,7 +20,7 @@ from correlator import audit
 from correlator.events import nest
 from correlator.gate import ClearanceError, Gate, HuntRead, Read, Reader, open_gate, resolve_reader
 from correlator.policy import Policy, PolicyError, load_policy
-from correlator.store import Store, StoreError, StoreUnavailable, open_store
+from correlator.store import Store, StoreError, StoreMissing, StoreUnavailable, open_store
 
 
 class ExitCode(IntEnum):
@@ -64,16 +64,21 @@ def print_event(event: dict[str, Any]) -> None:
     print_ndjson(nest(event))
 
 
-def get_store(uri: str | None = None, init: bool = True) -> Store:
-    """Open the store (flag > `soc --store` > SOC_STORE > default); exit 2 with the reason if it cannot be used."""
+def get_store(uri: str | None = None, init: bool = True, create: bool = False) -> Store:
+    """Open the store (flag > `soc --store` > SOC_STORE > default) and, with `init`, bring its schema up to date.
+
+    Only writers pass `create`: a read never creates a store, and exits 1 with one line naming the missing SQLite
+    path. Exit 2 with the reason when the store cannot be used (bad URI, not a soc store)."""
     try:
-        store = open_store(uri or state["store"])
+        store = open_store(uri or state["store"], create=create)
         if init:
             store.init()
         return store
     except StoreUnavailable as exc:  # unreachable now: writers spool, readers fail with their own message
         warn(str(exc))
         return store
+    except StoreMissing as exc:
+        die(str(exc), ExitCode.FAILURE)
     except StoreError as exc:
         die(str(exc))
 

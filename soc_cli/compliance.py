@@ -135,7 +135,7 @@ def scan(
 
     partial = False
     if not no_store:
-        st = get_store(store)
+        st = get_store(store, create=True)
         try:
             previous, prev_scan = _previous(st, host, pol.id)
             detector = StateChangeDetector(previous, prev_scan)

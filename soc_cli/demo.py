@@ -63,7 +63,7 @@ def demo(
     uri = chosen or demo_store_uri()
     if chosen is None:
         data_dir().mkdir(parents=True, exist_ok=True)
-        own = get_store(uri)
+        own = get_store(uri, create=True)
         own.set_purpose(DEMO_PURPOSE)
         own.close()
     with as_file(files("rules") / "samples" / "demo-ministry.pcap") as pcap:

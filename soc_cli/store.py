@@ -14,7 +14,7 @@ app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsear
 @app.command()
 def init(store: StoreOpt = None, json: JsonOpt = False) -> None:
     """Create the schema (SQLite) or index templates, data stream, alerts index and ILM policy (Elasticsearch)."""
-    s = get_store(store, init=False)
+    s = get_store(store, init=False, create=True)
     try:
         s.init()
     except StoreUnavailable as exc:
@@ -49,7 +49,7 @@ def status(clearance: ClearanceOpt = None, store: StoreOpt = None, json: JsonOpt
 @app.command()
 def replay(store: StoreOpt = None, json: JsonOpt = False) -> None:
     """Write batches spooled during a store outage; exit 3 if the store is still unavailable."""
-    s = get_store(store)
+    s = get_store(store, create=True)
     spool = spool_for(s.uri)
     try:
         done = spool.replay(s)

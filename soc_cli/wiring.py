@@ -17,7 +17,7 @@ def open_pipeline(uri: str | None, detect: bool = True) -> Pipeline:
     stages = _stages(detect)
     from soc_cli.common import get_store
 
-    return Pipeline(get_store(uri), *stages)
+    return Pipeline(get_store(uri, create=True), *stages)
 
 
 def _stages(detect: bool) -> tuple[list, list]:

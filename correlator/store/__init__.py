@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 from correlator.store.spool import Spool
 
 __all__ = [
-    "Store", "StoreError", "StoreRejected", "StoreUnavailable", "Spool", "open_store", "default_uri", "data_dir",
-    "spool_for",
+    "Store", "StoreError", "StoreMissing", "StoreRejected", "StoreUnavailable", "Spool", "open_store", "default_uri",
+    "data_dir", "spool_for",
 ]
 
 URI_HELP = "use sqlite:///abs/path.db, sqlite:relative/path.db, or http(s)://host:port for Elasticsearch"
@@ -37,14 +37,18 @@ def spool_for(uri: str) -> Spool:
     return Spool(Path(os.environ.get("SOC_SPOOL_DIR") or data_dir() / "spool") / key)
 
 
-def open_store(uri: str | None = None) -> Store:
+def open_store(uri: str | None = None, create: bool = True) -> Store:
     """Open the store named by `uri` (see URI_HELP). Raises StoreError with a clear message.
 
     Only soc's own data directory (the default store, no `uri` and no $SOC_STORE) is created when missing; the
-    folder of an explicit SQLite path must exist.
+    folder of an explicit SQLite path must exist. With `create=False` (a read) nothing is created: a SQLite file that
+    does not exist or holds no tables raises StoreMissing.
     """
     if not uri and not os.environ.get("SOC_STORE"):
-        data_dir().mkdir(parents=True, exist_ok=True)
+        if create:
+            data_dir().mkdir(parents=True, exist_ok=True)
+        elif not data_dir().is_dir():  # soc never wrote here: no store, not a wrong path
+            raise StoreMissing.at(data_dir() / "soc.db")
     uri = uri or default_uri()
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
@@ -61,7 +65,7 @@ def open_store(uri: str | None = None) -> Store:
             raise StoreError(f"store URI {uri!r}: busy_timeout must be milliseconds") from None
         if options:
             raise StoreError(f"store URI {uri!r}: unknown option(s) {', '.join(options)}; known: busy_timeout")
-        return SQLiteStore(Path(parsed.path), uri, busy_timeout_ms=timeout)
+        return SQLiteStore(Path(parsed.path), uri, busy_timeout_ms=timeout, create=create)
     if parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise StoreError(f"store URI {uri!r}: no host; {URI_HELP}")

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from correlator.query import Clause, Query
@@ -16,6 +17,15 @@ if TYPE_CHECKING:
 
 class StoreError(Exception):
     """The store cannot be used as asked (bad URI, not a soc store, newer schema). Nothing was written."""
+
+
+class StoreMissing(StoreError):
+    """A read found no store where the URI points (opening for a read never creates one)."""
+
+    @classmethod
+    def at(cls, path: Path) -> StoreMissing:
+        shown = "/" + str(path).lstrip("/") if path.is_absolute() else path  # sqlite:////x names /x
+        return cls(f"no soc store at {shown} (soc store init creates it)")
 
 
 class StoreUnavailable(StoreError):

@@ -30,7 +30,7 @@ from correlator.query import (
     searchable_text,
     tokens,
 )
-from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
 SCHEMA_VERSION = 1
 APPLICATION = "soc"
@@ -141,19 +141,33 @@ class SQLiteStore(Store):
 
     hunt_language = "sqlite"
 
-    def __init__(self, path: str | Path, uri: str | None = None, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: str | Path, uri: str | None = None, busy_timeout_ms: int = 10_000,
+                 create: bool = True) -> None:
+        """Open (with `create`, creating the file when missing) the database at `path`; `create=False` is a read:
+        a missing file, or one with no tables, raises StoreMissing and nothing is created."""
         self.path = Path(path)
         self.uri = uri or f"sqlite:///{self.path}"
+        missing = StoreMissing.at(self.path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a database file")
         if not self.path.parent.is_dir():  # only open_store creates soc's own data directory
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
+        if not create and not self.path.exists():
+            raise missing
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            target = self.path if create else f"{self.path.resolve().as_uri()}?mode=rw"  # rw: never creates
+            self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=not create)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.OperationalError as exc:
+            if not create and not self.path.exists():  # removed since the check above
+                raise missing from None
+            raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from None
+        if not create and not tables:
+            self.db.close()
+            raise missing
         self._check_identity(tables)
         self.db.create_function("soc_ip", 1, ip_bytes, deterministic=True)
         self.db.create_function("soc_has_tokens", 2, _has_tokens, deterministic=True)
