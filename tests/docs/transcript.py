@@ -54,6 +54,11 @@ class Example:
     def id(self) -> str:
         return f"{self.doc}:{self.line}"
 
+    @property
+    def key(self) -> str:
+        """The command without its trailing comment, white space collapsed (stable across re-alignment)."""
+        return " ".join(re.sub(r"\s{2,}#.*$", "", self.command).split())
+
 
 @dataclass
 class Result:
@@ -116,7 +121,7 @@ def _command(doc: str, line: int, text: str, markers: list[str]) -> Example | No
 
 def extract(path: Path) -> list[Example]:
     """The examples of one document, in order."""
-    doc = str(path.relative_to(ROOT))
+    doc = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
     examples: list[Example] = []
     fence: str | None = None
     markers: list[str] = []
@@ -145,7 +150,7 @@ def extract(path: Path) -> list[Example]:
                 markers.append(m.group(1).strip())
             continue
         if text.endswith("\\"):
-            pending, pending_line = pending + text[:-1] + " ", pending_line or number
+            pending, pending_line = pending + text[:-1].rstrip() + " ", pending_line or number
             continue
         text, line = pending + text, pending_line or number
         pending, pending_line = "", 0
