@@ -32,21 +32,21 @@ app = typer.Typer(help="Network sensor: pcap files or a live interface → flows
 
 BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (the copy "
                                                            "that the cypcap wheel ships).")]
-NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.name (default: config sensor.name, "
+NameOpt = Annotated[str | None, typer.Option("--sensor-name", help="observer.name (default: config sensor_name, "
                                                                    "else the host name).")]
 SeedOpt = Annotated[int, typer.Option("--community-id-seed", min=0, max=65535,
                                       help="Community ID seed (as Suricata's community-id-seed).")]
 HomeOpt = Annotated[str | None, typer.Option(
     "--home-net", help="Comma-separated CIDRs of the protected networks; sets network.direction "
-                       "(default: config sensor.home_net).")]
+                       "(default: config home_net).")]
 
 
 def _options(sensor_name: str | None, home_net: str | None) -> tuple[str | None, list[str]]:
-    cfg = (state.get("config") or {}).get("sensor", {}) or {}
-    name = sensor_name or cfg.get("name")
-    nets = home_net if home_net is not None else cfg.get("home_net", "")
-    nets_list = nets.split(",") if isinstance(nets, str) else list(nets)
-    return name, [n for n in (x.strip() for x in nets_list) if n]
+    """The flags, else the config's `sensor_name` / `home_net` (validated by soc_cli.main.load_config)."""
+    cfg = state.get("config") or {}
+    name = sensor_name or cfg.get("sensor_name")
+    nets = home_net.split(",") if home_net is not None else cfg.get("home_net", [])
+    return name, [n for n in (x.strip() for x in nets) if n]
 
 
 def _make_sensor(name: str | None, nets: list[str], source: str | None, seed: int = 0) -> Sensor:
