@@ -55,21 +55,29 @@ def _engine(paths: list[Path]) -> Any:
 @app.command("list")
 def list_rules(paths: PathsArg = None, as_json: JsonOpt = False,
                limit: Annotated[int, typer.Option(help="Rules shown in the table (0 = all).")] = 50) -> None:
-    """List loaded rules and the unsupported ones, with counts by reason (exit 1 if any rule is unsupported)."""
+    """List the loaded rules that raise alerts and the unsupported ones, with counts by reason (exit 1 if any rule
+    is unsupported). "loaded" counts every rule document, including base rules that only feed a correlation.
+
+    Example: soc rules list rules/sigma/network --limit 0
+    """
     ps = _paths(paths)
     eng = _engine(ps)
     corr = [_corr_info(c) for c in eng.correlations]
     rules = [i for i in eng.infos if i.output] + corr
+    loaded = len(eng.infos) + len(corr)
+    feeding = loaded - len(rules)
     reasons = Counter(f.reason for f in eng.failures)
     if as_json:
         for i in rules:
             print_ndjson({"kind": "rule", "rule_id": i.id, "title": i.title, "level": i.level, "status": i.status,
                           "logsource": i.logsource, "path": i.path, "tags": i.tags})
         _report_failures(eng.failures, True)
-        print_ndjson({"kind": "summary", "files": eng.files, "loaded": len(eng.infos) + len(corr),
-                      "correlations": len(corr), "unsupported": len(eng.failures), "by_reason": dict(reasons)})
+        print_ndjson({"kind": "summary", "files": eng.files, "loaded": loaded, "alerting": len(rules),
+                      "feeding_correlations": feeding, "correlations": len(corr), "unsupported": len(eng.failures),
+                      "by_reason": dict(reasons)})
     else:
-        t = Table(title=f"Sigma rules ({len(rules)} loaded)")
+        t = Table(title=f"Sigma rules ({loaded} loaded)",
+                  caption=f"{len(rules)} raise alerts" + (f"; {feeding} only feed correlations" if feeding else ""))
         for col in ("id", "title", "level", "logsource"):
             t.add_column(col, overflow="fold")
         for i in rules[: limit or None]:
@@ -79,7 +87,7 @@ def list_rules(paths: PathsArg = None, as_json: JsonOpt = False,
         if limit and len(rules) > limit:
             console.print(f"… {len(rules) - limit} more (use --limit 0 or --json)")
         _report_failures(eng.failures, False)
-        console.print(f"files {eng.files}: loaded {len(eng.infos) + len(corr)} (correlations {len(corr)}), "
+        console.print(f"files {eng.files}: loaded {loaded} (correlations {len(corr)}), "
                       f"unsupported {len(eng.failures)}" + (f" by reason: {dict(reasons)}" if reasons else ""))
     raise typer.Exit(ExitCode.FAILURE if eng.failures else ExitCode.OK)
 

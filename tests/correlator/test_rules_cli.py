@@ -53,6 +53,42 @@ def test_list_shipped_rules(runner: CliRunner) -> None:
     assert "Connection Attempt (flow)" not in titles  # feeds correlations only (generate: false)
 
 
+def shipped_rule_documents() -> tuple[int, int, int]:
+    """Read the shipped rule files with PyYAML alone: (files with rules, rule documents, base rules that only feed
+    a correlation: named in a correlation's `rules` without `generate: true`)."""
+    import yaml
+
+    files = docs = 0
+    feeding: set[str] = set()
+    bases: set[str] = set()
+    for f in sorted(SHIPPED_RULES.rglob("*.yml")):
+        if f.name.startswith("_") or "tests" in f.relative_to(SHIPPED_RULES).parts:
+            continue
+        found = [d for d in yaml.safe_load_all(f.read_text(encoding="utf-8"))
+                 if isinstance(d, dict) and "title" in d and ("detection" in d or "correlation" in d)]
+        files += bool(found)
+        docs += len(found)
+        for d in found:
+            if "correlation" in d and not d["correlation"].get("generate"):
+                feeding.update(d["correlation"]["rules"])
+            elif "detection" in d:
+                bases.update(x for x in (d.get("name"), d.get("id")) if x)
+    return files, docs, len(feeding & bases)
+
+
+def test_list_counts_agree_with_the_rule_files(runner: CliRunner) -> None:
+    """The table's title, its footer and --json give one count of loaded rules: every rule document."""
+    files, docs, feeding = shipped_rule_documents()
+    res = runner.invoke(app, ["rules", "list", "--limit", "0"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert f"Sigma rules ({docs} loaded)" in res.stdout
+    assert f"{docs - feeding} raise alerts; {feeding} only feed correlations" in res.stdout
+    assert f"files {files}: loaded {docs} (correlations " in res.stdout
+    out = rows(runner.invoke(app, ["rules", "list", "--json"]).stdout)
+    assert (out[-1]["files"], out[-1]["loaded"], out[-1]["alerting"]) == (files, docs, docs - feeding)
+    assert len([r for r in out if r["kind"] == "rule"]) == docs - feeding
+
+
 def test_bad_rules_reported_with_file_line_reason(runner: CliRunner, tmp_path: Path) -> None:
     d = tmp_path / "rules"
     d.mkdir()
