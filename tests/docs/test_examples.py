@@ -15,10 +15,7 @@ from transcript import ES_ADDRESS, Example, Transcript, documents, extract, matc
 # Examples that fail because of a known product defect being fixed elsewhere: (doc, command without its comment)
 # -> the defect.
 # Strict: once the defect is fixed the example passes and this entry must go.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("README.md", "soc rules list"):
-        "issue 15: `rules list` says '16 loaded' in its title and 'loaded 21' in its footer (21 rules in 15 files)",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 pytestmark = pytest.mark.docs
 
