@@ -23,7 +23,8 @@ from soc_cli.common import (
     say_withheld,
 )
 
-app = typer.Typer(help="Read alerts: list them, show why one fired.", no_args_is_help=True)
+app = typer.Typer(help="Read alerts: list them, show why one fired.\n\nExample: soc alerts list --since 24h",
+                  no_args_is_help=True)
 
 SEVERITIES = ["low", "medium", "high", "critical"]
 GROUP_FIELDS = ("source.ip", "destination.ip", "destination.port", "host.name", "user.name")
@@ -59,7 +60,10 @@ def list_alerts(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List alerts, riskiest and newest first (NDJSON with --json: id, rule, severity, risk, count, group key)."""
+    """List alerts, riskiest and newest first (NDJSON with --json: id, rule, severity, risk, count, group key).
+
+    Example: soc alerts list --since 24h --severity high
+    """
     if severity is not None and severity not in SEVERITIES:
         die(f"--severity {severity}: expected one of {', '.join(SEVERITIES)}")
     try:
@@ -104,7 +108,11 @@ def show(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one alert: the rule, why it fired, the group key, the window and the events behind it."""
+    """Show one alert (an id from `soc alerts list --json`): the rule, why it fired, the group key, the window and
+    the events behind it.
+
+    Example: soc alerts show "$ALERT_ID" --json
+    """
     gate = open_reader(get_store(store), clearance)
     try:
         read = gate.get_alert(alert_id)

@@ -25,7 +25,8 @@ from soc_cli.common import (
     say_withheld,
 )
 
-app = typer.Typer(help="The audit log: list entries, verify the keyed chain, export its head (anchor).",
+app = typer.Typer(help="The audit log: list entries, verify the keyed chain, export its head (anchor).\n\n"
+                       "Example: soc audit verify",
                   no_args_is_help=True)
 
 AnchorOpt = Annotated[
@@ -60,7 +61,10 @@ def _anchor_log(target: str) -> Anchors:
 @app.command()
 def verify(anchor: AnchorOpt = None, store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Verify the audit chain (HMAC under the key file, plain SHA-256 before keying), its head and every anchored
-    head; exit 1 naming each edited, deleted, reordered or truncated entry, 2 when the chain's key is missing."""
+    head; exit 1 naming each edited, deleted, reordered or truncated entry, 2 when the chain's key is missing.
+
+    Example: soc audit verify --json
+    """
     s = get_store(store)
     logs = [_anchor_log(anchor)] if anchor else []
     if anchor and isinstance(logs[0], FileAnchors) and not logs[0].path.exists():
@@ -87,7 +91,10 @@ def anchor(
     json_out: JsonOpt = False,
 ) -> None:
     """Export the current head (seq, hash, time, store) outside the store, after verifying the chain (against the
-    anchor file): a tampered chain is not anchored (exit 1)."""
+    anchor file): a tampered chain is not anchored (exit 1).
+
+    Example: soc audit anchor --to ~/audit-heads.ndjson
+    """
     s = get_store(store)
     log = _anchor_log(to) if to else s.audit_chain.anchors
     if log is None:
@@ -118,7 +125,10 @@ def list_entries(
     store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List audit entries, oldest first (the last --limit); entries about reads above your clearance are withheld."""
+    """List audit entries, oldest first (the last --limit); entries about reads above your clearance are withheld.
+
+    Example: soc audit list --action read-classified --limit 20
+    """
     gate = open_reader(get_store(store), clearance)
     try:
         read = gate.audit_entries()

@@ -35,7 +35,8 @@ from soc_cli.common import (
     warn,
 )
 
-app = typer.Typer(help="Compliance scans: SCA-format policies checked read-only against a host or a mounted tree.",
+app = typer.Typer(help="Compliance scans: SCA-format policies checked read-only against a host or a mounted tree."
+                       "\n\nExample: soc compliance validate rules/compliance/national_baseline.yml",
                   no_args_is_help=True)
 
 BASELINE = Path(__file__).resolve().parent.parent / "rules" / "compliance" / "national_baseline.yml"
@@ -109,7 +110,8 @@ def scan(
 ) -> None:
     """Scan a host (or --root tree) read-only; store results as `compliance.check` state events.
 
-    Example: soc compliance scan --root /mnt/img --org MinFin --host web01 --format md -o web01.md
+    Example: soc compliance scan --policy rules/compliance/national_baseline.yml --root / --org MinFin --host web01
+    --format md -o web01.md
     """
     if json_out and fmt:
         die("--json and --format are exclusive")

@@ -16,7 +16,7 @@ from sensors.capture import read_file
 from soc_cli import alerts, sensor
 from soc_cli.common import ClearanceOpt, JsonOpt, err_console, get_store, state
 
-app = typer.Typer(help="Run the main job on a bundled capture of a small ministry network and show the alerts.")
+app = typer.Typer()  # help: the callback's docstring
 
 HOME_NET = "10.0.0.0/8,172.16.0.0/12"
 DAY = 86400.0
@@ -46,7 +46,9 @@ def demo(
     clearance: ClearanceOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Sensor -> classification policy -> Sigma rules -> store on rules/samples/demo-ministry.pcap, then triage.
+    """Run the main job on a bundled capture of a small ministry network and show the alerts.
+
+    Sensor -> classification policy -> Sigma rules -> store on rules/samples/demo-ministry.pcap, then triage.
 
     The capture holds normal ministry traffic and seven attacks: a port scan of the citizen portal, SSH brute force,
     DNS tunnelling, cleartext HTTP credentials to a secret system, an upload of secret data to the internet, DNS to
@@ -58,6 +60,8 @@ def demo(
     Without --store the demo writes into its own store, marked as holding only this synthetic sample: it is read at
     the policy's top level (every alert of the story) unless you ask for a lower --clearance. Any other store is
     read at your clearance.
+
+    Example: soc demo --clearance public
     """
     chosen = store or (state["store"] if state["store"] != os.environ.get("SOC_STORE") else None)
     uri = chosen or demo_store_uri()

@@ -30,7 +30,8 @@ from soc_cli.common import (
 )
 from soc_cli.wiring import open_pipeline
 
-app = typer.Typer(help="Ingest and search ECS events.", no_args_is_help=True)
+app = typer.Typer(help="Ingest and search ECS events.\n\nExample: soc events search 'source.ip:10.0.0.0/8 "
+                       "destination.port:>=1024' --since 24h", no_args_is_help=True)
 
 
 def read_ndjson(path: Path, errors: list[str], on_bytes: Any = None) -> Iterator[dict[str, Any]]:
@@ -73,6 +74,8 @@ def ingest(
 
     Bad lines are reported with their line numbers and skipped; the rest is ingested (exit 1).
     If the store is unreachable, batches are spooled and replayed later (exit 3).
+
+    Example: soc events ingest rules/sigma/tests/net_beaconing/positive.ndjson
     """
     pipeline: Pipeline = open_pipeline(store, detect=rules)
     s = pipeline.store
@@ -138,6 +141,8 @@ def search(
 
     Query terms are AND-ed: field:value (exact), field:pre* (prefix), field:10.0.0.0/8 (CIDR),
     field:>=N or field:[A TO B] (numeric range), and bare words (free text over string values).
+
+    Example: soc events search 'event.dataset:soc.http salaries' --since 30d --json
     """
     try:
         q = parse_query(query, parse_time(since), parse_time(until))

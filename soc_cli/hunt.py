@@ -25,7 +25,7 @@ from soc_cli.common import (
     say_withheld,
 )
 
-app = typer.Typer(help="Retro-hunt: run Sigma rules over stored events.", no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,  # help: the callback's docstring
                   context_settings={"allow_interspersed_args": True})
 
 
@@ -39,12 +39,16 @@ def hunt(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Convert RULES with pySigma for the store (SQLite SQL / Lucene) and print matching events; correlation
+    """Retro-hunt: run Sigma rules over stored events.
+
+    RULES are converted with pySigma for the store (SQLite SQL / Lucene) and matching events printed; correlation
     rules are replayed over their base rules' matches in event-time order, as the streaming engine runs them.
 
     With --json: one line per matching event, the nested event plus `soc.hunt.rule_id` / `soc.hunt.title`, and one
     line per correlation firing: `soc.hunt.{rule_id,title,correlation,group,count,value,first,last,event_ids}`.
     Exit 1 when some rule could not be hunted (reasons on stderr), else 0.
+
+    Example: soc hunt rules/sigma/ --since 7d
     """
     for p in rules:
         if not p.exists():

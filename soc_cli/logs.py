@@ -15,7 +15,8 @@ from sensors.logs import FORMATS, LogError, LogReader
 from soc_cli.common import ExitCode, JsonOpt, StoreOpt, die, err_console, make_progress, print_ndjson
 from soc_cli.wiring import open_pipeline
 
-app = typer.Typer(help="Log readers: Suricata EVE JSON, Zeek (JSON or TSV) and NDJSON → ECS events in the store.",
+app = typer.Typer(help="Log readers: Suricata EVE JSON, Zeek (JSON or TSV) and NDJSON → ECS events in the store.\n\n"
+                       "Example: soc logs ingest rules/samples/demo-conn.log --format zeek",
                   no_args_is_help=True)
 
 
@@ -39,7 +40,7 @@ def ingest(
 ) -> None:
     """Ingest a log file from its checkpoint: a re-run or a follow neither loses nor repeats a line.
 
-    Example: soc logs ingest /var/log/suricata/eve.json --format suricata-eve --follow
+    Example: soc logs ingest rules/samples/demo-eve.json --format suricata-eve --follow
     """
     if fmt not in FORMATS:
         die(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import logging
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +15,12 @@ import typer
 import yaml
 
 from correlator.policy.loader import one_line
-from soc_cli.common import die, err_console, state
+from soc_cli.common import JsonOpt, die, err_console, print_ndjson, state
 
 app = typer.Typer(
     name="soc",
-    help="soc — a national SOC toolkit: network sensors, Sigma detection, classification policy, compliance scans.",
+    help="soc — a national SOC toolkit: network sensors, Sigma detection, classification policy, compliance scans."
+         "\n\nExample: soc demo\n\nExample: soc -v --store sqlite:///tmp/soc.db alerts list --since 24h",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -132,31 +136,58 @@ def load_config(flag: Path | None) -> dict[str, Any]:
     return settings
 
 
+def say_context(config: Path) -> None:
+    """-v: which config file, store and policy this run uses (a store URI's password masked), on stderr."""
+    from correlator.store import default_uri
+    from soc_cli.common import policy_path
+
+    store = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", state["store"] or default_uri())
+    err_console.print(f"config: {config}{'' if config.exists() else ' (absent)'}\nstore: {store}\n"
+                      f"policy: {policy_path()}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.callback()
 def main(
     store: Annotated[str | None, typer.Option("--store", envvar="SOC_STORE", show_envvar=True,
                                               help="Store URI (sqlite:///path.db or http(s)://host:9200).")] = None,
     config: Annotated[Path | None, typer.Option("--config", envvar="SOC_CONFIG", show_envvar=True,
                                                 help="Config file (default ~/.config/soc/config.yaml).")] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail on stderr.")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "-v", "--verbose", count=True, metavar="",
+        help="-v: say which config, store and policy are used; -vv: also the libraries' debug log "
+             "(Elasticsearch requests). On stderr.")] = 0,
 ) -> None:
     """Global options apply to every command."""
     state["config"] = load_config(config)
     state["store"] = store or state["config"].get("store")
     state["verbose"] = verbose
+    if verbose:
+        say_context(config_path(config))
+    if verbose >= 2:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.DEBUG)
 
 
 @app.command()
-def version() -> None:
-    """Print soc's version and the versions of the engines it uses."""
+def version(as_json: JsonOpt = False) -> None:
+    """Print soc's version and the versions of the engines it uses.
+
+    Example: soc version --json
+    """
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as v
 
     for pkg in ("soc", "pysigma", "elasticsearch", "scapy", "typer", "rich"):
         try:
-            typer.echo(f"{pkg} {v(pkg)}")
+            found: str | None = v(pkg)
         except PackageNotFoundError:
-            typer.echo(f"{pkg} (not installed)")
+            found = None
+        if as_json:
+            print_ndjson({"package": pkg, "version": found})
+        else:
+            typer.echo(f"{pkg} {found or '(not installed)'}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from soc_cli.common import (
     whoami,
 )
 
-app = typer.Typer(help="The information-classification policy: validate, show, explain a flow, ES roles.",
+app = typer.Typer(help="The information-classification policy: validate, show, explain a flow, ES roles.\n\n"
+                       "Example: soc policy explain --src 10.1.0.80 --dst 198.51.100.23:443",
                   no_args_is_help=True)
 
 @app.command()
@@ -32,7 +33,10 @@ def validate(
     file: Annotated[Path, typer.Argument(help="Policy YAML file.")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Validate a policy file: every problem as `file:line: field: reason` on stderr (exit 2)."""
+    """Validate a policy file: every problem as `file:line: field: reason` on stderr (exit 2).
+
+    Example: soc policy validate rules/policy/national-backbone.yml
+    """
     try:
         p = load_policy(file)
     except PolicyError as exc:
@@ -53,7 +57,10 @@ def validate(
 
 @app.command()
 def show(policy: PolicyOpt = None, json_out: JsonOpt = False) -> None:
-    """Show the policy in force: levels, zones, agreements, protection profiles, exceptions (expired marked)."""
+    """Show the policy in force: levels, zones, agreements, protection profiles, exceptions (expired marked).
+
+    Example: soc policy show --policy rules/policy/national-backbone.yml --json
+    """
     p = active_policy(policy)
     now = datetime.now(UTC)
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -110,7 +117,10 @@ def explain(
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Explain the policy's decision for a flow: zones, labels, the rules applied, the decision and why."""
+    """Explain the policy's decision for a flow: zones, labels, the rules applied, the decision and why.
+
+    Example: soc policy explain --src 10.10.3.3 --dst 10.1.0.10:443 --protocol tls --tls-version 1.3
+    """
     import ipaddress
 
     dst_ip, port = _endpoint(dst)
@@ -168,6 +178,8 @@ def es_roles_cmd(
     """Generate Elasticsearch roles (one per level) whose document-level security hides items above clearance.
 
     Load each with `PUT _security/role/<name>`; map users to roles with role mappings.
+
+    Example: soc policy es-roles --index 'logs-soc.events-*' --json
     """
     roles = es_roles(active_policy(policy), index or ["logs-soc.events-*", "soc-alerts-*"])
     if json_out:
@@ -179,7 +191,10 @@ def es_roles_cmd(
 
 @app.command("whoami")
 def whoami_cmd(clearance: ClearanceOpt = None, json_out: JsonOpt = False) -> None:
-    """Show who you are to soc (your OS account), the level you read at, and where it comes from."""
+    """Show who you are to soc (your OS account), the level you read at, and where it comes from.
+
+    Example: soc policy whoami --clearance public --json
+    """
     r = whoami(clearance)
     out = {"user": r.user, "clearance": r.level.name, "ar": r.level.ar, "rank": r.rank, "source": r.source}
     print_ndjson(out) if json_out else console.print(

@@ -15,7 +15,8 @@ from correlator.sigma import SHIPPED_RULES
 from correlator.sigma.loader import RuleFailure
 from soc_cli.common import ExitCode, JsonOpt, console, die, err_console, make_progress, print_ndjson
 
-app = typer.Typer(help="Sigma rules: list, validate, test against events, convert, ATT&CK coverage.",
+app = typer.Typer(help="Sigma rules: list, validate, test against events, convert, ATT&CK coverage.\n\n"
+                       "Example: soc rules validate rules/sigma/",
                   no_args_is_help=True)
 
 PathsArg = Annotated[list[Path] | None, typer.Argument(
@@ -101,7 +102,10 @@ def _corr_info(rule: Any) -> Any:
 @app.command()
 def validate(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
     """Validate rules: load errors, conditions (syntax, undefined selections), pySigma's installed validators and
-    risky ``|re`` patterns, each reported per file as file:line. Exit 1 on any error or high-severity issue (CI)."""
+    risky ``|re`` patterns, each reported per file as file:line. Exit 1 on any error or high-severity issue (CI).
+
+    Example: soc rules validate rules/sigma/
+    """
     from sigma.plugins import InstalledSigmaPlugins
     from sigma.validation import SigmaValidator
     from sigma.validators.base import SigmaValidationIssueSeverity as Sev
@@ -171,7 +175,11 @@ def test(
     expect: Annotated[int | None, typer.Option(help="Exact total number of matches expected.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the streaming engine over events: matches per rule (exit 1 when --expect or a regression case fails)."""
+    """Run the streaming engine over events: matches per rule (exit 1 when --expect or a regression case fails).
+
+    Example: soc rules test rules/sigma/network/net_icmp_tunnel.yml --events
+    rules/sigma/tests/net_icmp_tunnel/positive.ndjson --expect 2
+    """
     from correlator.sigma.testing import EventFileError, run_rules
 
     ps = _paths(paths)
@@ -332,6 +340,8 @@ def convert(
 
     lucene/esql/eql: queries for Elasticsearch (correlations in esql and eql). sqlite: pySigma's SQLite statements
     over a `logs` table with one column per ECS field and `@timestamp` (Zircolite's layout), correlations included.
+
+    Example: soc rules convert rules/sigma/ --target esql
     """
     if target == "coverage":
         coverage(paths, as_json)
@@ -350,7 +360,10 @@ def convert(
 
 @app.command()
 def coverage(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
-    """ATT&CK techniques covered by the loaded rules (from their attack.tXXXX tags)."""
+    """ATT&CK techniques covered by the loaded rules (from their attack.tXXXX tags).
+
+    Example: soc rules coverage rules/sigma/ --json
+    """
     eng = _engine(_paths(paths))
     by_tech: dict[str, list[str]] = {}
     for i in [x for x in eng.infos if x.output] + [_corr_info(c) for c in eng.correlations]:

@@ -27,7 +27,8 @@ from soc_cli.common import (
 )
 from soc_cli.wiring import open_pipeline
 
-app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.",
+app = typer.Typer(help="Network sensor: pcap files or a live interface → flows, DNS, HTTP, TLS, SSH, ICMP events.\n\n"
+                       "Example: soc sensor pcap rules/samples/demo-ministry.pcap",
                   no_args_is_help=True)
 
 BpfOpt = Annotated[str | None, typer.Option("--bpf", help="tcpdump-syntax filter, compiled by libpcap (the copy "
@@ -138,7 +139,7 @@ def pcap(
 ) -> None:
     """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
 
-    Example: soc sensor pcap trace.pcap --store sqlite:///tmp/soc.db --home-net 10.0.0.0/8
+    Example: soc sensor pcap rules/samples/demo-ministry.pcap --sensor-name core-1 --home-net 10.0.0.0/8,172.16.0.0/12
     """
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -216,7 +217,7 @@ def live_capture(
     """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; open flows
     are flushed on stop and kernel drops are reported.
 
-    Example: soc sensor live --iface eth0 --bpf "not port 22" --duration 60
+    Example: soc sensor live --iface lo --bpf 'not port 22' --duration 5
     """
     if duration is not None and count is not None:
         die("give --duration or --count, not both")

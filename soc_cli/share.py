@@ -26,7 +26,8 @@ from soc_cli.common import (
     say_withheld,
 )
 
-app = typer.Typer(help="Share threat intelligence: STIX 2.1 bundles under TLP 2.0 and the classification cap.",
+app = typer.Typer(help="Share threat intelligence: STIX 2.1 bundles under TLP 2.0 and the classification cap.\n\n"
+                       "Example: soc share export --tlp amber+strict --since 24h -o bundle.json",
                   no_args_is_help=True)
 
 
@@ -49,6 +50,8 @@ def export(
 
     The cap is the lowest of the policy's `settings.share_max_level`, --max-level and your clearance. Alerts above
     it and internal/government observables are left out, and each omission is listed on stderr.
+
+    Example: soc share export --tlp amber+strict --since 24h -o bundle.json
     """
     from correlator.policy.sharing import TLP2_IDS, Sharer  # stix2 loads in 0.15 s: only for this command
 

@@ -8,12 +8,16 @@ from rich.table import Table
 from correlator.store import StoreUnavailable, spool_for
 from soc_cli.common import ClearanceOpt, ExitCode, JsonOpt, StoreOpt, console, die, get_store, open_reader, print_ndjson
 
-app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsearch cluster).", no_args_is_help=True)
+app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsearch cluster).\n\n"
+                       "Example: soc store status --json", no_args_is_help=True)
 
 
 @app.command()
 def init(store: StoreOpt = None, json: JsonOpt = False) -> None:
-    """Create the schema (SQLite) or index templates, data stream, alerts index and ILM policy (Elasticsearch)."""
+    """Create the schema (SQLite) or index templates, data stream, alerts index and ILM policy (Elasticsearch).
+
+    Example: soc store init --store sqlite:///tmp/soc.db
+    """
     s = get_store(store, init=False, create=True)
     try:
         s.init()
@@ -29,7 +33,10 @@ def init(store: StoreOpt = None, json: JsonOpt = False) -> None:
 def status(clearance: ClearanceOpt = None, store: StoreOpt = None, json: JsonOpt = False) -> None:
     """Report health, counts (of what your clearance may read), versions and spooled batches.
 
-    Exit 1 when unhealthy or unreachable."""
+    Exit 1 when unhealthy or unreachable.
+
+    Example: soc store status --json
+    """
     s = get_store(store, init=False)
     try:
         info = open_reader(s, clearance).status()
@@ -48,7 +55,10 @@ def status(clearance: ClearanceOpt = None, store: StoreOpt = None, json: JsonOpt
 
 @app.command()
 def replay(store: StoreOpt = None, json: JsonOpt = False) -> None:
-    """Write batches spooled during a store outage; exit 3 if the store is still unavailable."""
+    """Write batches spooled during a store outage; exit 3 if the store is still unavailable.
+
+    Example: soc store replay --store sqlite:///tmp/soc.db
+    """
     s = get_store(store, create=True)
     spool = spool_for(s.uri)
     try:
