@@ -64,7 +64,9 @@ def _load(path: Path, overrides: dict[str, str] | None = None):
     try:
         return load_policy(path, overrides)
     except PolicyError as exc:
-        die(str(exc))
+        for problem in exc.problems:
+            err_console.print(str(problem), highlight=False, markup=False, emoji=False, soft_wrap=True)
+        die(f"policy {path} is invalid ({len(exc.problems)} problem(s))")
     except OSError as exc:
         die(f"{path}: cannot read policy: {exc.strerror or exc}")
 
@@ -188,7 +190,9 @@ def validate(
     policies: Annotated[list[Path], typer.Argument(help="Policy files to check.")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Check policy files; errors name file, line and field (exit 2 if any is invalid).
+    """Check policy files: every problem of each as `file:line: field: reason` on stderr (exit 2 if any is invalid).
+
+    With --json, one line per file: `ok`, and for an invalid one its `problems` (line, field, message).
 
     Example: soc compliance validate rules/compliance/national_baseline.yml
     """
@@ -200,15 +204,15 @@ def validate(
             row.update(ok=True, policy=pol.id, checks=len(pol.checks))
             text = f"ok {path}: policy {pol.id}, {len(pol.checks)} checks"
         except PolicyError as exc:
-            row["error"] = {"line": exc.line, "field": exc.field, "message": exc.message}
-            text = str(exc)
+            row["problems"] = [{"line": p.line, "field": p.field, "message": p.message} for p in exc.problems]
+            text = "\n".join(str(p) for p in exc.problems)
         except OSError as exc:
-            row["error"] = {"line": 0, "field": "", "message": f"cannot read: {exc.strerror or exc}"}
+            row["problems"] = [{"line": 0, "field": "", "message": f"cannot read: {exc.strerror or exc}"}]
             text = f"{path}: cannot read: {exc.strerror or exc}"
         bad += not row["ok"]
         if json_out:
             print_ndjson(row)
-        else:  # file text never as markup: a field named `[/x]` would raise rich's MarkupError
+        if not json_out or not row["ok"]:  # file text never as markup: a field named `[/x]` would raise MarkupError
             (console if row["ok"] else err_console).print(text, highlight=False, markup=False, emoji=False,
                                                           soft_wrap=True)  # and `:100:` is a line, not 💯
     if bad:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import reprlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,17 @@ _CHECK_KEYS = {"id": True, "title": True, "description": False, "rationale": Fal
 
 
 class PolicyError(ValueError):
-    """Invalid policy: `file:line: field: message`."""
+    """Invalid policy: `file:line: field: message` of its first problem; `problems` lists every one found."""
 
-    def __init__(self, file: str, line: int, field: str, message: str) -> None:
+    def __init__(self, file: str, line: int, field: str, message: str,
+                 problems: list[PolicyError] | None = None) -> None:
         self.file, self.line, self.field, self.message = file, line, field, message
+        self.problems: list[PolicyError] = problems or [self]
         super().__init__(f"{file}:{line}: {field}: {message}")
+
+
+class _Skip(Exception):  # noqa: N818 - not an error: the part's problems are recorded, the next part is read
+    """Abandon one part of the policy (a check, a variable) whose problems are already recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,20 +182,41 @@ class _Ctx:
     def __init__(self, file: str, text: str = "") -> None:
         self.file = file
         self.last_line = len(_LINE_BREAK.findall(text)) + 1  # libyaml marks end of input one line past the last
+        self.problems: list[PolicyError] = []
 
     def fail(self, line: int, fld: str, message: str) -> PolicyError:
         return PolicyError(self.file, min(line, self.last_line), one_line(fld), one_line(message))
 
+    def note(self, line: int, fld: str, message: str) -> None:
+        """Record a problem and read on."""
+        self.problems.append(self.fail(line, fld, message))
+
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """Read one part (a field, a rule, a check): its first problem is recorded, then the next part is read."""
+        try:
+            yield
+        except PolicyError as exc:
+            self.problems.append(exc)
+        except _Skip:
+            pass
+
+    def error(self) -> PolicyError:
+        """Every recorded problem, in the order found; the first one names the error."""
+        first = self.problems[0]
+        return PolicyError(first.file, first.line, first.field, first.message, list(self.problems))
+
     def mapping(self, value: Any, line: int, fld: str, spec: dict[str, bool]) -> _Lines:
+        """`value` as a mapping; each unknown field and each missing required field is recorded."""
         if not isinstance(value, dict):
             raise self.fail(line, fld, f"must be a mapping, got {type(value).__name__}")
         for key in value:
             if key not in spec:
-                raise self.fail(value.lines.get(key, value.line), f"{fld}.{key}",
-                                f"unknown field (allowed: {', '.join(spec)})")
+                self.note(value.lines.get(key, value.line), f"{fld}.{key}",
+                          f"unknown field (allowed: {', '.join(spec)})")
         for key, required in spec.items():
             if required and key not in value:
-                raise self.fail(value.line, f"{fld}.{key}", "required field is missing")
+                self.note(value.line, f"{fld}.{key}", "required field is missing")
         return value
 
     def string(self, m: _Lines, key: str, fld: str, default: str = "") -> str:
@@ -230,7 +259,7 @@ def load_policy(path: str | Path, overrides: dict[str, str] | None = None) -> Po
 
 
 def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | None = None) -> Policy:
-    """Validate SCA policy text; raises PolicyError (file, line, field) at the first problem."""
+    """Validate SCA policy text; raises PolicyError naming every problem (`problems`; YAML errors stop at one)."""
     ctx = _Ctx(file, text)
     try:
         loader = _Loader(text)
@@ -254,122 +283,160 @@ def parse_policy(text: str, file: str = "<policy>", overrides: dict[str, str] | 
         raise ctx.fail(line, "<yaml>", str(exc).splitlines()[0]) from exc
     finally:
         loader.dispose()
+    policy = None
+    with ctx.part():
+        policy = _read(ctx, doc, file, overrides)
+    if ctx.problems or policy is None:
+        raise ctx.error()
+    return policy
+
+
+def _read(ctx: _Ctx, doc: Any, file: str, overrides: dict[str, str] | None) -> Policy:
+    """The policy from its YAML tree; each problem recorded in `ctx` (the caller raises them together)."""
     top = ctx.mapping(doc, 1, "<document>", {"policy": True, "requirements": False, "variables": False,
                                               "checks": True})
-    head = ctx.mapping(top["policy"], top.lines["policy"], "policy", _POLICY_KEYS)
-    regex_type = ctx.choice(head, "regex_type", "policy", REGEX_TYPES, "osregex")
+    head = _Lines()
+    head.line, head.lines = 1, {}
+    if "policy" in top:
+        with ctx.part():
+            head = ctx.mapping(top["policy"], top.lines["policy"], "policy", _POLICY_KEYS)
+    regex_type = "osregex"
+    with ctx.part():
+        regex_type = ctx.choice(head, "regex_type", "policy", REGEX_TYPES, "osregex")
 
     variables: dict[str, str] = {}
     if top.get("variables") is not None:
         raw = top["variables"]
         if not isinstance(raw, dict):
-            raise ctx.fail(top.lines["variables"], "variables", "must be a mapping of $name: value")
+            ctx.note(top.lines["variables"], "variables", "must be a mapping of $name: value")
+            raw = {}
         for name, value in raw.items():
             if not isinstance(name, str) or not name.startswith("$"):
-                raise ctx.fail(raw.lines[name], f"variables.{name}", "variable names start with '$'")
+                ctx.note(raw.lines[name], f"variables.{name}", "variable names start with '$'")
+                continue
+            variables[name] = ""  # defined even when its value is bad: one problem, not one per use
             items = [_text(v) for v in value] if isinstance(value, list) else [_text(value)]
             if None in items:
-                raise ctx.fail(raw.lines[name], f"variables.{name}", "value must be a string or a list of strings")
+                ctx.note(raw.lines[name], f"variables.{name}", "value must be a string or a list of strings")
+                continue
             variables[name] = ",".join(items)
     for name, value in (overrides or {}).items():
         if not name.startswith("$"):
-            raise ctx.fail(0, f"variables.{name}", "override names start with '$'")
+            ctx.note(0, f"variables.{name}", "override names start with '$'")
+            continue
         variables[name] = value
 
     requirements = None
     if top.get("requirements") is not None:
-        req = ctx.mapping(top["requirements"], top.lines["requirements"], "requirements", _REQ_KEYS)
-        requirements = _check(ctx, req, "requirements", regex_type, variables, requirement=True)
+        with ctx.part():
+            req = ctx.mapping(top["requirements"], top.lines["requirements"], "requirements", _REQ_KEYS)
+            requirements = _check(ctx, req, "requirements", regex_type, variables, requirement=True)
 
-    raw_checks = top["checks"]
-    if not isinstance(raw_checks, list) or not raw_checks:
-        raise ctx.fail(top.lines["checks"], "checks", "must be a non-empty list")
+    raw_checks = top.get("checks")
+    if "checks" in top and (not isinstance(raw_checks, list) or not raw_checks):
+        ctx.note(top.lines["checks"], "checks", "must be a non-empty list")
     checks, seen = [], {}
-    for i, raw in enumerate(raw_checks):
+    for i, raw in enumerate(raw_checks if isinstance(raw_checks, list) else []):
         fld = f"checks[{i}]"
-        m = ctx.mapping(raw, raw_checks.lines[i], fld, _CHECK_KEYS)
-        check = _check(ctx, m, fld, regex_type, variables)
-        if check.id in seen:
-            first = seen[check.id]
-            raise ctx.fail(m.lines["id"], f"{fld}.id", f"duplicate check id {check.id} (first at line {first})")
-        seen[check.id] = m.lines["id"]
-        checks.append(check)
+        with ctx.part():
+            before = len(ctx.problems)
+            m = ctx.mapping(raw, raw_checks.lines[i], fld, _CHECK_KEYS)
+            check = _check(ctx, m, fld, regex_type, variables)
+            if check.id in seen:
+                first = seen[check.id]
+                ctx.note(m.lines["id"], f"{fld}.id", f"duplicate check id {check.id} (first at line {first})")
+            elif check.id:
+                seen[check.id] = m.lines["id"]
+            if len(ctx.problems) > before:
+                raise _Skip
+            checks.append(check)
 
+    strings = {}
+    for key in ("id", "name", "description"):
+        with ctx.part():
+            strings[key] = ctx.string(head, key, "policy")
+    references: tuple[str, ...] = ()
+    with ctx.part():
+        references = ctx.strings(head, "references", "policy")
+    if ctx.problems:
+        raise _Skip
     return Policy(
-        id=ctx.string(head, "id", "policy"),
-        name=ctx.string(head, "name", "policy"),
-        description=ctx.string(head, "description", "policy"),
+        id=strings["id"],
+        name=strings["name"],
+        description=strings["description"],
         path=file,
         checks=tuple(checks),
         requirements=requirements,
-        references=ctx.strings(head, "references", "policy"),
+        references=references,
         variables=variables,
     )
 
 
 def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str, str],
            requirement: bool = False) -> Check:
-    if requirement:
-        check_id = 0
-    else:
+    """One check (or the requirements block) as far as it reads; each problem is recorded in `ctx`."""
+    check_id = 0
+    if not requirement and "id" in m:
         check_id = m["id"]
         if isinstance(check_id, bool) or not isinstance(check_id, int) or not 0 < check_id <= MAX_CHECK_ID:
             shown = reprlib.repr(check_id) if _text(check_id) else type(check_id).__name__
-            raise ctx.fail(m.lines["id"], f"{fld}.id", f"must be a positive integer up to {MAX_CHECK_ID}, got {shown}")
-    title = ctx.string(m, "title", fld)
-    if not title.strip():
-        raise ctx.fail(m.lines.get("title", m.line), f"{fld}.title", "must not be empty")
+            ctx.note(m.lines["id"], f"{fld}.id", f"must be a positive integer up to {MAX_CHECK_ID}, got {shown}")
+    title = ""
+    with ctx.part():
+        title = ctx.string(m, "title", fld)
+        if "title" in m and not title.strip():
+            raise ctx.fail(m.lines.get("title", m.line), f"{fld}.title", "must not be empty")
     if m.get("condition") in ("all required", "any required"):  # deprecated Wazuh spellings
         m["condition"] = m["condition"].split()[0]
-    condition = ctx.choice(m, "condition", fld, CONDITIONS, "all")
-    regex_type = ctx.choice(m, "regex_type", fld, REGEX_TYPES, regex_type)
-    raw_rules = m["rules"]
-    if not isinstance(raw_rules, list) or not raw_rules:
-        raise ctx.fail(m.lines["rules"], f"{fld}.rules", "must be a non-empty list of rule strings")
+    condition = "all"
+    with ctx.part():
+        condition = ctx.choice(m, "condition", fld, CONDITIONS, "all")
+    with ctx.part():
+        regex_type = ctx.choice(m, "regex_type", fld, REGEX_TYPES, regex_type)
+    raw_rules = m.get("rules")
+    if "rules" in m and (not isinstance(raw_rules, list) or not raw_rules):
+        ctx.note(m.lines["rules"], f"{fld}.rules", "must be a non-empty list of rule strings")
     rules = []
-    for j, text in enumerate(raw_rules):
-        line = raw_rules.lines[j]
-        if not isinstance(text, str):
-            raise ctx.fail(line, f"{fld}.rules[{j}]", f"must be a string, got {type(text).__name__}")
-        try:
-            rule = parse_rule(text, regex_type)
-        except RuleSyntaxError as exc:
-            raise ctx.fail(line, f"{fld}.rules[{j}]", str(exc)) from exc
-        for var in variables_in(rule.location) if rule.type != "c" else ():  # shell `$x` stays the shell's
-            if not any(var.startswith(name) for name in variables):
-                raise ctx.fail(line, f"{fld}.rules[{j}]", f"undefined variable {var}")
-        rule = rule.with_location(substitute(rule.location, variables))
-        if rule.type == "tls":
-            try:
-                check_tls_target(rule.location)
-            except RuleSyntaxError as exc:
-                raise ctx.fail(line, f"{fld}.rules[{j}]", str(exc)) from exc
-        rules.append(rule)
+    for j, text in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        with ctx.part():
+            rules.append(_rule(ctx, text, raw_rules.lines[j], f"{fld}.rules[{j}]", regex_type, variables))
     compliance: dict[str, list[str]] = {}
-    if m.get("compliance") is not None:
-        raw = m["compliance"]
-        items = raw if isinstance(raw, list) else [raw]
-        for item in items:
-            if not isinstance(item, dict):
-                raise ctx.fail(m.lines["compliance"], f"{fld}.compliance",
-                               "must be a list of {framework: [ids]} mappings")
-            for key, ids in item.items():
+    with ctx.part():
+        raw = m.get("compliance")
+        for item in [] if raw is None else raw if isinstance(raw, list) else [raw]:
+            for key, ids in item.items() if isinstance(item, dict) else [(None, None)]:
                 texts = [_text(i) for i in (ids if isinstance(ids, list) else [ids])]
                 if _text(key) is None or None in texts:
                     raise ctx.fail(m.lines["compliance"], f"{fld}.compliance",
                                    "must be a list of {framework: [ids]} mappings")
                 compliance.setdefault(_text(key), []).extend(texts)
-    return Check(
-        id=check_id,
-        title=title,
-        condition=condition,
-        rules=tuple(rules),
-        severity=ctx.choice(m, "severity", fld, SEVERITIES, "medium"),
-        description=ctx.string(m, "description", fld),
-        rationale=ctx.string(m, "rationale", fld),
-        remediation=ctx.string(m, "remediation", fld),
-        impact=ctx.string(m, "impact", fld),
-        references=ctx.strings(m, "references", fld),
-        compliance=compliance,
-        line=m.line,
-    )
+    fields: dict[str, Any] = {"severity": "medium", "references": ()}
+    with ctx.part():
+        fields["severity"] = ctx.choice(m, "severity", fld, SEVERITIES, "medium")
+    for key in ("description", "rationale", "remediation", "impact"):
+        with ctx.part():
+            fields[key] = ctx.string(m, key, fld)
+    with ctx.part():
+        fields["references"] = ctx.strings(m, "references", fld)
+    return Check(id=check_id, title=title, condition=condition, rules=tuple(rules), compliance=compliance,
+                 line=m.line, **fields)
+
+
+def _rule(ctx: _Ctx, text: Any, line: int, fld: str, regex_type: str, variables: dict[str, str]) -> Rule:
+    """One rule string, parsed, its variables substituted; raises PolicyError."""
+    if not isinstance(text, str):
+        raise ctx.fail(line, fld, f"must be a string, got {type(text).__name__}")
+    try:
+        rule = parse_rule(text, regex_type)
+    except RuleSyntaxError as exc:
+        raise ctx.fail(line, fld, str(exc)) from exc
+    for var in variables_in(rule.location) if rule.type != "c" else ():  # shell `$x` stays the shell's
+        if not any(var.startswith(name) for name in variables):
+            raise ctx.fail(line, fld, f"undefined variable {var}")
+    rule = rule.with_location(substitute(rule.location, variables))
+    if rule.type == "tls":
+        try:
+            check_tls_target(rule.location)
+        except RuleSyntaxError as exc:
+            raise ctx.fail(line, fld, str(exc)) from exc
+    return rule

@@ -129,11 +129,58 @@ def test_validate_and_bad_input(env, tmp_path: Path, make_tree):
     res = runner.invoke(app, ["compliance", "validate", "--json", str(bad), str(tmp_path / "missing.yml")])
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert res.exit_code == 2 and [r["ok"] for r in rows] == [False, False]
-    assert rows[0]["error"] == {"line": 6, "field": "checks[0].rules[0]", "message": rows[0]["error"]["message"]}
-    assert "cannot read" in rows[1]["error"]["message"]
+    (problem,) = rows[0]["problems"]
+    assert problem == {"line": 6, "field": "checks[0].rules[0]", "message": problem["message"]}
+    assert "cannot read" in rows[1]["problems"][0]["message"]
     res = runner.invoke(app, ["compliance", "scan", "--policy", str(bad), "--root", str(make_tree(GOOD))])
     assert res.exit_code == 2 and f"{bad}:6:" in res.stderr.replace("\n", "")
     res = runner.invoke(app, ["compliance", "scan", "--policy", str(tmp_path / "none.yml")])
     assert res.exit_code == 2 and "cannot read policy" in res.stderr
     res = runner.invoke(app, ["compliance", "scan", "--var", "x=1", "--no-store"])
     assert res.exit_code == 2
+
+
+MANY = """\
+policy:
+  id: p
+  name: n
+  description: d
+  colour: red
+checks:
+  - id: 1
+    title: fine
+    condition: all
+    rules: ['f:/etc/passwd']
+  - id: -4
+    title: ''
+    condition: most
+    rules: ['q:/etc', 'f:$undefined']
+  - id: 1
+    title: twin
+    condition: all
+    rules: ['f:/etc/hosts']
+"""
+
+
+def test_validate_reports_every_problem_located(tmp_path: Path):
+    """All problems of a file, each `file:line: field: reason` on stderr, in file order; --json lists them too."""
+    bad = tmp_path / "many.yml"
+    bad.write_text(MANY)
+    lines = MANY.splitlines()
+
+    def at(needle: str, fld: str, nth: int = 0) -> str:
+        return f"{bad}:{[i for i, x in enumerate(lines, 1) if needle in x][nth]}: {fld}: "
+
+    expected = [at("colour", "policy.colour"), at("id: -4", "checks[1].id"), at("title: ''", "checks[1].title"),
+                at("most", "checks[1].condition"), at("q:/etc", "checks[1].rules[0]"),
+                at("$undefined", "checks[1].rules[1]"), at("- id: 1", "checks[2].id", nth=1)]
+    res = runner.invoke(app, ["compliance", "validate", str(bad), str(BASELINE)])
+    assert res.exit_code == 2
+    errors = res.stderr.splitlines()
+    assert [e[: len(x)] for e, x in zip(errors, expected, strict=True)] == expected, res.stderr
+    assert "unknown field" in errors[0] and "'most'" in errors[3] and "undefined variable $undefined" in errors[5]
+    assert "duplicate check id 1 (first at line 7)" in errors[6]
+    assert res.stdout.startswith(f"ok {BASELINE}")  # the good file is still reported
+    rows = [json.loads(line) for line in runner.invoke(app, ["compliance", "validate", "--json", str(bad)]).stdout
+            .splitlines()]
+    assert [f"{bad}:{p['line']}: {p['field']}: " for p in rows[0]["problems"]] == expected

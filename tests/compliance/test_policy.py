@@ -178,7 +178,7 @@ def test_cli_validate_prints_file_text_verbatim_on_stderr(tmp_path: Path):
     res = CliRunner().invoke(app, ["compliance", "validate", str(bad)])
     assert res.exit_code == 2, res.exception  # not 1: no traceback
     assert res.stderr == f"{bad}:5: <document>.[/x]: unknown field (allowed: policy, requirements, variables, " \
-                         "checks)\n" and res.stdout == ""
+                         f"checks)\n{bad}:6: checks: must be a non-empty list\n" and res.stdout == ""
 
 
 def test_cli_validate_line_100_is_not_an_emoji(tmp_path: Path):

@@ -48,7 +48,8 @@ def check(text: str, path: str = "fz.yml") -> Policy | None:
     try:
         return parse_policy(text, path)
     except PolicyError as exc:
-        assert_located(exc, path, yaml_lines(text))
+        for problem in exc.problems:
+            assert_located(problem, path, yaml_lines(text))
         return None
 
 
@@ -127,4 +128,4 @@ def test_cli_validate_keeps_good_files_and_locates_the_bad(text: str) -> None:
     ok = f"ok {SHIPPED}: policy soc_national_baseline, {len(TREE['checks'])} checks"
     assert res.stdout.splitlines().count(ok) == 2, res.stdout  # the good files' results are not lost
     assert res.exit_code == (2 if refusal else 0)
-    assert res.stderr.splitlines() == ([str(refusal)] if refusal else [])  # exactly the located error, verbatim
+    assert res.stderr.splitlines() == ([str(p) for p in refusal.problems] if refusal else [])  # located, verbatim
