@@ -93,7 +93,9 @@ def raw_executemany(db: Path, n: int) -> float:
 def peak_rss_mb(n: int) -> float:
     """Peak RSS (VmHWM: ru_maxrss would carry the parent's peak across fork+exec) of a fresh soc ingest of n events."""
     code = (f"import sys, tempfile, pathlib; sys.path.insert(0, {str(Path(__file__).parent)!r});"
-            f"import bench_ingest as b; d = pathlib.Path(tempfile.mkdtemp()); b.soc_ingest(d / 's.db', {n});"
+            "import bench_ingest as b\n"
+            "with tempfile.TemporaryDirectory(prefix='soc-bench-') as d:\n"
+            f"    b.soc_ingest(pathlib.Path(d) / 's.db', {n})\n"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
