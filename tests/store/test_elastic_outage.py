@@ -35,9 +35,10 @@ def _events(start: int, n: int) -> list[dict]:
 
 
 def _stored_ids(server, store) -> list[str]:
+    """What the cluster holds, read with the default timeout (a store under test may have a 1 s one)."""
     raw = Elasticsearch(server.url, **server.client_options)
     raw.indices.refresh(index=store.events_index)
-    return [e["event.id"] for e in store.search_events(Query(), limit=100_000)]
+    return [e["event.id"] for e in server.store(store.namespace).search_events(Query(), limit=100_000)]
 
 
 def test_cli_ingest_spools_while_elasticsearch_is_down_and_replay_stores_each_event_once(es_server, soc_env, tmp_path):
