@@ -17,6 +17,7 @@ Syntax (terms are AND-ed)::
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -111,16 +112,24 @@ def searchable_text(event: dict) -> str:
     return " ".join(parts)
 
 
+INT64 = range(-(2**63), 2**63)  # what the stores hold as integers
+
+
 def _number(text: str, where: str) -> float:
     try:
-        return float(text)
+        n = float(text)
     except ValueError:
         raise QueryError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(n):
+        raise QueryError(f"{where}: {text!r} is not a finite number")
+    return n
 
 
 def _scalar(text: str) -> str | int | float:
+    """A value as typed: an integer the stores can hold, a decimal, else text (digits beyond 64 bits stay text)."""
     if re.fullmatch(r"-?\d+", text):
-        return int(text)
+        n = int(text)
+        return n if n in INT64 else text
     if re.fullmatch(r"-?\d+\.\d+", text):
         return float(text)
     return text
@@ -176,12 +185,12 @@ def parse_time(text: str | None, now: datetime | None = None) -> datetime | None
     if not text:
         return None
     now = now or datetime.now(UTC)
-    if m := _DURATION_RE.match(text.strip()):
-        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
+        if m := _DURATION_RE.match(text.strip()):
+            return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return datetime.fromtimestamp(float(text), UTC)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # OverflowError/OSError: beyond the years datetime can hold
         raise QueryError(f"time {text!r}: use ISO-8601 (2024-05-01T10:00:00Z), epoch seconds, or 15m/24h/7d") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

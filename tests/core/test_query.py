@@ -92,3 +92,21 @@ def test_parse_time_forms():
     assert parse_time(None) is None
     with pytest.raises(QueryError):
         parse_time("last tuesday")
+
+
+def test_numbers_beyond_what_stores_hold_are_text_or_located_errors(sqlite_store):
+    """An integer beyond 64 bits cannot equal a stored number: it is matched as text, never an OverflowError;
+    non-finite bounds and times beyond datetime's years are located errors."""
+    from correlator.query import QueryError, parse_query, parse_time
+
+    sqlite_store.write_events([{"@timestamp": "2026-11-02T09:00:01Z", "event.id": "big", "network.bytes": 2**63 - 1,
+                                "labels.serial": "99999999999999999999"}])
+    assert sqlite_store.count_events(parse_query("labels.serial:99999999999999999999")) == 1
+    assert sqlite_store.count_events(parse_query("network.bytes:99999999999999999999")) == 0
+    assert sqlite_store.count_events(parse_query(f"network.bytes:{2**63 - 1}")) == 1
+    for bad in ("network.bytes:>=1e400", "network.bytes:<nan", "network.bytes:[0 TO inf]"):
+        with pytest.raises(QueryError, match="query term 1"):
+            parse_query(bad)
+    for bad in ("99999999999999d", "1e400", "99999999999999999999"):
+        with pytest.raises(QueryError, match="time"):
+            parse_time(bad)
