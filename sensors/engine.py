@@ -92,8 +92,9 @@ class Sensor:
                 if cut and len(data) >= wirelen:  # the IP header claims more than the whole frame holds
                     counters["ip_length_beyond_frame"] += 1
                 if proto == TCP:
-                    if flags & SYN:
+                    if flags & SYN:  # the SYN takes one sequence number: its data (TCP Fast Open) starts at ISN + 1
                         flow.isn[direction] = seq
+                        seq = (seq + 1) & 0xFFFFFFFF
                     if payload:
                         app = flow.app
                         if app is None:
