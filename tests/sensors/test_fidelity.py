@@ -5,7 +5,12 @@ split and packed."""
 
 from __future__ import annotations
 
+import json
+import struct
+import subprocess
 from pathlib import Path
+
+from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
 
 from .crafted import (
     client_hello,
@@ -14,8 +19,11 @@ from .crafted import (
     soc_http,
     soc_tls,
     tcp_session,
+    tshark,
     tshark_http,
+    tshark_rows,
     tshark_tls,
+    udp_packets,
     write,
 )
 
@@ -53,3 +61,80 @@ def test_tfo_syn_retransmitted_with_its_data(tmp_path: Path) -> None:
     packets.insert(1, packets[0].copy())
     (reqs, _), _, _ = _same(tmp_path, packets)
     assert reqs == [("GET", "/tfo", "h.example")]
+
+
+# --- 2. DNS: every opcode parsed, op_code and header_flags as ECS has them ----------------------------------
+DNS_FIELDS = ("dns.resp.name", "dns.a")
+ECS_BITS = ((0x0400, "AA"), (0x0200, "TC"), (0x0100, "RD"), (0x0080, "RA"), (0x0020, "AD"), (0x0010, "CD"))
+OPCODE_NAMES = {"0": "QUERY", "4": "NOTIFY", "5": "UPDATE", "6": "DSO"}
+
+
+def _find(tree: object, key: str) -> list:
+    """Every value of key anywhere in a tshark JSON tree."""
+    if isinstance(tree, dict):
+        return [v for k, sub in tree.items() for v in ([sub] if k == key else _find(sub, key))]
+    if isinstance(tree, list):
+        return [v for sub in tree for v in _find(sub, key)]
+    return []
+
+
+def _tshark_dns(pcap: Path) -> list[tuple]:
+    """Each DNS message tshark dissects: (opcode, query|answer, first name, ECS header flags from its header bits
+    and the OPT record's DO bit)."""
+    proc = subprocess.run([tshark(), "-n", "-2", "-r", str(pcap), "-Y", "dns", "-T", "json", "-J", "dns",
+                           "--no-duplicate-keys"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    out = []
+    for packet in json.loads(proc.stdout):
+        messages = packet["_source"]["layers"]["dns"]
+        for msg in messages if isinstance(messages, list) else [messages]:
+            tree, bits = msg["dns.flags_tree"], int(msg["dns.flags"], 16)
+            flags = [name for bit, name in ECS_BITS if bits & bit]
+            flags += ["DO"] if "1" in _find(msg, "dns.resp.z.do") else []
+            out.append((OPCODE_NAMES.get(tree["dns.flags.opcode"], tree["dns.flags.opcode"]),
+                        "answer" if tree["dns.flags.response"] == "1" else "query", _find(msg, "dns.qry.name")[0],
+                        sorted(flags)))
+    return out
+
+
+def _soc_dns(events: list[dict]) -> list[tuple]:
+    return [(e["dns.op_code"], e["dns.type"], e["dns.question.name"], sorted(e["dns.header_flags"]))
+            for e in events if e["event.dataset"] == "soc.dns"]
+
+
+UPDATE = DNS(id=7, opcode=5, rd=0, qd=DNSQR(qname="corp.example", qtype="SOA"), ns=[
+    DNSRR(rrname="www.corp.example", type="A", ttl=300, rdata="203.0.113.66"),
+    DNSRR(rrname="old.corp.example", type=255, rclass=255, ttl=0, rdlen=0, rdata=b"")])
+DNS_MESSAGES = [UPDATE, DNS(id=7, qr=1, opcode=5, aa=1, rd=0, qd=DNSQR(qname="corp.example", qtype="SOA")),
+                DNS(id=8, opcode=4, aa=1, rd=0, qd=DNSQR(qname="corp.example", qtype="SOA")),
+                DNS(id=9, opcode=9, rd=1, cd=1, qd=DNSQR(qname="odd.example"), ar=DNSRROPT(z=0x8000)),
+                DNS(id=10, opcode=6, rd=0, qd=DNSQR(qname="dso.example")),
+                DNS(id=11, qr=1, ra=1, ad=1, qd=DNSQR(qname="a.example"),
+                    an=DNSRR(rrname="a.example", rdata="192.0.2.1"))]
+
+
+def test_dns_every_opcode_over_udp(tmp_path: Path) -> None:
+    pcap = write(tmp_path, udp_packets([(int(bool(m.qr)), bytes(m)) for m in DNS_MESSAGES]))
+    events, stats = sensor_events(pcap)
+    assert _soc_dns(events) == _tshark_dns(pcap)
+    assert [e["dns.op_code"] for e in events if e["event.dataset"] == "soc.dns"] == [
+        "UPDATE", "UPDATE", "NOTIFY", "9", "DSO", "QUERY"] and stats["dns_malformed"] == 0
+    update = next(e for e in events if e.get("soc.dns.updates"))
+    rows = tshark_rows(pcap, "dns.count.updates > 0", DNS_FIELDS)[0]
+    assert [u["name"] for u in update["soc.dns.updates"]] == rows["dns.resp.name"]
+    assert [(u["type"], u["class"], u["data"]) for u in update["soc.dns.updates"]] == [
+        ("A", "IN", rows["dns.a"][0]), ("ANY", "ANY", "")]  # class ANY: delete the RRset (RFC 2136 2.5.2)
+
+
+def test_dns_over_tcp_several_messages_per_segment_and_one_across_segments(tmp_path: Path) -> None:
+    framed = b"".join(struct.pack(">H", len(bytes(m))) + bytes(m) for m in DNS_MESSAGES)
+    queries = b"".join(struct.pack(">H", len(bytes(m))) + bytes(m) for m in DNS_MESSAGES if not m.qr)
+    answers = b"".join(struct.pack(">H", len(bytes(m))) + bytes(m) for m in DNS_MESSAGES if m.qr)
+    assert len(framed) == len(queries) + len(answers)
+    cut = len(queries) // 2 + 1  # mid-message, and the first segment holds a whole message before it
+    pcap = write(tmp_path, tcp_session([(0, queries[:1]), (0, queries[1:cut]), (0, queries[cut:]), (1, answers)],
+                                       dport=53))
+    events, _ = sensor_events(pcap)
+    theirs = _tshark_dns(pcap)
+    assert len(theirs) == len(DNS_MESSAGES)
+    assert sorted(_soc_dns(events)) == sorted(theirs)
