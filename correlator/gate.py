@@ -124,6 +124,19 @@ class Gate:
         kept = [it for it in items if _rank(it) <= self.reader.rank]
         return self._account(kind, kept, lambda: len(items) - len(kept), what)
 
+    # -- incidents (correlator.incidents) --------------------------------------------------------------------------
+
+    def search_incidents(self, q: Query, limit: int = 100, what: str = "") -> Read:
+        items = self.store.search_incidents(self._cleared(q), limit)
+        return self._account("incidents", items,
+                             lambda: len(self.store.search_incidents(self._withheld(q), sys.maxsize)),
+                             what or _describe(q))
+
+    def get_incident(self, number: int) -> Read:
+        """One incident by number: `items` holds it when it exists and the reader may see it."""
+        found = self.store.get_incident(number)
+        return self.filter("incidents", [found] if found else [], f"incident {number}")
+
     # -- hunting ----------------------------------------------------------------------------------------------------
 
     def hunt(self, paths: Sequence[str | Path], since: datetime | None, until: datetime | None,
@@ -171,7 +184,7 @@ class Gate:
         n = withheld() if self.reader.rank < self.policy.top.rank else 0
         classified = [it for it in items if _rank(it) > 0]
         if classified:
-            ids = [it.get("event.id") or it.get("soc.alert.uuid") for it in classified]
+            ids = [it.get("event.id") or it.get("soc.alert.uuid") or it.get("soc.incident.id") for it in classified]
             self.store.audit("read-classified", {
                 "what": kind, "query": what, "clearance": self.reader.rank, "items": len(classified),
                 "max_rank": max(map(_rank, classified)), "ids": ids[:100], "withheld": n},

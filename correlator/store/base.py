@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +81,23 @@ class Store(ABC):
     @abstractmethod
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into an alert (workflow status, assignee, notes)."""
+
+    @abstractmethod
+    def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store a new incident under the next sequential `soc.incident.id` (1, 2, …); return it with its number."""
+
+    @abstractmethod
+    def get_incident(self, number: int) -> dict[str, Any] | None:
+        """One incident by number, or None."""
+
+    @abstractmethod
+    def update_incident(self, number: int, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Replace the incident by `change(current)` atomically (a concurrent change is re-applied, never lost);
+        return the new document. StoreError when there is no such incident."""
+
+    @abstractmethod
+    def search_incidents(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        """Incidents matching `q`, highest number (newest) first, as flat dicts."""
 
     @abstractmethod
     def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,

@@ -18,7 +18,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -197,6 +197,7 @@ class ElasticStore(Store):
         self.alerts_index = f"soc-alerts-{ns}"
         self.audit_index = f"soc-audit-{ns}"
         self.meta_index = f"soc-meta-{ns}"
+        self.incidents_index = f"soc-incidents-{ns}"
         self.policy = f"soc-events-{ns}"
         # Writes become searchable at the cluster's next refresh; whoever wrote refreshes once when done (close(),
         # or when the store is collected or the process exits), so the next command sees them.
@@ -245,7 +246,7 @@ class ElasticStore(Store):
         return {"application": APPLICATION, "schema_version": SCHEMA_VERSION, "retention": self.retention}
 
     def _indices_exist(self) -> bool:
-        names = (self.events_index, self.alerts_index, self.audit_index, self.meta_index)
+        names = (self.events_index, self.alerts_index, self.audit_index, self.meta_index, self.incidents_index)
         return all(self.es.indices.exists(index=n) for n in names)
 
     def _supports_ilm(self) -> bool:
@@ -290,6 +291,7 @@ class ElasticStore(Store):
             (f"soc-alerts-{ns}", self.alerts_index, None),
             (f"soc-audit-{ns}", self.audit_index, AUDIT_MAPPINGS),
             (f"soc-meta-{ns}", self.meta_index, META_MAPPINGS),
+            (f"soc-incidents-{ns}", self.incidents_index, None),
         ):
             es.indices.put_index_template(
                 name=name, index_patterns=[index], priority=500, version=SCHEMA_VERSION, meta=meta,
@@ -305,7 +307,7 @@ class ElasticStore(Store):
                     es.indices.create(index=self.events_index)
                 elif "resource_already_exists" not in str(exc):  # (another soc just created it)
                     raise
-        for index in (self.alerts_index, self.audit_index, self.meta_index):
+        for index in (self.alerts_index, self.audit_index, self.meta_index, self.incidents_index):
             if not es.indices.exists(index=index):
                 es.options(ignore_status=400).indices.create(index=index)  # 400: created concurrently
 
@@ -393,6 +395,50 @@ class ElasticStore(Store):
                 except ConflictError:
                     continue  # changed under us: merge again
         raise StoreError(f"alert {uuid}: too many concurrent updates")
+
+    # -- incidents (`_id` = the number; every write refreshes, so the next read sees it) ----------------------
+
+    def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Create `_id = n` from the count of incidents + 1; a conflict (another writer took n) tries n + 1."""
+        with self._calls("create incident"):
+            number = self.es.count(index=self.incidents_index)["count"] + 1
+            for _ in range(100):
+                new = doc | {"soc.incident.id": number}
+                try:
+                    self.es.create(index=self.incidents_index, id=str(number), document=dumps_event(self._source(new)),
+                                   refresh=True)
+                    return new
+                except ConflictError:
+                    number += 1
+        raise StoreError(f"{self.url}: create incident: too many concurrent creations")
+
+    def get_incident(self, number: int) -> dict[str, Any] | None:
+        with self._calls("get incident"):
+            try:
+                return self._flat(self.es.get(index=self.incidents_index, id=str(number))["_source"])
+            except NotFoundError:
+                return None
+
+    def update_incident(self, number: int, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read, change, re-index with compare-and-set on the sequence number; a conflict re-reads and re-applies."""
+        with self._calls("update incident"):
+            for _ in range(20):
+                try:
+                    got = self.es.get(index=self.incidents_index, id=str(number))
+                except NotFoundError:
+                    raise StoreError(f"no incident {number}") from None
+                doc = change(self._flat(got["_source"])) | {"soc.incident.id": number}
+                try:
+                    self.es.index(index=self.incidents_index, id=str(number), document=dumps_event(self._source(doc)),
+                                  refresh=True, if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
+                    return doc
+                except ConflictError:
+                    continue
+        raise StoreError(f"incident {number}: too many concurrent updates")
+
+    def search_incidents(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        with self._calls("search incidents"):
+            return self._search(self.incidents_index, self.translate(q), INCIDENT_SORT, limit)
 
     def refresh(self) -> None:
         """Make everything written so far searchable (ES is near-real-time; `close()` does this too)."""
@@ -593,6 +639,7 @@ def _finish(es: Elasticsearch, indices: str, written: dict[str, bool]) -> None:
 
 
 EVENT_SORT = [{"@timestamp": {"order": "desc"}}, {"event.id": {"order": "asc"}}]
+INCIDENT_SORT = [{"soc.incident.id": {"order": "desc", "unmapped_type": "long"}}]
 ALERT_SORT = [
     {"soc.alert.risk_score": {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
     {"@timestamp": {"order": "desc"}},

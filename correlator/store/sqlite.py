@@ -32,7 +32,7 @@ from correlator.query import (
 )
 from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "soc"
 
 # Each migration takes the database from version i to i + 1 (index 0 creates version 1).
@@ -75,10 +75,21 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
     """,
+    # 2: incidents (correlator.incidents), numbered 1, 2, … ; the whole document in `doc`
+    """
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        status TEXT, severity TEXT, assignee TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX incidents_status ON incidents (status, id);
+    """,
 ]
 
 # Query fields served by hot columns; the rest go through json_each over `doc`.
 HOT_COLUMNS = {
+    "event.id": "id",
     "event.kind": "kind",
     "event.dataset": "dataset",
     "source.ip": "src_ip",
@@ -89,6 +100,8 @@ HOT_COLUMNS = {
     "observer.name": "observer",
 }
 ALERT_COLUMNS = {"soc.alert.workflow_status": "workflow_status", "soc.alert.severity": "severity"}
+INCIDENT_COLUMNS = {"soc.incident.id": "id", "soc.incident.status": "status", "soc.incident.severity": "severity",
+                    "soc.incident.assignee": "assignee"}
 IP_COLUMNS = {"src_ip", "dst_ip"}
 _V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _MAX_CHAR = "\U0010ffff"
@@ -319,6 +332,39 @@ class SQLiteStore(Store):
     def get_alert(self, uuid: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    # -- incidents ----------------------------------------------------------------------------------------------
+
+    def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:
+        with self._tx():
+            number = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM incidents").fetchone()[0]
+            doc = doc | {"soc.incident.id": number}
+            self.db.execute("INSERT INTO incidents VALUES (?,?,?,?,?,?)", (number, *self._incident_row(doc)))
+        return doc
+
+    @staticmethod
+    def _incident_row(doc: dict[str, Any]) -> tuple:
+        return (doc["@timestamp"], doc.get("soc.incident.status"), doc.get("soc.incident.severity"),
+                doc.get("soc.incident.assignee"), dumps_event(doc))
+
+    def get_incident(self, number: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (number,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def update_incident(self, number: int, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        with self._tx():  # BEGIN IMMEDIATE: writers queue, so the read-modify-write sees every earlier change
+            row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (number,)).fetchone()
+            if row is None:
+                raise StoreError(f"no incident {number}")
+            doc = change(json.loads(row[0])) | {"soc.incident.id": number}
+            self.db.execute("UPDATE incidents SET ts = ?, status = ?, severity = ?, assignee = ?, doc = ? WHERE id = ?",
+                            (*self._incident_row(doc), number))
+        return doc
+
+    def search_incidents(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = self._where(q, INCIDENT_COLUMNS)
+        sql = f"SELECT doc FROM incidents WHERE {where} ORDER BY id DESC LIMIT ?"
+        return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
 
     def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,
              clauses: tuple[Clause, ...] = ()) -> list[dict]:

@@ -82,6 +82,14 @@ def world(tmp_path_factory, policy):
     rule = PolicyRule("sigma-test", "Sigma-style alert on top-secret traffic", level="high")
     store.write_alerts([build_alert(rule, secret_inputs[-1], {"destination.ip": "10.20.200.5"},
                                     secret_inputs[0]["@timestamp"], "test", secret_inputs)])
+    # incidents: 1 groups every alert (top-secret), 2 the restricted ones (correlator.incidents, as soc-admin)
+    from correlator import incidents
+    from correlator.gate import open_gate
+
+    gate = open_gate(store, policy, "soc-admin")
+    everything = gate.search_alerts(Query(), 1000).items
+    incidents.create(gate, "every alert", everything)
+    incidents.create(gate, "restricted alerts", [a for a in everything if a.get("gov.label.rank") == 1])
     truth_events = [int(e.get("gov.label.rank") or 0) for e in store.search_events(Query(), 10_000)]
     truth_alerts = {a["soc.alert.uuid"]: int(a.get("gov.label.rank") or 0)
                     for a in store.search_alerts(Query(), 10_000)}
@@ -328,6 +336,15 @@ READS = {
                       ["events", "search", "network.transport:tcp"]],
     "alerts list": [["alerts", "list", "--limit", "1000"]],
     "alerts show": [["alerts", "show", "ALERT"]],
+    "incident list": [["incident", "list", "--status", "all"]],
+    "incident show": [["incident", "show", "1"], ["incident", "show", "2"]],
+    # incident changes on a copy of the world: only alerts and incidents the reader may see are grouped or changed
+    "incident create": [["incident", "create", "--title", "red", "--where", "event.kind:signal", "--store", "COPY"]],
+    "incident add": [["incident", "add", "2", "--where", "event.kind:signal", "--store", "COPY"],
+                     ["incident", "add", "1", "--where", "event.kind:signal", "--store", "COPY"]],
+    "incident assign": [["incident", "assign", "2", "red", "--store", "COPY"]],
+    "incident task": [["incident", "task", "2", "add", "red", "--store", "COPY"]],
+    "incident close": [["incident", "close", "2", "--reason", "other", "--store", "COPY"]],
     "hunt": [["hunt", "RULES"]],
     "compliance report": [["compliance", "report"]],
     "audit list": [["audit", "list", "--limit", "100000"]],

@@ -10,6 +10,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
 
 from .crafted import (
@@ -138,3 +139,48 @@ def test_dns_over_tcp_several_messages_per_segment_and_one_across_segments(tmp_p
     theirs = _tshark_dns(pcap)
     assert len(theirs) == len(DNS_MESSAGES)
     assert sorted(_soc_dns(events)) == sorted(theirs)
+
+
+# --- 3. protocols detected later in the flow: SSLv2-compatible hello, STARTTLS-style upgrades, CONNECT ---------
+def test_tls_opened_with_an_sslv2_compatible_client_hello(tmp_path: Path) -> None:
+    from scapy.layers.tls.handshake_sslv2 import SSLv2ClientHello
+    from scapy.layers.tls.record_sslv2 import SSLv2
+
+    hello = bytes(SSLv2(msg=[SSLv2ClientHello(version=0x0301, ciphers=[0x010080, 0x00002F, 0x000035],
+                                              challenge=b"A" * 16)]))
+    pcap = write(tmp_path, tcp_session([(0, hello), (1, server_hello(0x002F))], dport=443))
+    events, _ = sensor_events(pcap, "soc.tls")
+    rows = tshark_rows(pcap, "tls.handshake.type == 1 || tls.handshake.type == 2",
+                       ("tls.handshake.type", "tls.handshake.version", "tls.handshake.cipherspec",
+                        "tls.handshake.ja3s"))
+    assert [r["tls.handshake.type"][0] for r in rows] == ["1", "2"] and len(events) == 1
+    ev = events[0]
+    assert ev["soc.tls.client.versions"] == ["1.0"] and rows[0]["tls.handshake.version"] == ["0x0301"]
+    assert len(ev["tls.client.supported_ciphers"]) == len(rows[0]["tls.handshake.cipherspec"]) == 3
+    assert ev["tls.client.supported_ciphers"][1:] == ["TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA"]
+    assert ev["tls.server.ja3s"] == rows[1]["tls.handshake.ja3s"][0] and "tls.client.ja3" not in ev  # nor tshark's
+
+
+LDAP_STARTTLS = (bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037",  # ExtendedRequest, StartTLS OID
+                 bytes.fromhex("300c02010178070a010004000400"))                     # ExtendedResponse: success
+UPGRADES = {  # port: the cleartext exchange before the ClientHello
+    389: [(0, LDAP_STARTTLS[0]), (1, LDAP_STARTTLS[1])],
+    5432: [(0, bytes.fromhex("0000000804d2162f")), (1, b"S")],  # PostgreSQL SSLRequest, accepted
+    25: [(1, b"220 mx.example ESMTP\r\n"), (0, b"EHLO c.example\r\n"), (1, b"250-mx.example\r\n250 STARTTLS\r\n"),
+         (0, b"STARTTLS\r\n"), (1, b"220 2.0.0 Ready to start TLS\r\n")],
+    143: [(1, b"* OK IMAP4rev1 ready\r\n"), (0, b"a1 STARTTLS\r\n"), (1, b"a1 OK Begin TLS negotiation now\r\n")],
+    110: [(1, b"+OK POP3 ready\r\n"), (0, b"STLS\r\n"), (1, b"+OK Begin TLS negotiation\r\n")],
+    21: [(1, b"220 FTP ready\r\n"), (0, b"AUTH TLS\r\n"), (1, b"234 AUTH TLS successful\r\n")],
+    3128: [(0, b"CONNECT tls.example:443 HTTP/1.1\r\nHost: tls.example:443\r\n\r\n"),
+           (1, b"HTTP/1.1 200 Connection established\r\n\r\n")],
+}
+
+
+@pytest.mark.parametrize("port", sorted(UPGRADES))
+def test_tls_after_an_upgrade_is_followed(tmp_path: Path, port: int) -> None:
+    packets = tcp_session([*UPGRADES[port], (0, client_hello(f"up{port}.example")), (1, server_hello())], dport=port)
+    (hellos, ja3s), events, _ = _same(tmp_path, packets, "tls")
+    assert [sni for sni, _ in hellos] == [f"up{port}.example"] and len(ja3s) == 1
+    if port == 3128:
+        assert [(e["http.request.method"], e["http.response.status_code"]) for e in events
+                if e["event.dataset"] == "soc.http"] == [("CONNECT", 200)]

@@ -7,7 +7,7 @@ import struct
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from sensors.apps import MAX_PENDING, TcpApp
+from sensors.apps import MAX_PENDING, MAX_PROBES, TcpApp
 from sensors.protocols import dns, http
 
 
@@ -62,8 +62,14 @@ def test_ssh_banner_on_any_port_and_unknown_protocols_ignored() -> None:
     out = _feed(TcpApp([None, None]), [(1, b"SSH-2.0-OpenSSH_9.6\r\n"), (0, b"SSH-2.0-PuTTY_0.80\r\n")], dport=2222)
     assert out[0][2]["soc.ssh.client.software"] == "PuTTY_0.80"
     assert out[0][2]["soc.ssh.server.software"] == "OpenSSH_9.6"
-    app = TcpApp([None, None])
-    assert _feed(app, [(0, b"USER anonymous\r\n"), (1, b"331 ok\r\n")], dport=21) == [] and app.done
+    app = TcpApp([None, None])  # a protocol may start later (STARTTLS): an unknown one is searched MAX_PROBES times
+    seq = [1000, 5000]
+    for i in range(MAX_PROBES):
+        assert not app.done
+        line = b"331 ok\r\n" if i % 2 else b"USER anonymous\r\n"
+        assert app.feed(i % 2, seq[i % 2], line, 1.0, 40000, 21) == []
+        seq[i % 2] += len(line)
+    assert app.done and app.finish() == []
 
 
 def test_dns_name_compression_loop_is_rejected() -> None:
