@@ -9,6 +9,7 @@ is sha256(rule id, group key, window start), so a replay of the same events upse
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from collections import OrderedDict
@@ -25,6 +26,17 @@ GROUP_FIELDS = ("host.name", "source.ip", "destination.ip", "user.name", "Comput
 ORIGINAL_FIELDS = ("event.id", "event.dataset", "event.code", "event.action", "event.category", "event.module",
                    "@timestamp", "log.file.path", "observer.name")
 MAX_ANCESTORS = 100
+# Fields analysts own (correlator.triage): a detector re-writing an alert (more matches folded in, a replay) keeps
+# them as stored; see `keep_workflow`.
+WORKFLOW_FIELDS = (
+    "soc.alert.workflow_status", "soc.alert.workflow_reason", "soc.alert.workflow_comment",
+    "soc.alert.workflow_updated_at", "soc.alert.assignees", "soc.alert.notes", "soc.alert.history",
+    "soc.alert.created", "soc.alert.acknowledged_at", "soc.alert.closed_at", "soc.alert.time_to_ack",
+    "soc.alert.time_to_close",
+)
+# Policy placement copied from the triggering event (filters and stats by organization and zone).
+PLACEMENT_FIELDS = ("gov.source.organization", "gov.destination.organization", "gov.source.zone",
+                    "gov.destination.zone")
 
 _TACTICS = {
     "reconnaissance", "resource_development", "initial_access", "execution", "persistence", "privilege_escalation",
@@ -67,12 +79,31 @@ def group_key(group: dict[str, Any]) -> tuple:
     return tuple(sorted((k, _hv(v)) for k, v in group.items()))
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _hv(v: Any) -> Any:
     if isinstance(v, list):
         return tuple(_hv(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v, sort_keys=True, default=str)
     return v
+
+
+def keep_workflow(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    """`new` (a detector's version of an alert) with the workflow fields of `old` (the stored one) kept; a new
+    alert gets `soc.alert.created` = `now` (when it was first stored: the start of its timers)."""
+    if old is None:
+        new.setdefault("soc.alert.created", now)
+        return new
+    new.update({f: old[f] for f in WORKFLOW_FIELDS if f in old})
+    new.setdefault("soc.alert.created", old.get("@timestamp") or now)
+    return new
 
 
 def build_alert(
@@ -120,6 +151,13 @@ def build_alert(
             alert[f"soc.alert.original_event.{f.removeprefix('event.')}"] = event[f]
     for f, v in group.items():
         alert[f] = v
+    ips = [v for v in (*group.values(), event.get("source.ip"), event.get("destination.ip"))
+           if isinstance(v, str) and _is_ip(v)]
+    if ips:
+        alert["related.ip"] = list(dict.fromkeys(ips))
+    for f in PLACEMENT_FIELDS:
+        if event.get(f) is not None:
+            alert[f] = event[f]
     raise_label(alert, events)
     return alert
 
@@ -174,3 +212,83 @@ class AlertFolder:
         """Forget alerts whose window ended before ``watermark`` (event time)."""
         for k in [k for k, (t, _) in self.open.items() if t + self.window <= watermark]:
             del self.open[k]
+
+
+# --- alerts from the tools SOCs already run: Suricata EVE `alert` records, Zeek `notice` records -------------------
+
+SURICATA_SEVERITY = {1: "high", 2: "medium", 3: "low"}  # Suricata: 1 is the most severe; 4+ (rare) are low
+ZEEK_NOTICE_LEVEL = {  # Zeek notices carry no severity: soc's reading of the shipped notice types
+    "HTTP::SQL_Injection_Attacker": "high", "HTTP::SQL_Injection_Victim": "high", "Intel::Notice": "high",
+    "SSH::Password_Guessing": "medium", "FTP::Bruteforcing": "medium", "Scan::Port_Scan": "medium",
+    "Scan::Address_Scan": "medium", "SSH::Login_By_Password_Guesser": "high", "SSL::Invalid_Server_Cert": "low",
+    "SSL::Certificate_Expired": "low", "Weird::Activity": "low", "CaptureLoss::Too_Much_Loss": "low",
+}
+ZEEK_ALARM_ACTIONS = ("Notice::ACTION_ALARM", "Notice::ACTION_EMAIL", "Notice::ACTION_PAGE")
+
+
+class SensorRule:
+    """A Suricata signature or Zeek notice type, in the shape build_alert reads (RuleInfo's fields)."""
+
+    def __init__(self, rule_id: str, title: str, level: str, category: str | None, product: str) -> None:
+        self.id, self.title, self.level = rule_id, title, level
+        self.description = f"{product}: {title}" + (f" ({category})" if category else "")
+        self.tags = [f"soc.sensor.{product}", *([f"{product}.category.{category}"] if category else [])]
+        self.references: list[str] = []
+        self.path = product
+
+
+def sensor_rule(event: dict[str, Any]) -> SensorRule | None:
+    """The rule of a Suricata alert or Zeek notice event (sensors.logs), None for any other event."""
+    if event.get("event.kind") != "alert":
+        return None
+    module, name, category = event.get("event.module"), event.get("rule.name"), event.get("rule.category")
+    if module == "suricata" and (name or event.get("rule.id")):
+        sev = event.get("event.severity")
+        level = SURICATA_SEVERITY.get(sev, "low") if isinstance(sev, int) else "medium"
+        sid = f"suricata:{event.get('rule.gid', 1)}:{event.get('rule.id', name)}"
+        return SensorRule(sid, name or sid, level, category, "suricata")
+    if module == "zeek" and name:
+        level = ZEEK_NOTICE_LEVEL.get(name, "medium")
+        if any(a in (event.get("zeek.notice.actions") or ()) for a in ZEEK_ALARM_ACTIONS) and level != "critical":
+            level = "high"
+        return SensorRule(f"zeek:{name}", name, level, category, "zeek")
+    return None
+
+
+class SensorAlertDetector:
+    """Suricata EVE alerts and Zeek notices become soc alerts in the same queue: one rule per signature / notice
+    type, severity mapped from theirs, folded per (rule, source, destination) like soc's own, labelled with the
+    highest `gov.label` of the events folded in (the policy enriched them before detection)."""
+
+    def __init__(self, window: float = 300.0) -> None:
+        self.folder = AlertFolder(window)
+        self.rules: dict[str, SensorRule] = {}
+        self.watermark = 0.0
+
+    def detect(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for ev in events:
+            rule = sensor_rule(ev)
+            if rule is None:
+                continue
+            rule = self.rules.setdefault(rule.id, rule)
+            ts = _epoch(ev.get("@timestamp"))
+            self.watermark = max(self.watermark, ts)
+            reason = ev.get("message") or f"{rule.title}: event {ev.get('event.id', '?')}"
+            alert = self.folder.add(rule, ev, ts, group_of(ev, ("source.ip", "destination.ip")), reason)
+            out[alert["soc.alert.uuid"]] = alert
+        self.folder.expire(self.watermark - self.folder.window)
+        return list(out.values())
+
+    def flush(self) -> list[dict[str, Any]]:
+        self.folder.open.clear()
+        return []
+
+
+def _epoch(ts: Any) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

@@ -15,15 +15,16 @@ roles of `soc policy es-roles`. The gate is the guard in front of them for peopl
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from correlator.policy.model import Level, Policy
-from correlator.query import Clearance, Query, Range
+from correlator.query import Clause, Clearance, Query, Range
 from correlator.store.base import Store
 
 DEMO_PURPOSE = "demo"  # a store `soc demo` created for its bundled synthetic capture
@@ -90,6 +91,22 @@ def _rank(item: dict[str, Any]) -> int:
     return int(item.get("gov.label.rank") or 0)
 
 
+def _alert_order(a: dict[str, Any]) -> tuple:
+    """The stores' alert order: riskiest, then newest, then by uuid."""
+    return (-(a.get("soc.alert.risk_score") or 0), _Desc(a.get("@timestamp") or ""), a.get("soc.alert.uuid") or "")
+
+
+class _Desc(str):
+    """A string that sorts in reverse."""
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+
+class _Above(Exception):
+    """An alert turned out to be above the reader's clearance inside a change."""
+
+
 class Gate:
     """Reads of `store` by `reader` under `policy`. Build it with `open_gate`."""
 
@@ -114,10 +131,60 @@ class Gate:
         return self._account("alerts", items, lambda: len(self.store.search_alerts(self._withheld(q), sys.maxsize)),
                              what or _describe(q))
 
+    def search_events_any(self, queries: Sequence[Query], limit: int = 100, what: str = "") -> Read:
+        """Events matching any of `queries` (a pivot over several hosts), each once, newest first; the withheld
+        count is of distinct events too."""
+        found: dict[str, dict[str, Any]] = {}
+        for q in queries:
+            found |= {e["event.id"]: e for e in self.store.search_events(self._cleared(q), limit)}
+        items = sorted(found.values(), key=lambda e: (_Desc(e["@timestamp"]), e["event.id"]))[:limit]
+        return self._account("events", items, lambda: len({
+            e["event.id"] for q in queries for e in self.store.search_events(self._withheld(q), sys.maxsize)}),
+            what or " | ".join(map(_describe, queries)))
+
     def get_alert(self, uuid: str) -> Read:
         """One alert by id: `items` holds it when it exists and the reader may see it."""
         found = self.store.get_alert(uuid)
         return self.filter("alerts", [found] if found else [], f"alert {uuid}")
+
+    def search_alerts_any(self, q: Query, any_of: Sequence[Sequence[Sequence[Clause]]] = (), limit: int = 100,
+                          what: str = "") -> Read:
+        """Alerts matching `q` and, for each group of `any_of`, one of its alternatives (clauses AND-ed): OR within a
+        group, AND across groups (`--status open,acknowledged --ip X`). Riskiest then newest first, each alert once;
+        the withheld count counts each alert once too."""
+        combos = [replace(q, clauses=(*q.clauses, *(c for alt in combo for c in alt)))
+                  for combo in itertools.product(*any_of)]
+        found: dict[str, dict[str, Any]] = {}
+        for qq in combos:
+            for a in self.store.search_alerts(self._cleared(qq), limit):
+                found.setdefault(a["soc.alert.uuid"], a)
+        items = sorted(found.values(), key=_alert_order)[:limit]
+        return self._account("alerts", items, lambda: len({
+            a["soc.alert.uuid"] for qq in combos for a in self.store.search_alerts(self._withheld(qq), sys.maxsize)}),
+            what or " | ".join(map(_describe, combos)))
+
+    def count_alerts(self, q: Query, what: str = "") -> Read:
+        """How many alerts match `q` at the reader's clearance (`count`), and how many were withheld."""
+        read = self._account("alerts", [], lambda: self.store.count_alerts(self._withheld(q)), what or _describe(q))
+        read.count = self.store.count_alerts(self._cleared(q))
+        return read
+
+    def alert_ids(self, q: Query) -> set[str]:
+        """The ids of the alerts matching `q` that the reader may see (no content: nothing to audit)."""
+        return {a["soc.alert.uuid"] for a in self.store.search_alerts(self._cleared(q), sys.maxsize)}
+
+    def modify_alert(self, uuid: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Change one alert atomically (Store.modify_alert) if the reader may see it; None when it does not exist
+        or is above the reader's clearance (the caller read it through `get_alert` or a search first)."""
+        def cleared(doc: dict[str, Any]) -> dict[str, Any]:
+            if _rank(doc) > self.reader.rank:
+                raise _Above
+            return change(doc)
+
+        try:
+            return self.store.modify_alert(uuid, cleared)
+        except _Above:
+            return None
 
     def filter(self, kind: str, items: Sequence[dict[str, Any]], what: str) -> Read:
         """Items read by other means (by id, from a file the store produced): keep those the reader may see."""

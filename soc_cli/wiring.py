@@ -34,6 +34,9 @@ def _stages(detect: bool) -> tuple[list, list]:
     enrichers.append(BeaconEnricher())
     if detect:
         detectors.append(PolicyDetector(policy_engine))
+        from correlator.alerts import SensorAlertDetector  # Suricata alerts and Zeek notices join the queue
+
+        detectors.append(SensorAlertDetector())
         from correlator.sigma.detector import shipped_detector  # Sigma: shipped rules, correlations, alerts
 
         detectors.append(shipped_detector())

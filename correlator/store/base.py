@@ -79,8 +79,28 @@ class Store(ABC):
         """One alert by uuid, or None."""
 
     @abstractmethod
+    def count_alerts(self, q: Query) -> int:
+        """How many alerts match `q`."""
+
+    @abstractmethod
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into an alert (workflow status, assignee, notes)."""
+
+    @abstractmethod
+    def modify_alert(self, uuid: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Atomically replace an alert by `change(alert)` and return the new alert (None: no such alert).
+
+        Concurrent changes never overwrite each other: `change` runs on the current document and may run again
+        after a conflict, so it must depend on its argument only; an exception it raises aborts (nothing written).
+        """
+
+    @abstractmethod
+    def put_record(self, kind: str, record_id: str, doc: dict[str, Any]) -> None:
+        """Insert or replace a small document of `kind` (suppressions, …) under `record_id`."""
+
+    @abstractmethod
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of `kind`, by id."""
 
     @abstractmethod
     def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:

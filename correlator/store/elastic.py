@@ -29,6 +29,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, helpers
 
+from correlator.alerts import keep_workflow
 from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import dumps_event, flatten, nest, to_utc_iso
 from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term, Text, Wildcard, searchable_text
@@ -337,11 +338,38 @@ class ElasticStore(Store):
                           refused)
 
     def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
+        """Index alerts by uuid, keeping a stored alert's workflow fields (correlator.alerts.keep_workflow): each is
+        merged with the stored version and written only if that version is still current (`if_seq_no`); one that
+        changed meanwhile (an analyst's action) is merged again."""
         refused: list[str] = []
-        self._bulk(self._actions(alerts, "index", self.alerts_index, "soc.alert.uuid", refused), "write alerts",
-                   refused)
+        pending = {a["soc.alert.uuid"]: a for a in alerts}
+        for _ in range(20):
+            with self._calls("write alerts"):
+                found = self.es.mget(index=self.alerts_index, ids=list(pending))["docs"] if pending else []
+            now = to_utc_iso(datetime.now(UTC))
+            merged, cas = [], {}
+            for got in found:
+                uuid = got["_id"]
+                old = self._flat(got["_source"]) if got.get("found") else None
+                merged.append(keep_workflow(dict(pending[uuid]), old, now))
+                cas[uuid] = ({"if_seq_no": got["_seq_no"], "if_primary_term": got["_primary_term"]} if old is not None
+                             else None)
+            actions = self._actions(merged, "index", self.alerts_index, "soc.alert.uuid", refused)
+            for act in actions:
+                if cas[act["_id"]] is None:
+                    act["_op_type"] = "create"
+                else:
+                    act |= cas[act["_id"]]
+            conflicts: list[str] = []
+            self._bulk(actions, "write alerts", refused, conflicts)
+            refused = []
+            pending = {u: pending[u] for u in conflicts}
+            if not pending:
+                return
+        raise StoreError(f"{self.url}: write alerts: {len(pending)} alerts kept changing under the writer")
 
-    def _bulk(self, actions: list[dict[str, Any]], what: str, refused_before: list[str] | None = None) -> int:
+    def _bulk(self, actions: list[dict[str, Any]], what: str, refused_before: list[str] | None = None,
+              conflicts: list[str] | None = None) -> int:
         """Send actions with `helpers.streaming_bulk`, which re-sends requests and items answered 429/5xx with
         exponential backoff; return how many documents were created.
 
@@ -362,6 +390,8 @@ class ElasticStore(Store):
                 if ok:
                     created += info.get("result") == "created"
                 elif status == 409:
+                    if conflicts is not None:  # compare-and-set lost: the caller merges again
+                        conflicts.append(info.get("_id"))
                     continue  # already stored: a duplicate, not an error
                 elif status in BULK_RETRY_STATUS:
                     refused += 1
@@ -381,20 +411,37 @@ class ElasticStore(Store):
 
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into the alert and re-index it (compare-and-set on its sequence number)."""
-        with self._calls("update alert"):
-            for _ in range(10):
+        if self.modify_alert(uuid, lambda doc: doc | fields) is None:
+            raise StoreError(f"no alert with id {uuid}")
+
+    def modify_alert(self, uuid: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Read, change, re-index with compare-and-set on the sequence number; a conflict re-reads and re-applies."""
+        with self._calls("modify alert"):
+            for attempt in range(50):
                 try:
                     got = self.es.get(index=self.alerts_index, id=uuid)
                 except NotFoundError:
-                    raise StoreError(f"no alert with id {uuid}") from None
-                doc = self._flat(got["_source"]) | fields
+                    return None
+                doc = change(self._flat(got["_source"]))
                 try:
                     self.es.index(index=self.alerts_index, id=uuid, document=dumps_event(self._source(doc)),
                                   refresh=True, if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
-                    return
+                    return doc
                 except ConflictError:
-                    continue  # changed under us: merge again
+                    time.sleep(0.005 * attempt)  # changed under us: apply the change again to the new version
         raise StoreError(f"alert {uuid}: too many concurrent updates")
+
+    def put_record(self, kind: str, record_id: str, doc: dict[str, Any]) -> None:
+        """Kept in the meta index (`_id` = kind:id), written with refresh so the next read sees it."""
+        with self._calls(f"write {kind}"):
+            self.es.index(index=self.meta_index, id=f"{kind}:{record_id}",
+                          document={"kind": kind, "id": record_id, "doc": doc}, refresh=True)
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        with self._calls(f"read {kind}"):
+            hits = self.es.search(index=self.meta_index, query={"match_all": {}}, size=10_000)["hits"]["hits"]
+        found = [h["_source"] for h in hits if h["_source"].get("kind") == kind]
+        return [h["doc"] for h in sorted(found, key=lambda h: h["id"])]
 
     # -- incidents (`_id` = the number; every write refreshes, so the next read sees it) ----------------------
 
@@ -482,6 +529,10 @@ class ElasticStore(Store):
     def search_alerts(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
         with self._calls("search alerts"):
             return self._search(self.alerts_index, self.translate(q), ALERT_SORT, limit)
+
+    def count_alerts(self, q: Query) -> int:
+        with self._calls("count alerts"):
+            return self.es.count(index=self.alerts_index, query=self.translate(q))["count"]
 
     def get_alert(self, uuid: str) -> dict[str, Any] | None:
         with self._calls("get alert"):

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from correlator.alerts import keep_workflow
 from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import dumps_event, to_utc_iso
 from correlator.query import (
@@ -32,7 +33,7 @@ from correlator.query import (
 )
 from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "soc"
 
 # Each migration takes the database from version i to i + 1 (index 0 creates version 1).
@@ -84,6 +85,11 @@ MIGRATIONS: list[str] = [
         doc TEXT NOT NULL
     );
     CREATE INDEX incidents_status ON incidents (status, id);
+    """,
+    # 3: small documents by kind (alert suppressions, …) and the triage queue's index (status, then risk order)
+    """
+    CREATE TABLE records (kind TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, id));
+    CREATE INDEX alerts_status ON alerts (workflow_status, risk_score, ts);
     """,
 ]
 
@@ -282,33 +288,58 @@ class SQLiteStore(Store):
         return new
 
     def write_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
-        rows, refused = [], []
+        """Insert or replace alerts by uuid; a stored alert's workflow fields (status, assignees, history, timers)
+        are kept (correlator.alerts.keep_workflow)."""
+        docs, refused = {}, []
         for a in alerts:
             try:
-                doc = dumps_event(a)
+                dumps_event(a)
             except ValueError as exc:
                 refused.append(f"alert {a.get('soc.alert.uuid')}: {exc}")
                 continue
-            rows.append((a["soc.alert.uuid"], a["@timestamp"], _column(a.get("soc.alert.severity")),
-                         _column(a.get("soc.alert.risk_score")), _column(a.get("soc.alert.rule.uuid")),
-                         _column(a.get("soc.alert.workflow_status", "open")), doc))
+            docs[a["soc.alert.uuid"]] = a
+        now = to_utc_iso(datetime.now(UTC))
         with self._tx():
+            stored = {}
+            uuids = list(docs)
+            for i in range(0, len(uuids), 500):
+                chunk = uuids[i:i + 500]
+                stored |= dict(self.db.execute(
+                    f"SELECT uuid, doc FROM alerts WHERE uuid IN ({','.join('?' * len(chunk))})", chunk))
+            rows = [self._alert_row(keep_workflow(dict(a), json.loads(stored[u]) if u in stored else None, now))
+                    for u, a in docs.items()]
             self.db.executemany("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
         if refused:
             raise StoreRejected(f"{self.path}: {len(refused)} alerts refused: " + "; ".join(refused[:20]),
                                 len(rows), refused)
 
+    @staticmethod
+    def _alert_row(a: dict[str, Any]) -> tuple:
+        return (a["soc.alert.uuid"], a["@timestamp"], _column(a.get("soc.alert.severity")),
+                _column(a.get("soc.alert.risk_score")), _column(a.get("soc.alert.rule.uuid")),
+                _column(a.get("soc.alert.workflow_status", "open")), dumps_event(a))
+
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
+        if self.modify_alert(uuid, lambda doc: doc | fields) is None:
+            raise StoreError(f"no alert with id {uuid}")
+
+    def modify_alert(self, uuid: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Read, change and write one alert in one `BEGIN IMMEDIATE` transaction (writers queue on the lock)."""
         with self._tx():
             row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
             if row is None:
-                raise StoreError(f"no alert with id {uuid}")
-            doc = json.loads(row[0]) | fields
-            self.db.execute(
-                "UPDATE alerts SET doc = ?, workflow_status = ?, severity = ?, risk_score = ? WHERE uuid = ?",
-                (dumps_event(doc), doc.get("soc.alert.workflow_status"),
-                 doc.get("soc.alert.severity"), doc.get("soc.alert.risk_score"), uuid),
-            )
+                return None
+            doc = change(json.loads(row[0]))
+            self.db.execute("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?)", self._alert_row(doc))
+        return doc
+
+    def put_record(self, kind: str, record_id: str, doc: dict[str, Any]) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, record_id, json.dumps(doc)))
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT doc FROM records WHERE kind = ? ORDER BY id", (kind,))
+        return [json.loads(r[0]) for r in rows]
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
@@ -328,6 +359,10 @@ class SQLiteStore(Store):
         where, params = self._where(q, ALERT_COLUMNS)
         sql = f"SELECT doc FROM alerts WHERE {where} ORDER BY risk_score DESC, ts DESC, uuid ASC LIMIT ?"
         return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
+
+    def count_alerts(self, q: Query) -> int:
+        where, params = self._where(q, ALERT_COLUMNS)
+        return self.db.execute(f"SELECT count(*) FROM alerts WHERE {where}", params).fetchone()[0]
 
     def get_alert(self, uuid: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()

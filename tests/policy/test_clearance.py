@@ -336,6 +336,22 @@ READS = {
                       ["events", "search", "network.transport:tcp"]],
     "alerts list": [["alerts", "list", "--limit", "1000"]],
     "alerts show": [["alerts", "show", "ALERT"]],
+    # the workflow changes a copy of the world (COPY): an alert above the reader is refused as unknown, a bulk
+    # change touches (and names) only what the reader may see
+    "alerts ack": [["alerts", "ack", "ALERT", "--store", "COPY"], ["alerts", "ack", "--status", "open", "--store",
+                                                                   "COPY"]],
+    "alerts start": [["alerts", "start", "ALERT", "--store", "COPY"]],
+    "alerts close": [["alerts", "close", "ALERT", "--reason", "other", "--store", "COPY"],
+                     ["alerts", "close", "--where", "destination.ip:10.20.200.5", "--reason", "duplicate", "--store",
+                      "COPY"]],
+    "alerts reopen": [["alerts", "reopen", "ALERT", "--store", "COPY"]],
+    "alerts assign": [["alerts", "assign", "ALERT", "soc-analyst", "--store", "COPY"]],
+    "alerts note": [["alerts", "note", "ALERT", "a note", "--store", "COPY"]],
+    "alerts stats": [["alerts", "stats", "--by", "rule"], ["alerts", "stats", "--by", "organization"]],
+    "alerts suppress": [["alerts", "suppress", "--rule", "soc-policy-write-down", "--where",
+                         "destination.ip=10.20.200.5", "--reason", "red team", "--store", "COPY"]],
+    "alerts suppressions": [["alerts", "suppressions", "--all"]],
+    "alerts unsuppress": [["alerts", "unsuppress", "no-such-suppression", "--store", "COPY"]],
     "incident list": [["incident", "list", "--status", "all"]],
     "incident show": [["incident", "show", "1"], ["incident", "show", "2"]],
     # incident changes on a copy of the world: only alerts and incidents the reader may see are grouped or changed
@@ -435,7 +451,7 @@ def test_red_team_every_read_command(world, tmp_path, clearance):
                     res = runner.invoke(app, ["--store", store_uri, *args, *fmt, "--clearance", str(clearance)],
                                         env={"SOC_CLEARANCE": None, "SOC_POLICY": None, "SOC_CONFIG": None})
                     text = res.stdout + res.stderr + (out.read_text() if out.exists() else "")
-                    leaked = sorted({m for m in markers if m in text and m not in args})  # not the id asked for
+                    leaked = sorted({m for m in markers if m in text and not any(m in a for a in args)})  # input echoed
                     assert not leaked, f"{name} {args} {fmt} at clearance {clearance} shows items above it: {leaked}"
                     assert "Traceback" not in text, text
                     shown_classified = any(f'"rank":{r}' in res.stdout.replace(" ", "") for r in range(1, 4)) or \
