@@ -184,3 +184,77 @@ def test_tls_after_an_upgrade_is_followed(tmp_path: Path, port: int) -> None:
     if port == 3128:
         assert [(e["http.request.method"], e["http.response.status_code"]) for e in events
                 if e["event.dataset"] == "soc.http"] == [("CONNECT", 200)]
+
+
+# --- the same classes elsewhere: overlaps, urgent data, HTTP pipelining / 100 Continue, TLS record layout ----
+GOOD = b"GET /good/path HTTP/1.1\r\nHost: h.example\r\n\r\n"
+EVIL = b"GET /evil/path HTTP/1.1\r\nHost: h.example\r\n\r\n"
+EMPTY_200 = (1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+OVERLAPS = {  # segments (direction, bytes, stream offset); whether retransmitted bytes differ from the first copy
+    "retransmission differs": ([(0, GOOD[:20]), (0, EVIL[:20], 0), (0, GOOD[20:])], True),
+    "retransmission equal": ([(0, GOOD[:20]), (0, GOOD[:20], 0), (0, GOOD[20:])], False),
+    "held twice, differs": ([(0, GOOD[10:30], 10), (0, GOOD[10:20] + b"X" * 10, 10), (0, GOOD[:10], 0),
+                             (0, GOOD[30:], 30)], True),
+    "held twice, equal": ([(0, GOOD[10:], 10), (0, GOOD[10:], 10), (0, GOOD[:10], 0)], False),
+    "held overlaps what a later segment delivered": ([(0, EVIL[3:], 3), (0, GOOD[:10], 0)], True),
+    "held segment repackaged by the retransmission": ([(0, GOOD[20:30], 20), (0, GOOD[:40], 0), (0, GOOD[40:])],
+                                                      False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+def test_overlapping_segments_first_copy_wins_and_conflicts_are_recorded(tmp_path: Path, case: str) -> None:
+    segments, differs = OVERLAPS[case]
+    pcap = write(tmp_path, tcp_session([*segments, EMPTY_200]))
+    ooo = ("-o", "tcp.reassemble_out_of_order:TRUE")
+    events, stats = sensor_events(pcap)
+    assert soc_http(events) == tshark_http(pcap, *ooo) == ([("GET", "/good/path", "h.example")], ["200"])
+    conflict = tshark_rows(pcap, "tcp.segment.overlap.conflict", ("frame.number",), *ooo)
+    assert bool(conflict) is differs  # tshark's "conflicting data in segment overlap"
+    assert bool(stats["tcp_overlap_different_data"]) is differs and stats["tcp_stream_gaps"] == 0
+    flow = next(e for e in events if e["event.dataset"] == "soc.flow")
+    assert ("soc.flow.overlap_different_data" in flow) is differs
+
+
+def test_urgent_data_stays_in_the_stream(tmp_path: Path) -> None:
+    """As tshark and Suricata's default (`stream.reassembly.urgent.policy: inline`), urgent bytes are stream bytes."""
+    req = b"GET /urgent/path HTTP/1.1\r\nHost: h.example\r\n\r\n"
+    packets = tcp_session([(0, req[:10]), (0, req[10:]), EMPTY_200], flags={1: "U"}, urgent={1: 3})
+    (reqs, codes), _, _ = _same(tmp_path, packets)
+    assert reqs == [("GET", "/urgent/path", "h.example")] and codes == ["200"]
+
+
+def test_http_pipelining_and_100_continue(tmp_path: Path) -> None:
+    """Responses answer requests in order (RFC 9112 9.3.2); an interim 100 Continue is not the final response."""
+    body = b"x" * 20
+    reqs = (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" + b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n" + body
+            + b"HEAD /c HTTP/1.1\r\nHost: h\r\n\r\n")
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            + b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            + b"HTTP/1.1 404 Not Found\r\nContent-Length: 99\r\n\r\n")  # HEAD: no body
+    put = b"PUT /d HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 20\r\n\r\n"
+    segments = [(0, reqs[:30]), (0, reqs[30:]), (1, resp[:7]), (1, resp[7:50]), (1, resp[50:]), (0, put),
+                (1, b"HTTP/1.1 100 Continue\r\n\r\n"), (0, body), (1, b"HTTP/1.1 204 No Content\r\n\r\n")]
+    pcap = write(tmp_path, tcp_session(segments))
+    events, _ = sensor_events(pcap, "soc.http")
+    reqs_t, codes_t = tshark_http(pcap)
+    final = [c for c in codes_t if not c.startswith("1")]  # HTTP-INTERIM: 1xx are not an event's status
+    assert codes_t.count("100") == 1 and len(final) == len(reqs_t) == 4
+    assert [(e["http.request.method"], e["url.original"], e["http.response.status_code"]) for e in events] == [
+        (m, u, int(c)) for (m, u, _), c in zip(reqs_t, final, strict=True)]
+
+
+def _records(handshake: bytes, cuts: list[int]) -> bytes:
+    """Handshake bytes spread over several TLS records, cut at the given offsets."""
+    parts = [handshake[a:b] for a, b in zip([0, *cuts], [*cuts, len(handshake)], strict=True)]
+    return b"".join(b"\x16\x03\x01" + len(p).to_bytes(2, "big") + p for p in parts)
+
+
+def test_tls_handshake_split_across_records_and_segments(tmp_path: Path) -> None:
+    hello = client_hello("split.example")
+    fragmented = _records(hello[5:], [3, 40])  # the ClientHello in three records, one cut inside its header
+    sh = server_hello()  # ServerHello and ServerHelloDone in one record
+    packets = tcp_session([(0, fragmented[:4]), (0, fragmented[4:50]), (0, fragmented[50:]), (1, sh[:7]), (1, sh[7:])],
+                          dport=8443)
+    (hellos, ja3s), _, _ = _same(tmp_path, packets, "tls", "-d", "tcp.port==8443,tls")
+    assert [sni for sni, _ in hellos] == ["split.example"] and len(ja3s) == 1
