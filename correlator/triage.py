@@ -19,7 +19,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,10 @@ STATS_BY = {
     "status": lambda a: [status_of(a)],
 }
 SUPPRESSION = "suppression"  # the store's record kind
+# Short names an analyst may use in an alert query (--where): `rule.name:"Port Scan*"`, `status:open`.
+ALIASES = {"rule.name": "soc.alert.rule.name", "rule.id": "soc.alert.rule.uuid", "rule.uuid": "soc.alert.rule.uuid",
+           "status": "soc.alert.workflow_status", "severity": "soc.alert.severity", "assignee": "soc.alert.assignees",
+           "risk": "soc.alert.risk_score"}
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -86,6 +90,13 @@ def created_at(alert: dict[str, Any]) -> str:
 def _seconds(start: str, end: str) -> float:
     delta = datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
     return max(0.0, round(delta.total_seconds(), 3))
+
+
+def alert_query(text: str | None, since: datetime | None = None, until: datetime | None = None) -> Query:
+    """A soc query over alerts, with the short names of ALIASES (`rule.name` is the alert's rule name)."""
+    q = parse_query(text or "", since, until)
+    return Query(tuple(replace(c, field=ALIASES[c.field]) if getattr(c, "field", None) in ALIASES else c
+                       for c in q.clauses), q.since, q.until)
 
 
 def check(change: Change) -> None:
@@ -181,7 +192,7 @@ def targets(gate: Gate, ids: Sequence[str] = (), where: str | None = None,
         else:
             refused.append((uuid, f"no alert with id {uuid}"))
     if where is not None or (statuses and not ids):
-        q = parse_query(where or "")
+        q = alert_query(where)
         read = gate.search_alerts_any(q, [[(Term("soc.alert.workflow_status", s),) for s in statuses]] if statuses
                                       else [], sys.maxsize, f"alerts where {where!r} status={','.join(statuses)}")
         withheld += read.withheld or 0
@@ -380,7 +391,7 @@ class Filters:
 
     def query(self) -> tuple[Query, list[list[tuple[Clause, ...]]]]:
         """The AND-ed query and the OR groups for Gate.search_alerts_any."""
-        q = parse_query(self.where or "", self.since, self.until)
+        q = alert_query(self.where, self.since, self.until)
         clauses: list[Clause] = list(q.clauses)
         groups: list[list[tuple[Clause, ...]]] = []
         if self.statuses and set(self.statuses) != set(STATUSES):
