@@ -92,8 +92,9 @@ class Sensor:
                 if cut and len(data) >= wirelen:  # the IP header claims more than the whole frame holds
                     counters["ip_length_beyond_frame"] += 1
                 if proto == TCP:
-                    if flags & SYN:
+                    if flags & SYN:  # the SYN takes one sequence number: its data (TCP Fast Open) starts at ISN + 1
                         flow.isn[direction] = seq
+                        seq = (seq + 1) & 0xFFFFFFFF
                     if payload:
                         app = flow.app
                         if app is None:
@@ -133,7 +134,7 @@ class Sensor:
                "reassembled": c["reassembled"], "fragments_incomplete": c["fragments_incomplete"],
                "flows_emitted": c["flows_emitted"], "flows_evicted": c["flows_evicted"],
                "flows_open": len(self.table.flows), "dns_malformed": c["dns_malformed"],
-               "tcp_stream_gaps": c["tcp_stream_gaps"],
+               "tcp_stream_gaps": c["tcp_stream_gaps"], "tcp_overlap_different_data": c["tcp_overlap_different_data"],
                "events": dict(self.events)}
 
     # --- event building ----------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ class Sensor:
             src, dst = _ip(flow.src), _ip(flow.dst)
             sport, dport = flow.icmp if flow.icmp is not None else (flow.sport, flow.dport)
             common = {**self.base, "network.transport": TRANSPORT.get(flow.proto, str(flow.proto)),
-                      "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6"}
+                      "network.iana_number": str(flow.proto), "network.type": "ipv4" if flow.version == 4 else "ipv6",
+                      "soc.flow.first_frame": flow.first_packet}  # with log.file.path: where its packets are
             cid = community_id(flow.proto, flow.src, flow.dst, sport, dport, self.community_seed)
             if cid:
                 common["network.community_id"] = cid
@@ -214,6 +216,8 @@ class Sensor:
                 self._app_event(flow, res)
             if app.gaps:
                 self.counters["tcp_stream_gaps"] += app.gaps
+            if app.conflicts:
+                self.counters["tcp_overlap_different_data"] += app.conflicts
         ev = self._event("flow", flow.start, flow, False)
         if flow.end_reason == "active_timeout":
             types = ["connection", "start"] if flow.part == 0 else ["connection"]
@@ -229,6 +233,8 @@ class Sensor:
         ev["soc.flow.state"], ev["soc.flow.end_reason"] = outcome, flow.end_reason
         if app is not None and app.proto:
             ev["network.protocol"] = app.proto
+        if app is not None and app.conflicts:  # Suricata: stream.reassembly_overlap_different_data
+            ev["soc.flow.overlap_different_data"] = app.conflicts
         if flow.proto == TCP:
             ev["soc.flow.source_flags"] = list(FLAG_LISTS[flow.flags[0] & 0x3F])
             ev["soc.flow.destination_flags"] = list(FLAG_LISTS[flow.flags[1] & 0x3F])

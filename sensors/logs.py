@@ -297,7 +297,7 @@ def suricata_event(obj: dict) -> dict:
 
 
 # --- Zeek -------------------------------------------------------------------------------------------------------
-ZEEK_KINDS = ("conn", "dns", "http", "ssl", "ssh")
+ZEEK_KINDS = ("conn", "dns", "http", "ssl", "ssh", "notice")
 
 
 def zeek_event(rec: dict, kind: str) -> dict:
@@ -365,6 +365,25 @@ def zeek_event(rec: dict, kind: str) -> dict:
         _ssh_side(ev, "server", rec.get("server"))
         if rec.get("auth_success") is not None and rec.get("auth_success") != "-":
             ev["event.outcome"] = "success" if rec["auth_success"] else "failure"
+    elif kind == "notice":  # an alert: the correlator's SensorAlertDetector raises it in soc's queue
+        ev["event.kind"] = "alert"
+        ev["event.category"] = ["network", "intrusion_detection"]
+        ev["event.type"] = ["info"]
+        note = rec.get("note")
+        _put(ev, "rule.name", note)
+        _put(ev, "rule.category", note.split("::")[0] if isinstance(note, str) and "::" in note else None)
+        _put(ev, "message", rec.get("msg"))
+        _put(ev, "zeek.notice.sub", rec.get("sub"))
+        _put(ev, "zeek.notice.actions", rec.get("actions") or None)
+        _put(ev, "zeek.notice.suppress_for", rec.get("suppress_for"))
+        for side, addr in (("source", "src"), ("destination", "dst")):  # the notice's hosts, when not a connection
+            if ev.get(f"{side}.ip") is None:
+                _put(ev, f"{side}.ip", rec.get(addr))
+        if ev.get("destination.port") is None:
+            _put(ev, "destination.port", rec.get("p"))
+        ips = [ev[f] for f in ("source.ip", "destination.ip") if ev.get(f)]
+        if ips:
+            ev["related.ip"] = list(dict.fromkeys(ips))
     return ev
 
 

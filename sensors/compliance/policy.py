@@ -377,10 +377,12 @@ def _check(ctx: _Ctx, m: _Lines, fld: str, regex_type: str, variables: dict[str,
     """One check (or the requirements block) as far as it reads; each problem is recorded in `ctx`."""
     check_id = 0
     if not requirement and "id" in m:
-        check_id = m["id"]
-        if isinstance(check_id, bool) or not isinstance(check_id, int) or not 0 < check_id <= MAX_CHECK_ID:
-            shown = reprlib.repr(check_id) if _text(check_id) else type(check_id).__name__
+        raw_id = m["id"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, int) or not 0 < raw_id <= MAX_CHECK_ID:
+            shown = reprlib.repr(raw_id) if _text(raw_id) else type(raw_id).__name__
             ctx.note(m.lines["id"], f"{fld}.id", f"must be a positive integer up to {MAX_CHECK_ID}, got {shown}")
+        else:
+            check_id = raw_id  # 0 (no id) otherwise: never compared for duplicates
     title = ""
     with ctx.part():
         title = ctx.string(m, "title", fld)

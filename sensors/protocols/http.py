@@ -20,12 +20,16 @@ def looks_like_request(buf: bytes) -> bool:
     return end > 0 and (end == len(buf) or buf[end] in b" \r\n")
 
 
+def starts_message(buf: bytes) -> bool:
+    """True when buf starts with an HTTP/1.x status line or a request line naming HTTP/1.x."""
+    if buf.startswith(b"HTTP/1."):
+        return True
+    return looks_like_request(buf) and b" HTTP/1." in buf[:buf.find(b"\n", 0, 8192) + 1 or 8192]
+
+
 def is_http(buf: bytes, sport: int, dport: int) -> bool:
     """HTTP on any port when the first line names an HTTP/1 version; on HTTP ports any method-like line."""
-    line = buf[:buf.find(b"\n", 0, 8192) + 1 or 8192]
-    if buf.startswith(b"HTTP/1.") or (looks_like_request(buf) and b" HTTP/1." in line):
-        return True
-    return sport in PORTS or dport in PORTS  # odd request lines still get their responses parsed
+    return starts_message(buf) or sport in PORTS or dport in PORTS  # odd request lines get their responses parsed
 
 
 def _head(buf: bytes) -> tuple[list[bytes], int] | None:

@@ -11,6 +11,7 @@ GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 VERSIONS = {0x0300: "3.0", 0x0301: "1.0", 0x0302: "1.1", 0x0303: "1.2", 0x0304: "1.3"}
 JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2",
                 0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3"}
+SSL2_CLIENT_HELLO = 0x101  # pseudo handshake type: an SSLv2-format CLIENT-HELLO (body from its message type on)
 EXT_SNI, EXT_GROUPS, EXT_POINTS, EXT_SIGALGS, EXT_ALPN, EXT_VERSIONS = 0, 10, 11, 13, 16, 43
 
 
@@ -19,16 +20,31 @@ def looks_like_tls(buf: bytes) -> bool:
     return len(buf) >= 3 and buf[0] == 0x16 and buf[1] == 3 and buf[2] <= 4
 
 
+def looks_like_sslv2_hello(buf: bytes) -> bool:
+    """An SSLv2-format record holding a CLIENT-HELLO that offers SSL 2.0 up to TLS 1.3 (RFC 5246 E.2): how old
+    clients open a TLS session."""
+    if len(buf) < 5 or not buf[0] & 0x80 or buf[2] != 1 or ((buf[0] & 0x7F) << 8 | buf[1]) < 9:
+        return False
+    return buf[3:5] == b"\x00\x02" or (buf[3] == 3 and buf[4] <= 4)
+
+
+def starts_session(buf: bytes) -> bool:
+    """A ClientHello record (or SSLv2-compatible hello) at the start of buf: TLS starting here, e.g. after STARTTLS."""
+    return (looks_like_tls(buf) and len(buf) >= 6 and buf[5] == 1) or looks_like_sslv2_hello(buf)
+
+
 class HandshakeReader:
     """Collects handshake messages from one direction's TCP byte stream (records may split messages and
-    messages may split across records and segments)."""
+    messages may split across records and segments). The stream's first record may be an SSLv2-compatible
+    CLIENT-HELLO, returned as type SSL2_CLIENT_HELLO."""
 
-    __slots__ = ("records", "hs", "done")
+    __slots__ = ("records", "hs", "done", "started")
 
     def __init__(self) -> None:
         self.records = bytearray()
         self.hs = bytearray()
         self.done = False
+        self.started = False
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add stream bytes; return the complete handshake messages (type, body) found so far."""
@@ -36,6 +52,14 @@ class HandshakeReader:
             return []
         self.records += data
         recs, out, pos = self.records, [], 0
+        if not self.started and len(recs) >= 2:
+            if recs[0] & 0x80:  # SSLv2 record header: 2 bytes, the length in the low 15 bits
+                end = 2 + ((recs[0] & 0x7F) << 8 | recs[1])
+                if len(recs) < end:
+                    return []
+                out.append((SSL2_CLIENT_HELLO, bytes(recs[2:end])))
+                pos = end
+            self.started = True
         while len(recs) - pos >= 5:
             ctype, length = recs[pos], (recs[pos + 3] << 8) | recs[pos + 4]
             if len(recs) - pos - 5 < length:
@@ -156,6 +180,21 @@ def client_hello(body: bytes) -> dict:
         ev["tls.next_protocol"] = alpn[0]
         ev["soc.tls.client.alpn"] = alpn
     return ev
+
+
+def client_hello_v2(body: bytes) -> dict:
+    """ECS fields of an SSLv2-compatible CLIENT-HELLO (version and cipher specs; it has no extensions, so no SNI,
+    and tshark and Suricata compute no JA3 for it either)."""
+    version = unpack_from(">H", body, 1)[0]
+    spec_len = unpack_from(">H", body, 3)[0]
+    specs = body[9:9 + spec_len]
+    if len(specs) < spec_len:
+        raise ValueError("SSLv2 CLIENT-HELLO truncated")
+    ciphers = [int.from_bytes(specs[i:i + 3], "big") for i in range(0, spec_len - spec_len % 3, 3)]
+    name = "2.0" if version == 0x0002 else version_name(version)
+    return {"tls.client.supported_ciphers": [_cipher_name(c) for c in ciphers if c not in GREASE],
+            "tls.version_protocol": "ssl" if version <= 0x0300 else "tls", "tls.version": name,
+            "soc.tls.client.versions": [name], "soc.tls.client.sslv2_hello": True}
 
 
 def server_hello(body: bytes) -> dict:
