@@ -184,3 +184,13 @@ def test_validate_reports_every_problem_located(tmp_path: Path):
     rows = [json.loads(line) for line in runner.invoke(app, ["compliance", "validate", "--json", str(bad)]).stdout
             .splitlines()]
     assert [f"{bad}:{p['line']}: {p['field']}: " for p in rows[0]["problems"]] == expected
+
+
+def test_a_list_as_check_id_is_one_located_problem(tmp_path: Path):
+    """`id: []` reached the duplicate-id check as an unhashable key (TypeError, fuzz-found)."""
+    bad = tmp_path / "listid.yml"
+    bad.write_text(MANY.replace("id: -4", "id: []").replace("- id: 1\n    title: twin", "- id: {}\n    title: twin"))
+    res = runner.invoke(app, ["compliance", "validate", str(bad)])
+    assert res.exit_code == 2, res.exception
+    assert f"{bad}:11: checks[1].id: must be a positive integer" in res.stderr
+    assert f"{bad}:15: checks[2].id: must be a positive integer" in res.stderr
