@@ -81,7 +81,10 @@ class TcpApp:
                 if self.proto == "http":
                     self.mode[direction] = "head"
         out = self._deliver(direction, payload, ts, sport, dport)
-        self._remember(direction, seq, payload)
+        recent = self.recent[direction]  # kept to compare retransmissions with (inline: the hot path)
+        recent.append((seq, payload))
+        if len(recent) > RECENT:
+            del recent[0]
         nxt = self.next_seq[direction] = (seq + len(payload)) & MASK
         held = self.held[direction]
         while held and not self.done:
@@ -91,7 +94,9 @@ class TcpApp:
                 if more is None:
                     break
             out += self._deliver(direction, more, ts, sport, dport)
-            self._remember(direction, nxt, more)
+            recent.append((nxt, more))
+            if len(recent) > RECENT:
+                del recent[0]
             nxt = self.next_seq[direction] = (nxt + len(more)) & MASK
         return out
 
@@ -106,12 +111,6 @@ class TcpApp:
                 if before < len(data):
                     return data[before:]
         return None
-
-    def _remember(self, direction: int, seq: int, payload: bytes) -> None:
-        recent = self.recent[direction]
-        recent.append((seq, payload))
-        if len(recent) > RECENT:
-            del recent[0]
 
     def _compare(self, direction: int, seq: int, data: bytes) -> None:
         """Count a conflict when bytes already delivered (from seq on) differ from data."""
