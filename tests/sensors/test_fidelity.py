@@ -258,3 +258,17 @@ def test_tls_handshake_split_across_records_and_segments(tmp_path: Path) -> None
                           dport=8443)
     (hellos, ja3s), _, _ = _same(tmp_path, packets, "tls", "-d", "tcp.port==8443,tls")
     assert [sni for sni, _ in hellos] == ["split.example"] and len(ja3s) == 1
+
+
+def test_ja4_without_signature_algorithms_follows_the_foxio_spec(tmp_path: Path) -> None:
+    """FoxIO JA4: with no signature_algorithms extension the extension hash input has no trailing `_` part."""
+    from hashlib import sha256
+
+    pcap = write(tmp_path, tcp_session([(0, client_hello("ja4.example")), (1, server_hello())], dport=443))
+    events, _ = sensor_events(pcap, "soc.tls")
+    hellos, _ = tshark_tls(pcap)
+    assert [sni for sni, _ in hellos] == ["ja4.example"]  # tshark 4.0 has no JA4 field: the recipe is the truth
+    ciphers = ",".join(sorted(f"{c:04x}" for c in (0x1301, 0xC02F, 0x002F)))
+    extensions = "000a"  # supported_groups; SNI (0000) and ALPN are left out of the hash
+    assert events[0]["tls.client.ja4"] == (f"t12d030200_{sha256(ciphers.encode()).hexdigest()[:12]}_"
+                                           f"{sha256(extensions.encode()).hexdigest()[:12]}")
