@@ -157,6 +157,8 @@ def pcap(
             for f in files:
                 path = str(f.resolve())
                 sensor = _make_sensor(name, nets, path, community_id_seed)
+                if flt is not None:  # the extract re-reads the file through the same filter (correlator.evidence)
+                    sensor.base["soc.capture.bpf"] = flt.expression
                 fstats: dict = {}
 
                 yield from sensor.run(_records(path, fstats, flt, bar, errors, time_shift))

@@ -361,6 +361,8 @@ READS = {
     "incident assign": [["incident", "assign", "2", "red", "--store", "COPY"]],
     "incident task": [["incident", "task", "2", "add", "red", "--store", "COPY"]],
     "incident close": [["incident", "close", "2", "--reason", "other", "--store", "COPY"]],
+    "pcap extract": [["pcap", "extract", "--incident", "1", "-o", "OUT"], ["pcap", "extract", "--incident", "2", "-o",
+                     "OUT"], ["pcap", "extract", "--alert", "ALERT", "-o", "OUT"]],
     "hunt": [["hunt", "RULES"]],
     "compliance report": [["compliance", "report"]],
     "audit list": [["audit", "list", "--limit", "100000"]],
