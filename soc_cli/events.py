@@ -11,6 +11,7 @@ from rich.table import Table
 
 from correlator.events import loads_event, normalize
 from correlator.pipeline import Pipeline
+from correlator.pivots import PivotError, around, parse_window
 from correlator.query import QueryError, parse_query, parse_time
 from correlator.store import StoreError
 from soc_cli.common import (
@@ -133,6 +134,10 @@ def search(
     until: Annotated[str | None, typer.Option(help="End (exclusive): ISO-8601, epoch, or 15m/24h/7d ago.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events, newest first.")] = 100,
     count: Annotated[bool, typer.Option("--count", help="Print only how many events match.")] = False,
+    around: Annotated[str | None, typer.Option(
+        "--around", help="Pivot: the events of this alert's group key (its addresses on either side) within --window "
+                         "of its first and last event.")] = None,
+    window: Annotated[str, typer.Option(help="With --around: 30s, 15m, 2h, 1d.")] = "15m",
     clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
@@ -143,7 +148,14 @@ def search(
     field:>=N or field:[A TO B] (numeric range), and bare words (free text over string values).
 
     Example: soc events search 'event.dataset:soc.http salaries' --since 30d --json
+
+    Example: soc events search --around 0f3c9a1e2b7d4c6a8e5f1a2b3c4d5e6f --window 15m
     """
+    if around is not None:
+        if query or since or until or count:
+            die("--around takes no query, --since, --until or --count (the alert sets them)")
+        _around(around, window, limit, clearance, store, json)
+        return
     try:
         q = parse_query(query, parse_time(since), parse_time(until))
     except QueryError as exc:
@@ -162,10 +174,38 @@ def search(
         for ev in hits:
             print_event(ev)
         return
-    table = Table(title=f"{len(hits)} events", title_justify="left")
+    _table(hits, f"{len(hits)} events")
+
+
+def _table(hits: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
     for col in ("@timestamp", "dataset", "source", "destination", "summary"):
         table.add_column(col, overflow="fold")
     for ev in hits:
         table.add_row(ev["@timestamp"], str(ev.get("event.dataset", "")), _endpoint(ev, "source"),
                       _endpoint(ev, "destination"), _summary(ev))
     console.print(table)
+
+
+def _around(alert_id: str, window: str, limit: int, clearance: str | None, store: str | None, json: bool) -> None:
+    """`events search --around`: the pivot is correlator.pivots.around, through the gate."""
+    try:
+        span = parse_window(window)
+    except QueryError as exc:
+        die(f"--window: {exc}")
+    gate = open_reader(get_store(store), clearance)
+    try:
+        alert, read = around(gate, alert_id, span, limit)
+    except PivotError as exc:
+        if exc.read is not None:
+            say_withheld(exc.read, exc.kind, gate)
+        die(str(exc), ExitCode.FAILURE)
+    except StoreError as exc:
+        die(str(exc), ExitCode.FAILURE)
+    say_withheld(read, "events", gate)
+    if json:
+        for ev in read.items:
+            print_event(ev)
+        return
+    keys = ", ".join(f"{t['field']}={t['value']}" for t in alert.get("soc.alert.suppression.terms") or [])
+    _table(read.items, f"{len(read.items)} events within {window} of alert {alert_id} ({keys})")

@@ -333,7 +333,7 @@ NOT_READING = {
 READS = {
     "store status": [["store", "status"]],
     "events search": [["events", "search", "--limit", "10000"], ["events", "search", "--count"],
-                      ["events", "search", "network.transport:tcp"]],
+                      ["events", "search", "network.transport:tcp"], ["events", "search", "--around", "ALERT"]],
     "alerts list": [["alerts", "list", "--limit", "1000"]],
     "alerts show": [["alerts", "show", "ALERT"]],
     # the workflow changes a copy of the world (COPY): an alert above the reader is refused as unknown, a bulk
@@ -363,6 +363,8 @@ READS = {
     "incident close": [["incident", "close", "2", "--reason", "other", "--store", "COPY"]],
     "pcap extract": [["pcap", "extract", "--incident", "1", "-o", "OUT"], ["pcap", "extract", "--incident", "2", "-o",
                      "OUT"], ["pcap", "extract", "--alert", "ALERT", "-o", "OUT"]],
+    "timeline": [["timeline", "--ip", "10.20.200.5"], ["timeline", "--ip", "10.20.3.3", "--ip", "185.220.101.7"],
+                 ["timeline", "--incident", "1"], ["timeline", "--incident", "2"]],
     "hunt": [["hunt", "RULES"]],
     "compliance report": [["compliance", "report"]],
     "audit list": [["audit", "list", "--limit", "100000"]],
