@@ -20,10 +20,10 @@ from typing import Any
 from correlator.events import to_utc_iso
 from correlator.gate import Gate, Read
 from correlator.query import Query, Term
+from correlator.triage import CLOSE_REASONS, Change, Outcome, change_alerts
 
 SEVERITIES = ("low", "medium", "high", "critical")
 STATUSES = ("open", "closed")
-CLOSE_REASONS = ("true-positive", "false-positive", "benign-positive", "duplicate", "other")
 # Observables: (type, fields of an alert or of its events that hold one)
 OBSERVABLE_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ip", ("source.ip", "destination.ip", "related.ip", "client.ip", "server.ip", "dns.resolved_ip")),
@@ -199,14 +199,22 @@ def assign(gate: Gate, number: int, user: str) -> dict[str, Any]:
     return _change(gate, number, "assigned", lambda d: d | {P + "assignee": user}, user, assignee=user)
 
 
-def close(gate: Gate, number: int, reason: str, comment: str = "") -> dict[str, Any]:
-    """Close the incident with a reason (CLOSE_REASONS) and an optional comment. Its alerts are left as they are."""
+def close(gate: Gate, number: int, reason: str, comment: str = "",
+          close_alerts: bool = False) -> tuple[dict[str, Any], Outcome | None]:
+    """Close the incident with a reason (CLOSE_REASONS) and an optional comment; with `close_alerts`, also close its
+    open alerts with the same reason (correlator.triage: each alert's own workflow, history and audit)."""
     if reason not in CLOSE_REASONS:
         raise IncidentError(f"--reason {reason!r}: one of {', '.join(CLOSE_REASONS)}")
     detail = reason + (f": {comment}" if comment else "")
-    return _change(gate, number, "closed", lambda d: d | {P + "status": "closed", P + "close_reason": reason,
-                                                           P + "close_comment": comment, P + "closed_at": _now()},
-                   detail, reason=reason)
+    doc = _change(gate, number, "closed", lambda d: d | {P + "status": "closed", P + "close_reason": reason,
+                                                          P + "close_comment": comment, P + "closed_at": _now()},
+                  detail, reason=reason)
+    if not close_alerts:
+        return doc, None
+    still = [a["soc.alert.uuid"] for a in alerts_of(gate, doc).items if a.get("soc.alert.workflow_status") != "closed"]
+    change = Change("close", gate.reader.user, _now(), reason, f"incident {number}" + (f": {comment}" if comment
+                                                                                         else ""))
+    return doc, change_alerts(gate, change, still) if still else Outcome()
 
 
 def add_task(gate: Gate, number: int, text: str) -> dict[str, Any]:

@@ -9,18 +9,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from correlator import incidents
 from correlator.gate import Gate, Read
-from correlator.query import Query, QueryError, Term
+from correlator.query import Query, Term
 
 DEFAULT_WINDOW = timedelta(minutes=15)
-_WINDOW = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 TICK = timedelta(microseconds=1)  # `until` is exclusive: one tick past the last moment kept
 
 
@@ -31,14 +28,6 @@ class PivotError(ValueError):
     def __init__(self, message: str, read: Read | None = None, kind: str = "alerts") -> None:
         super().__init__(message)
         self.read, self.kind = read, kind
-
-
-def parse_window(text: str) -> timedelta:
-    """`30s`, `15m`, `2h`, `1d` → timedelta; QueryError otherwise."""
-    m = _WINDOW.match(text.strip())
-    if not m:
-        raise QueryError(f"window {text!r}: use a duration such as 30s, 15m, 2h or 1d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 def _time(iso: str) -> datetime:

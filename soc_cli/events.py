@@ -11,9 +11,10 @@ from rich.table import Table
 
 from correlator.events import loads_event, normalize
 from correlator.pipeline import Pipeline
-from correlator.pivots import PivotError, around, parse_window
+from correlator.pivots import PivotError, around
 from correlator.query import QueryError, parse_query, parse_time
 from correlator.store import StoreError
+from correlator.triage import parse_duration
 from soc_cli.common import (
     ClearanceOpt,
     ExitCode,
@@ -190,9 +191,9 @@ def _table(hits: list[dict[str, Any]], title: str) -> None:
 def _around(alert_id: str, window: str, limit: int, clearance: str | None, store: str | None, json: bool) -> None:
     """`events search --around`: the pivot is correlator.pivots.around, through the gate."""
     try:
-        span = parse_window(window)
-    except QueryError as exc:
-        die(f"--window: {exc}")
+        span = parse_duration(window)
+    except QueryError:
+        die(f"--window {window!r}: expected a duration such as 30s, 15m or 2h")
     gate = open_reader(get_store(store), clearance)
     try:
         alert, read = around(gate, alert_id, span, limit)

@@ -12,8 +12,9 @@ from correlator import incidents
 from correlator.events import nest
 from correlator.gate import Gate
 from correlator.incidents import IncidentError, P
-from correlator.query import Query, QueryError, parse_query, parse_time
+from correlator.query import Query, QueryError, parse_time
 from correlator.store import StoreError
+from correlator.triage import CLOSE_REASONS, alert_query
 from soc_cli.common import (
     ClearanceOpt,
     ExitCode,
@@ -25,14 +26,16 @@ from soc_cli.common import (
     open_reader,
     print_ndjson,
     say_withheld,
+    warn,
 )
 
 app = typer.Typer(help="Incidents: alerts grouped for handling, with tasks, observables and a timeline.\n\n"
                        "Example: soc incident create --title 'Scan of the ministry' --where 'source.ip:203.0.113.0/24'",
                   no_args_is_help=True)
 
-WhereOpt = Annotated[str | None, typer.Option("--where", help="Alerts matching this query (alerts list syntax, e.g. "
-                                                              "'soc.alert.severity:high source.ip:203.0.113.0/24').")]
+WhereOpt = Annotated[str | None, typer.Option("--where", help="Alerts matching this query (the alert query of "
+                                                              "`soc alerts`, e.g. 'rule.name:\"Port Scan*\" "
+                                                              "source.ip:203.0.113.0/24').")]
 SinceOpt = Annotated[str | None, typer.Option(help="With --where: alerts from this time (ISO-8601, epoch, 24h).")]
 
 
@@ -60,7 +63,7 @@ def _alerts(gate: Gate, ids: list[str], where: str | None, since: str | None) ->
     q: Query | None = None
     if where:
         try:
-            q = parse_query(where, parse_time(since))
+            q = alert_query(where, parse_time(since))
         except QueryError as exc:
             die(f"--where: {exc}")
     read = _run(gate, lambda: incidents.select_alerts(gate, ids, q))
@@ -221,18 +224,28 @@ def assign(
 @app.command()
 def close(
     number: Annotated[int, typer.Argument(help="Incident number.")],
-    reason: Annotated[str, typer.Option("--reason", help=f"One of {', '.join(incidents.CLOSE_REASONS)}.")],
+    reason: Annotated[str, typer.Option("--reason", help=f"One of {', '.join(CLOSE_REASONS)}.")],
     comment: Annotated[str, typer.Option("--comment", help="Why, in words.")] = "",
+    close_alerts: Annotated[bool, typer.Option("--close-alerts", help="Also close its alerts that are not closed, "
+                                                                      "with the same reason.")] = False,
     clearance: ClearanceOpt = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Close an incident with a reason (its alerts keep their own status).
+    """Close an incident with a reason (its alerts keep their own status unless --close-alerts).
 
-    Example: soc incident close 1 --reason true-positive --comment 'host reimaged'
+    Example: soc incident close 1 --reason true-positive --comment 'host reimaged' --close-alerts
     """
     gate = _gate(store, clearance)
-    _said(_run(gate, lambda: incidents.close(gate, number, reason, comment)), json, f"closed ({reason})")
+    doc, outcome = _run(gate, lambda: incidents.close(gate, number, reason, comment, close_alerts))
+    _said(doc, json, f"closed ({reason})")
+    if outcome is not None:
+        for uuid, why in outcome.refused:
+            warn(f"alert {uuid}: {why}")
+        if not json:
+            console.print(f"alerts: {len(outcome.changed)} closed, {len(outcome.refused)} refused", highlight=False)
+        if outcome.refused:
+            raise typer.Exit(ExitCode.FAILURE)
 
 
 @app.command()

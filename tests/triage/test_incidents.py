@@ -108,7 +108,7 @@ def test_workflow_timeline_tasks_and_audit(world):
     steps = [["create", "--title", "case", "--alerts", first], ["add", "1", second], ["assign", "1", "alice"],
              ["task", "1", "add", "isolate the host"], ["task", "1", "add", "reset passwords"],
              ["task", "1", "done", "2"],
-             ["close", "1", "--reason", "true-positive", "--comment", "contained"]]
+             ["close", "1", "--reason", "true-positive", "--comment", "contained", "--close-alerts"]]
     for argv in steps:
         res = soc(uri, "incident", *argv)
         assert res.exit_code == 0, (argv, res.stderr)
@@ -122,8 +122,15 @@ def test_workflow_timeline_tasks_and_audit(world):
     assert (inc["status"], inc["assignee"], inc["close_reason"]) == ("closed", "alice", "true-positive")
     assert {r["soc"]["alert"]["uuid"] for r in rows[1:]} == {first, second}
     store = open_store(uri)
+    for uuid in (first, second):  # --close-alerts: each alert closed by its own workflow, with the reason
+        alert = store.get_alert(uuid)
+        assert alert["soc.alert.workflow_status"] == "closed"
+        assert alert["soc.alert.history"][-1]["reason"] == "true-positive"
+    assert store.get_alert(alerts[2]["soc.alert.uuid"])["soc.alert.workflow_status"] != "closed"
     audit = [(e["action"], e["actor"], e["details"].get("incident")) for e in store.audit_entries()
              if e["action"].startswith("incident-")]
+    closed = sorted(e["details"]["alert"] for e in store.audit_entries() if e["action"] == "alert-close")
+    assert closed == sorted([first, second])
     store.close()
     assert audit == [(a, "soc-admin", 1) for a in ("incident-create", "incident-alerts-added", "incident-assigned",
                                                    "incident-task-added", "incident-task-added", "incident-task-done",
