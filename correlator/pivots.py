@@ -89,8 +89,8 @@ def timeline(gate: Gate, ips: list[str] | None = None, incident: int | None = No
         except incidents.IncidentError as exc:
             raise PivotError(str(exc), exc.read, "incidents") from None
         alerts = incidents.alerts_of(gate, doc).items
-        ips += [v for a in alerts for f in ("source.ip", "destination.ip") if isinstance(v := a.get(f), str)
-                and v not in ips]
+        ips = list(dict.fromkeys([*ips, *(v for a in alerts for f in ("source.ip", "destination.ip")
+                                          if isinstance(v := a.get(f), str))]))
         if alerts and since is None:
             since = min(alert_span(a)[0] for a in alerts) - DEFAULT_WINDOW
         if alerts and until is None:
