@@ -8,6 +8,12 @@ decoder, and keeps the next `network.packets` packets whose flow key (`sensors.f
 VLANs, both directions) is the flow's: exactly the packets the sensor counted for it. Frames are written as
 captured (caplen bytes, original length, microsecond timestamps) to a classic pcap.
 
+Live capture keeps a bounded rolling capture (`RingCapture`): the packets the sensor reads are also written to
+`<root>/<run>/<ordinal of the file's first packet>.pcap` (root: `$SOC_HOME/capture/<interface>`), files rotated at
+a size and the oldest deleted while the folder holds more than its size cap or keeps them past its time cap. The
+run's events carry `soc.capture.ring` (the run's folder) instead of a file; the extract reads that folder's files in
+order, so recent alerts have packets and older ones say theirs were rotated out.
+
 The extract is derived from its alert or incident: it carries their label (a `<out>.json` manifest names it, the
 alerts, flows and the file's SHA-256), only what the reader may see is extracted, and it is audited.
 """
@@ -16,8 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import struct
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +48,12 @@ class EvidenceError(ValueError):
 class FlowRef:
     """Where one flow's packets are: the capture, its filter, the first packet's ordinal and how many packets."""
 
-    path: str
+    path: str  # a capture file, or a ring capture's run folder (`ring`)
     first_frame: int
     packets: int
     bpf: str | None = None
     community_id: str | None = None
+    ring: bool = False
 
 
 @dataclass
@@ -73,21 +83,23 @@ def flows_of(gate: Gate, alerts: Sequence[dict[str, Any]]) -> tuple[list[FlowRef
     refs: dict[tuple[str, int], FlowRef] = {}
     problems: list[str] = []
     for eid, ev in events.items():
-        path, first = ev.get("log.file.path"), ev.get("soc.flow.first_frame")
+        ring = ev.get("soc.capture.ring")
+        where = "soc.capture.ring" if ring else "log.file.path"
+        path, first = ev.get(where), ev.get("soc.flow.first_frame")
         if not path or not isinstance(first, int):
-            problems.append(f"event {eid} ({ev.get('event.dataset')}): no capture file recorded (live capture, logs, "
-                            "or read by an older sensor)")
+            problems.append(f"event {eid} ({ev.get('event.dataset')}): no capture recorded (logs, a live capture "
+                            "without --ring, or read by an older sensor)")
             continue
         if (path, first) in refs:
             continue
         flow = ev if ev.get("event.dataset") == "soc.flow" else next(iter(gate.search_events(Query((
-            Term("event.dataset", "soc.flow"), Term("log.file.path", path), Term("soc.flow.first_frame", first))), 1,
+            Term("event.dataset", "soc.flow"), Term(where, path), Term("soc.flow.first_frame", first))), 1,
             f"evidence: flow of event {eid}").items), None)
         if flow is None or not isinstance(flow.get("network.packets"), int):
             problems.append(f"event {eid}: its flow record ({path}, frame {first}) is not in the store")
             continue
         refs[(path, first)] = FlowRef(path, first, flow["network.packets"], ev.get("soc.capture.bpf"),
-                                      ev.get("network.community_id"))
+                                      ev.get("network.community_id"), bool(ring))
     return sorted(refs.values(), key=lambda r: (r.path, r.first_frame)), problems
 
 
@@ -97,18 +109,23 @@ def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, in
     from sensors.decode import Counters, PacketDecoder
     from sensors.flows import FlowTable
 
-    by_file: dict[tuple[str, str | None], dict[int, int]] = {}
+    by_file: dict[tuple[str, str | None, bool], dict[int, int]] = {}
     for f in flows:
-        by_file.setdefault((f.path, f.bpf), {})[f.first_frame] = f.packets
-    for (path, bpf), wanted in sorted(by_file.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        records: Iterator = read_file(path)
-        if bpf:
-            records = BpfFilter(bpf).apply(records)
-        decode, key_of = PacketDecoder(Counters()).decode, FlowTable.key
+        by_file.setdefault((f.path, f.bpf, f.ring), {})[f.first_frame] = f.packets
+    for (path, bpf, ring), wanted in sorted(by_file.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         start, left = min(wanted), dict(wanted)
+        if ring:
+            source: Iterator = ring_records(Path(path), start)
+            records: Iterator = source
+        else:
+            source = read_file(path)
+            if bpf:
+                source = BpfFilter(bpf).apply(source)
+            records = enumerate(source, 1)
+        decode, key_of = PacketDecoder(Counters()).decode, FlowTable.key
         active: dict[tuple, int] = {}
         try:
-            for n, rec in enumerate(records, 1):
+            for n, rec in records:
                 if n < start:
                     continue
                 d = decode(rec[1], rec[3], rec[0])
@@ -123,7 +140,73 @@ def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, in
                     if not left and not any(active.values()):
                         break
         finally:
-            records.close()
+            source.close()
+
+
+def ring_records(run: Path, start: int) -> Iterator[tuple[int, tuple[float, bytes, int, int]]]:
+    """(ordinal, record) of a ring capture's run from the file holding ordinal `start` on; EvidenceError when that
+    packet has been rotated out."""
+    from sensors.capture import read_file
+
+    files = sorted((int(p.stem), p) for p in run.glob("*.pcap") if p.stem.isdigit())
+    first = [i for i, (n, _) in enumerate(files) if n <= start]
+    if not first:
+        raise EvidenceError(f"{run}: packet {start} was rotated out of the ring capture")
+    for n, path in files[first[-1]:]:
+        yield from enumerate(read_file(str(path)), n)
+
+
+class RingCapture:
+    """A bounded rolling capture of live records: `<root>/<run>/<first ordinal>.pcap` files of at most `file_bytes`;
+    the oldest files of every run under `root` are deleted while they hold more than `max_bytes` or are older than
+    `keep` seconds (checked at each rotation)."""
+
+    def __init__(self, root: Path, max_bytes: int, keep: float, file_bytes: int | None = None) -> None:
+        self.root, self.max_bytes, self.keep = root, max_bytes, keep
+        self.file_bytes = file_bytes or max(1 << 20, max_bytes // 20)
+        self.run = root / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"  # made at the first packet
+        self.fh: Any = None
+        self.size = 0
+        self.linktype: int | None = None
+
+    def records(self, records: Iterable[tuple[float, bytes, int, int]]) -> Iterator[tuple[float, bytes, int, int]]:
+        """Pass `records` through, writing each (the sensor numbers them 1, 2, … as the ring does)."""
+        try:
+            for n, rec in enumerate(records, 1):
+                ts, data, wirelen, lt = rec
+                if self.fh is None or self.size >= self.file_bytes or lt != self.linktype:
+                    self._rotate(n, lt)
+                sec = int(ts)
+                self.fh.write(RECORD_HEADER.pack(sec, min(999_999, round((ts - sec) * 1e6)), len(data), wirelen))
+                self.fh.write(data)
+                self.size += 16 + len(data)
+                yield rec
+        finally:
+            if self.fh is not None:
+                self.fh.close()
+
+    def _rotate(self, n: int, linktype: int) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.fh = (self.run / f"{n}.pcap").open("wb")
+        self.fh.write(PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        self.size, self.linktype = PCAP_HEADER.size, linktype
+        self.prune()
+
+    def prune(self) -> None:
+        """Delete the oldest files (never the one being written) past the size or age cap; empty runs go too."""
+        files = sorted((p.stat().st_mtime, p) for p in self.root.glob("*/*.pcap"))
+        total, now = sum(p.stat().st_size for _, p in files), time.time()
+        current = self.fh.name if self.fh is not None else None
+        for mtime, path in files:
+            if str(path) == current or (total <= self.max_bytes and now - mtime <= self.keep):
+                continue
+            total -= path.stat().st_size
+            path.unlink()
+        for run in self.root.iterdir():
+            if run.is_dir() and run != self.run and not any(run.iterdir()):
+                shutil.rmtree(run, ignore_errors=True)
 
 
 def write_pcap(records: Iterator[tuple[float, bytes, int, int]], out: Path) -> tuple[int, str]:
@@ -166,13 +249,17 @@ def extract(gate: Gate, out: Path, alert: str | None = None, incident: int | Non
     if not flows:
         raise EvidenceError("no packets on file for " + (f"alert {alert}" if alert else f"incident {incident}") +
                             (": " + "; ".join(problems[:5]) if problems else ": its alerts name no events"))
-    missing = [f.path for f in flows if not Path(f.path).is_file()]
+    missing = [f.path for f in flows if not (Path(f.path).is_dir() if f.ring else Path(f.path).is_file())]
     if missing:
         raise EvidenceError(f"capture file(s) gone: {', '.join(sorted(set(missing)))}")
     result = Extract(str(out), flows=flows, alerts=[a["soc.alert.uuid"] for a in alerts],
                      rank=int(source.get("gov.label.rank") or 0), level=source.get("gov.label.level"),
                      problems=problems)
-    result.packets, result.sha256 = write_pcap(packets_of(flows), out)
+    try:
+        result.packets, result.sha256 = write_pcap(packets_of(flows), out)
+    except BaseException:
+        out.unlink(missing_ok=True)  # no partial evidence
+        raise
     Path(f"{out}.json").write_text(json.dumps(result.manifest(), indent=2) + "\n")
     gate.store.audit("evidence-extract", {"output": str(out), "sha256": result.sha256, "packets": result.packets,
                                           "alert": alert, "incident": incident, "max_rank": result.rank},

@@ -11,6 +11,10 @@ from typing import Annotated
 import typer
 from scapy.error import Scapy_Exception
 
+from correlator.evidence import RingCapture
+from correlator.query import QueryError
+from correlator.store import data_dir
+from correlator.triage import parse_duration
 from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
 from sensors.engine import Sensor
 from soc_cli.common import (
@@ -214,6 +218,13 @@ def live_capture(
     sensor_name: NameOpt = None,
     home_net: HomeOpt = None,
     community_id_seed: SeedOpt = 0,
+    ring: Annotated[bool, typer.Option(
+        "--ring/--no-ring", help="Keep a bounded rolling capture in $SOC_HOME/capture/IFACE/ so recent alerts have "
+                                 "packets (`soc pcap extract`).")] = True,
+    ring_size: Annotated[int, typer.Option("--ring-size", min=1, help="The rolling capture's cap in MB (all runs of "
+                                                                      "the interface).")] = 512,
+    ring_keep: Annotated[str, typer.Option("--ring-keep", help="Delete rolling-capture files older than this "
+                                                               "(30m, 24h, 7d).")] = "24h",
     json_out: JsonOpt = False,
 ) -> None:
     """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; open flows
@@ -227,6 +238,14 @@ def live_capture(
     flt = _bpf(bpf)  # syntax checked before the socket opens; compiled for the interface's link type on open
     sensor = _make_sensor(name, nets, None, community_id_seed)
     sensor.base["observer.ingress.interface.name"] = iface
+    keeper = None
+    if ring:
+        try:
+            keep = parse_duration(ring_keep).total_seconds()
+        except QueryError:
+            die(f"--ring-keep {ring_keep!r}: expected a duration such as 30m, 24h or 7d")
+        keeper = RingCapture(data_dir() / "capture" / iface.replace("/", "_"), ring_size << 20, keep)
+        sensor.base["soc.capture.ring"] = str(keeper.run)  # where `soc pcap extract` finds the packets
     stopping = {"signal": None}
     deadline = time.monotonic() + duration if duration is not None else None
     seen = {"n": 0}
@@ -257,7 +276,7 @@ def live_capture(
     pipeline = open_pipeline(store)  # the policy first: a refused run creates no store
     st = pipeline.store
     try:
-        run = pipeline.run(sensor.run(records())).as_dict()
+        run = pipeline.run(sensor.run(keeper.records(records()) if keeper else records())).as_dict()
     finally:
         st.close()
         for s, h in old.items():

@@ -72,7 +72,8 @@ def test_live_capture_in_namespaces(netns_pair: tuple[str, str], tmp_path: Path)
     soc = [str(Path(sys.executable).with_name("soc"))]  # the installed entry point, as a user runs it
     cap = subprocess.Popen(["ip", "netns", "exec", ns_b, *soc, "sensor", "live", "--iface", "veth-b", "--json",
                             "--store", f"sqlite:///{db}", "--home-net", "10.199.0.2/32", "--sensor-name", "ns-b"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=os.environ | {"SOC_HOME": str(tmp_path / "home")})  # its rolling capture goes there
     try:
         deadline = time.monotonic() + 60
         line = ""
@@ -107,6 +108,19 @@ def test_live_capture_in_namespaces(netns_pair: tuple[str, str], tmp_path: Path)
     assert all(e["soc.flow.state"] == "rejected" and e["network.direction"] == "inbound" for e in sweep)
     assert all(e["observer.name"] == "ns-b" for e in rows)
     assert all(e["soc.flow.end_reason"] == "end_of_input" for e in by["soc.flow"])  # flushed on SIGTERM
+    # the rolling capture under $SOC_HOME/capture/veth-b/ holds every packet read; each flow's packets come back
+    from scapy.utils import RawPcapReader
+
+    from correlator.evidence import FlowRef, packets_of
+
+    runs = list((tmp_path / "home" / "capture" / "veth-b").iterdir())
+    assert len(runs) == 1 and all(e["soc.capture.ring"] == str(runs[0]) for e in rows)
+    kept = [data for f in sorted(runs[0].glob("*.pcap")) for data, _ in RawPcapReader(str(f))]
+    assert len(kept) == report["packets_read"]
+    for flow in by["soc.flow"]:
+        got = list(packets_of([FlowRef(str(runs[0]), flow["soc.flow.first_frame"], flow["network.packets"],
+                                       ring=True)]))
+        assert len(got) == flow["network.packets"] and all(r[1] in kept for r in got)
 
 
 SWEEP = r"""
@@ -129,7 +143,8 @@ def test_live_stops_on_count_or_duration(netns_pair: tuple[str, str], tmp_path: 
     cap = subprocess.Popen(["ip", "netns", "exec", ns_b, soc, "sensor", "live", "--iface", "veth-b", "--json",
                             "--bpf", "tcp[tcpflags] & tcp-syn != 0 and not tcp[tcpflags] & tcp-ack != 0",
                             "--store", f"sqlite:///{tmp_path / 'c.db'}", *stop],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=os.environ | {"SOC_HOME": str(tmp_path / "home")})  # its rolling capture goes there
     try:
         while "capturing on veth-b" not in cap.stderr.readline():
             assert cap.poll() is None, "soc sensor live exited before capturing"

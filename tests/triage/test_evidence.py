@@ -182,3 +182,40 @@ def test_every_flow_of_a_corpus_capture(corpus, tmp_path, name):
         assert [r[1] for r in got] == truth(frames, [f]), f
         total += len(got)
     assert total == sum(1 for _, _, key in frames if key is not None)  # every dissected frame in one flow
+
+
+def test_a_live_ring_capture_gives_recent_flows_their_packets_and_stays_bounded(corpus, tmp_path):
+    """Records passed through a RingCapture (as `soc sensor live` does), rotated over many small files: every flow's
+    extract is scapy's filter; a size cap keeps only the newest files (older packets say they were rotated out),
+    a time cap deletes files past it."""
+    from correlator.evidence import EvidenceError, RingCapture
+    from correlator.pipeline import Pipeline
+    from sensors.capture import read_file
+    from sensors.engine import Sensor
+
+    pcap = corpus / "pcaps" / "zk_ssh-bruteforce.pcap"
+    ring = RingCapture(tmp_path / "capture", max_bytes=1 << 30, keep=3600, file_bytes=8192)
+    sensor = Sensor(sensor_name="live-1")
+    sensor.base["soc.capture.ring"] = str(ring.run)
+    store = open_store(f"sqlite:///{tmp_path / 'soc.db'}")
+    store.init()
+    Pipeline(store).run(sensor.run(ring.records(read_file(str(pcap)))))
+    flows = store.search_events(Query((Term("event.dataset", "soc.flow"),)), 100_000)
+    store.close()
+    assert len(list(ring.run.glob("*.pcap"))) > 5
+    frames = capture(pcap)
+    for f in flows:
+        assert f["soc.capture.ring"] == str(ring.run) and "log.file.path" not in f
+        ref = FlowRef(f["soc.capture.ring"], f["soc.flow.first_frame"], f["network.packets"], ring=True)
+        assert [r[1] for r in packets_of([ref])] == truth(frames, [f])
+    small = RingCapture(tmp_path / "small", max_bytes=30_000, keep=3600, file_bytes=8192)
+    for _ in small.records(read_file(str(pcap))):
+        pass
+    kept = list(small.run.glob("*.pcap"))
+    assert sum(p.stat().st_size for p in kept) <= 30_000 + 8192 + 2048 and len(kept) < 10
+    with pytest.raises(EvidenceError, match="rotated out"):
+        list(packets_of([FlowRef(str(small.run), 1, 1, ring=True)]))
+    brief = RingCapture(tmp_path / "brief", max_bytes=1 << 30, keep=0, file_bytes=8192)
+    for _ in brief.records(read_file(str(pcap))):
+        pass
+    assert len(list(brief.run.glob("*.pcap"))) == 1
