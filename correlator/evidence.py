@@ -76,31 +76,40 @@ class Extract:
 def flows_of(gate: Gate, alerts: Sequence[dict[str, Any]]) -> tuple[list[FlowRef], list[str]]:
     """The flows of the alerts' events (read through the gate), and a problem for each event whose packets cannot
     be located (no capture file: live capture or logs; its flow record unreadable)."""
-    events: dict[str, dict[str, Any]] = {}
-    for eid in dict.fromkeys(e for a in alerts for e in a.get("soc.alert.ancestors", [])):
-        for ev in gate.search_events(Query((Term("event.id", eid),)), 1, f"evidence: event {eid}").items:
-            events[eid] = ev
-    refs: dict[tuple[str, int], FlowRef] = {}
+    ids = list(dict.fromkeys(e for a in alerts for e in a.get("soc.alert.ancestors", [])))
+    events = gate.search_events_any([Query((Term("event.id", e),)) for e in ids], len(ids),
+                                    f"evidence: the events of {len(alerts)} alert(s)").items if ids else []
+    located: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}  # (capture, first frame) -> (where, an event)
+    flows: dict[tuple[str, int], dict[str, Any]] = {}
     problems: list[str] = []
-    for eid, ev in events.items():
-        ring = ev.get("soc.capture.ring")
-        where = "soc.capture.ring" if ring else "log.file.path"
+    for ev in events:
+        where = "soc.capture.ring" if ev.get("soc.capture.ring") else "log.file.path"
         path, first = ev.get(where), ev.get("soc.flow.first_frame")
         if not path or not isinstance(first, int):
-            problems.append(f"event {eid} ({ev.get('event.dataset')}): no capture recorded (logs, a live capture "
-                            "without --ring, or read by an older sensor)")
+            problems.append(f"event {ev['event.id']} ({ev.get('event.dataset')}): no capture recorded (logs, a live "
+                            "capture without --ring, or read by an older sensor)")
             continue
-        if (path, first) in refs:
-            continue
-        flow = ev if ev.get("event.dataset") == "soc.flow" else next(iter(gate.search_events(Query((
-            Term("event.dataset", "soc.flow"), Term(where, path), Term("soc.flow.first_frame", first))), 1,
-            f"evidence: flow of event {eid}").items), None)
+        located.setdefault((path, first), (where, ev))
+        if ev.get("event.dataset") == "soc.flow":
+            flows[(path, first)] = ev
+    missing = [k for k in located if k not in flows]
+    if missing:  # the flow records of application events (DNS, HTTP, …): one read
+        found = gate.search_events_any([Query((Term("event.dataset", "soc.flow"), Term(located[k][0], k[0]),
+                                               Term("soc.flow.first_frame", k[1]))) for k in missing],
+                                       1_000_000, f"evidence: the flows of {len(missing)} event(s)").items
+        for f in found:
+            for where in ("soc.capture.ring", "log.file.path"):
+                if (f.get(where), f.get("soc.flow.first_frame")) in located:
+                    flows.setdefault((f[where], f["soc.flow.first_frame"]), f)
+    refs = []
+    for (path, first), (where, ev) in located.items():
+        flow = flows.get((path, first))
         if flow is None or not isinstance(flow.get("network.packets"), int):
-            problems.append(f"event {eid}: its flow record ({path}, frame {first}) is not in the store")
+            problems.append(f"event {ev['event.id']}: its flow record ({path}, frame {first}) is not in the store")
             continue
-        refs[(path, first)] = FlowRef(path, first, flow["network.packets"], ev.get("soc.capture.bpf"),
-                                      ev.get("network.community_id"), bool(ring))
-    return sorted(refs.values(), key=lambda r: (r.path, r.first_frame)), problems
+        refs.append(FlowRef(path, first, flow["network.packets"], ev.get("soc.capture.bpf"),
+                            ev.get("network.community_id"), where == "soc.capture.ring"))
+    return sorted(refs, key=lambda r: (r.path, r.first_frame)), problems
 
 
 def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, int]]:

@@ -111,9 +111,10 @@ def shareable_observables(gate: Gate, incident: dict[str, Any]) -> list[dict[str
 def observables(gate: Gate, alerts: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
     """IPs, domains and hashes of the alerts and of their events (read through the gate), each once, in order."""
     docs = list(alerts)
-    ancestors = [eid for a in docs for eid in a.get("soc.alert.ancestors", [])]
-    for eid in dict.fromkeys(ancestors):
-        docs.extend(gate.search_events(Query((Term("event.id", eid),)), 1, f"observables: event {eid}").items)
+    ancestors = list(dict.fromkeys(eid for a in docs for eid in a.get("soc.alert.ancestors", [])))
+    if ancestors:  # one read: one audit entry, one withheld count
+        docs.extend(gate.search_events_any([Query((Term("event.id", eid),)) for eid in ancestors], len(ancestors),
+                                           f"observables: the events of {len(docs)} alert(s)").items)
     seen: dict[tuple[str, str], None] = {}
     for doc in docs:
         for kind, fields in OBSERVABLE_FIELDS:

@@ -61,6 +61,9 @@ def test_an_incident_takes_the_highest_severity_and_label_of_its_alerts(world):
     assert set(inc["alerts"]) == {a["soc.alert.uuid"] for a in alerts}
     assert inc["severity"] == max((a["soc.alert.severity"] for a in alerts), key=SEVERITIES.index)
     assert inc["rank"] == max(map(rank, alerts))
+    store = open_store(uri)  # one read of the alerts, one of their events: one audit entry each, not one per event
+    assert sum(e["action"] == "read-classified" for e in store.audit_entries()) == 2
+    store.close()
     # by id: the two lowest-ranked alerts, numbered next
     low = sorted(alerts, key=rank)[:2]
     res = soc(uri, "incident", "create", "--title", "low", "--alerts", ",".join(a["soc.alert.uuid"] for a in low),
