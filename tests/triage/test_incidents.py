@@ -207,3 +207,25 @@ def check_incident_store(store, another) -> None:
     for s in others:
         s.close()
     assert sorted(store.get_incident(2)["soc.incident.tasks"]) == sorted(f"{w}{k}" for w in "ab" for k in range(8))
+
+
+def test_incident_pivot_and_evidence_agree_on_sqlite_and_elasticsearch(es_server, tmp_path):  # noqa: F811
+    """The same capture into both stores: the same incident, timeline and extract."""
+    if es_server.client_options:
+        pytest.skip(f"{es_server.name}: the stock client cannot talk to it (needs the test-only transport)")
+    uris = {"sqlite": f"sqlite:///{tmp_path / 'soc.db'}", "es": es_server.uri()}
+    got = {}
+    for name, uri in uris.items():
+        ingest(uri, DEMO_PCAP)
+        res = soc(uri, "incident", "create", "--title", "t", "--where", 'rule.name:"Classified data*"', "--json")
+        assert res.exit_code == 0, res.stderr
+        inc = incident_of(res.stdout)
+        tl = soc(uri, "timeline", "--incident", "1", "--json")
+        assert tl.exit_code == 0, tl.stderr
+        out = tmp_path / f"{name}.pcap"
+        ex = soc(uri, "pcap", "extract", "--incident", "1", "-o", str(out), "--json")
+        assert ex.exit_code == 0, ex.stderr
+        got[name] = (sorted(inc["alerts"]), inc["severity"], inc["rank"], len(lines(tl.stdout)),
+                     lines(ex.stdout)[0]["packets"], out.read_bytes())
+    assert got["sqlite"] == got["es"]
+    assert got["sqlite"][0] and got["sqlite"][3] > 0 and got["sqlite"][4] > 0
