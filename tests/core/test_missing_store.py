@@ -29,8 +29,16 @@ def _reads() -> list[tuple[str, list[str]]]:
 
 
 def _argv(argv: list[str], tmp: Path) -> list[str]:
+    """The red team's call with its placeholders filled; its `--store COPY` (a copy of the red team's store) dropped,
+    so the test names the store."""
     subst = {"ALERT": "no-such-alert", "RULES": str(ROOT / "rules" / "sigma"), "OUT": str(tmp / "out.json")}
-    return [subst.get(a, a) for a in argv]
+    out: list[str] = []
+    for a in argv:
+        if a == "COPY" and out and out[-1] == "--store":
+            out.pop()
+            continue
+        out.append(subst.get(a, a))
+    return out
 
 
 def _one_line_naming(stderr: str, path: Path) -> None:
