@@ -468,12 +468,17 @@ def stats(gate: Gate, by: str, filters: Filters, now: str | None = None) -> tupl
     sup = suppression_counts(gate, now)
     q, groups = filters.query()
     read = gate.search_alerts_any(q, groups, sys.maxsize, f"alerts stats by {by}")
+    return tally(read.items, by, sup.ids), Queue(read.items, read.withheld, sup)
+
+
+def tally(alerts: Iterable[dict[str, Any]], by: str, suppressed: set[str]) -> list[dict[str, Any]]:
+    """The rows of `stats` over alerts already read (a report tallies one read several ways)."""
     acc: dict[str, dict[str, Any]] = defaultdict(lambda: {"alerts": 0, "suppressed": 0, **dict.fromkeys(STATUSES, 0),
                                                            "tta": [], "ttc": []})
-    for a in read.items:
+    for a in alerts:
         for key in [*field_values(a, by), None]:
             r = acc[key]
-            if a["soc.alert.uuid"] in sup.ids:
+            if a["soc.alert.uuid"] in suppressed:
                 r["suppressed"] += 1
                 continue
             r["alerts"] += 1
@@ -489,7 +494,7 @@ def stats(gate: Gate, by: str, filters: Filters, now: str | None = None) -> tupl
         rows.append({by: "all" if key is None else key, **r,
                      "mtta_s": round(sum(tta) / len(tta), 3) if tta else None, "acknowledged_n": len(tta),
                      "mttr_s": round(sum(ttc) / len(ttc), 3) if ttc else None, "closed_n": len(ttc)})
-    return rows, Queue(read.items, read.withheld, sup)
+    return rows
 
 
 def human(seconds: float | None) -> str:
@@ -505,3 +510,9 @@ def human(seconds: float | None) -> str:
     if h:
         return f"{h}h{m:02d}m"
     return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def grouped(gate: Gate, filters: Filters, by: str, now: str | None = None) -> tuple[list[dict[str, Any]], Queue]:
+    """`alerts list --group-by`: counts per value of `by` over the queue (see `group`)."""
+    q = queue(gate, filters, sys.maxsize, now)
+    return group(q.items, by), q
