@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 WRITERS = {"store init", "store replay", "events ingest", "sensor pcap", "sensor live", "logs ingest",
            "compliance scan", "demo"}
-EXTRA_READS = {"audit verify": [["audit", "verify"]], "audit anchor": [["audit", "anchor"]]}
+EXTRA_READS = {"audit verify": [["audit", "verify"]], "audit anchor": [["audit", "anchor"]], "triage": [["triage"]]}
 
 
 def _reads() -> list[tuple[str, list[str]]]:

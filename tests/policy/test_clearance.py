@@ -328,6 +328,7 @@ NOT_READING = {
     "compliance scan": "writes this host's scan; compares with the previous scan internally, prints this scan only",
     "audit verify": "prints whether the chain is intact and the seq numbers of problems, no content",
     "audit anchor": "exports the chain's head (seq and hash), no content",
+    "triage": "interactive; its reads go through the gate and are tested in tests/triage/test_console.py",
 }
 # Every other command with --store is a read: how the red team calls it (ALERT is each alert id in turn).
 READS = {
@@ -365,6 +366,9 @@ READS = {
                      "OUT"], ["pcap", "extract", "--alert", "ALERT", "-o", "OUT"]],
     "timeline": [["timeline", "--ip", "10.20.200.5"], ["timeline", "--ip", "10.20.3.3", "--ip", "185.220.101.7"],
                  ["timeline", "--incident", "1"], ["timeline", "--incident", "2"]],
+    "report daily": [["report", "daily", "--format", "html", "-o", "OUT"], ["report", "daily", "--lang", "ar"]],
+    "report weekly": [["report", "weekly", "--format", "md", "-o", "OUT"]],
+    "report incident": [["report", "incident", "1", "--format", "json", "-o", "OUT"], ["report", "incident", "2"]],
     "hunt": [["hunt", "RULES"]],
     "compliance report": [["compliance", "report"]],
     "audit list": [["audit", "list", "--limit", "100000"]],
