@@ -135,9 +135,10 @@ class Engine:
 
     # -- starting ----------------------------------------------------------------------------------------------------
 
-    def start(self, name: str, alert: str | None = None, incident: int | None = None,
-              execute: bool = False) -> dict[str, Any]:
-        """Validate the playbook, bind its variables from the alert/incident and walk it (dry run unless execute)."""
+    def start(self, name: str, alert: str | None = None, incident: int | None = None, execute: bool = False,
+              values: dict[str, str] | None = None) -> dict[str, Any]:
+        """Validate the playbook, bind its variables from the alert/incident (then `values`, for variables that
+        are not external) and walk it: a dry run unless `execute`."""
         path = cacao.find(name)
         doc = cacao.read(path)
         problems = cacao.validate(doc, self.registry)
@@ -145,6 +146,12 @@ class Engine:
             raise PlaybookError(f"{path}: {len(problems)} problem(s)", [str(p) for p in problems])
         source, rank, ref = self._source(alert, incident)
         variables = self._bind(doc, source)
+        for var, value in (values or {}).items():
+            spec = (doc.get("playbook_variables") or {}).get(var)
+            if spec is None or spec.get("external") or spec.get("constant"):
+                raise PlaybookError(f"--var {var}: not a settable variable of {path.stem} (declared, not external "
+                                    "nor constant)")
+            variables[var] = value
         run = {"id": f"run-{uuid.uuid4().hex[:12]}", "playbook": path.stem, "playbook_id": doc["id"],
                "path": str(path), "execute": execute, "actor": self.actor, "alert": alert, "incident": incident,
                "gov.label.rank": rank, "source": ref, "status": "running" if execute else "dry-run",
@@ -166,15 +173,12 @@ class Engine:
 
     @staticmethod
     def _bind(doc: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
-        variables: dict[str, Any] = {}
+        variables: dict[str, Any] = {"alert": source.get("soc.alert.uuid"), "incident": source.get("soc.incident.id")}
         for var, spec in (doc.get("playbook_variables") or {}).items():
-            if spec.get("value") is not None:
-                variables[var] = spec["value"]
+            variables[var] = spec.get("value")
         for var, fieldname in cacao.bindings(doc).items():
             value = source.get(fieldname)
             if value is None:
-                if var in variables:
-                    continue
                 raise PlaybookError(f"variable {var} is bound to {fieldname}, which the "
                                     f"{'alert' if 'soc.alert.uuid' in source else 'incident'} does not carry")
             variables[var] = value
