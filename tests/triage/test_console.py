@@ -177,3 +177,46 @@ def test_snapshot(world):
     if os.environ.get("SOC_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
         SNAPSHOT.write_text(svg)
     assert svg == SNAPSHOT.read_text()
+
+
+def test_filters_group_by_rule_and_suppress(copy):
+    store = open_store(copy)
+    alerts = store.search_alerts(Query(), 10_000)
+    store.close()
+    per_rule: dict[str, int] = {}
+    for a in alerts:
+        per_rule[a["soc.alert.rule.name"]] = per_rule.get(a["soc.alert.rule.name"], 0) + 1
+
+    async def run() -> tuple[str, str]:
+        app = console(copy)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("v", "v", "v")  # severity ≥ high
+            assert {a["soc.alert.severity"] for a in app.alerts.values()} <= {"high", "critical"}
+            assert len(app.alerts) == sum(a["soc.alert.severity"] in ("high", "critical") for a in alerts)
+            await pilot.press("v", "v")  # back to any
+            await pilot.press("g")
+            table = app.query_one("#queue")
+            assert {str(table.get_row_at(i)[0]): table.get_row_at(i)[1] for i in range(table.row_count)} == per_rule
+            await pilot.press("enter")  # the first rule's alerts
+            rule = app.filters.rule
+            assert len(app.alerts) == per_rule[rule]
+            await pilot.press("escape")
+            assert len(app.alerts) == len(alerts)
+            uuid = app.current["soc.alert.uuid"]
+            await pilot.press("x", "enter", "enter")  # the prefilled key, for 24h
+            await _type(pilot, "lab test")
+            await pilot.press("enter")
+            await pilot.pause()
+            assert uuid not in app.alerts and "suppressed" in plain(app)
+            return uuid, app.current and app.current["soc.alert.uuid"]
+
+    uuid, _ = asyncio.run(run())
+    store = open_store(copy)
+    [sup] = store.records("suppression")
+    alert = store.get_alert(uuid)
+    assert sup["rule"] == alert["soc.alert.rule.uuid"] and sup["reason"] == "lab test"
+    key = alert["soc.alert.suppression.terms"][0]
+    assert sup["where"] == f"{key['field']}:{key['value']}"
+    assert [e["actor"] for e in store.audit_entries() if e["action"] == "alert-suppress"] == ["soc-admin"]
+    store.close()
