@@ -41,9 +41,9 @@ class Escalate(Action):
         with tempfile.TemporaryDirectory() as tmp:
             pcap = Path(tmp) / "evidence.pcap"
             try:
-                cut(ctx, alert, incident, pcap)
+                evidence = cut(ctx, alert, incident, pcap)
                 members["evidence.pcap"] = pcap.read_bytes()
-                members["evidence.pcap.json"] = Path(f"{pcap}.json").read_bytes()
+                members["evidence.pcap.json"] = _dump(evidence | {"output": "evidence.pcap"})
             except ActionError as exc:
                 problems.append(str(exc))
         text, n, left_out = bundle(ctx, args, alerts)

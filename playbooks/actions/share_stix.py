@@ -4,6 +4,8 @@ share_max_level, args.max_level and the runner's clearance. Written to args.outp
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,16 @@ def cap(ctx: Context, args: dict[str, Any]) -> Level:
 
 def bundle(ctx: Context, args: dict[str, Any], alerts: list[dict[str, Any]]) -> tuple[str, int, list[str]]:
     """(the bundle's JSON, indicators, what was left out and why)."""
-    from correlator.policy.sharing import Sharer  # stix2 loads in 0.15 s: only when sharing
+    from correlator.policy.sharing import NAMESPACE, Sharer  # stix2 loads in 0.15 s: only when sharing
 
     tlp = str(args.get("tlp") or "amber").lower()
     if tlp not in TLPS:
         raise ActionError(f"share.stix: args.tlp {tlp!r}: one of {', '.join(TLPS)}")
     result = Sharer(PolicyEngine(ctx.policy), tlp, cap(ctx, args)).build(alerts)
-    return result.bundle.serialize(pretty=True, sort_keys=True), result.indicators, result.left_out
+    doc = json.loads(result.bundle.serialize())
+    # the same alerts give the same bundle, byte for byte (stix2 draws a random bundle id)
+    doc["id"] = f"bundle--{uuid.uuid5(NAMESPACE, '|'.join(sorted(o['id'] for o in doc['objects'])))}"
+    return json.dumps(doc, indent=2, sort_keys=True), result.indicators, result.left_out
 
 
 @register

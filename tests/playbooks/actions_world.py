@@ -32,6 +32,7 @@ def seeded(folder: Path) -> Path:
 def context(seed: Path, tmp: Path, clearance: str | None = None, execute: bool = True, label_rank: int = 0,
             **variables) -> Context:
     """A Context on a fresh copy of the seeded store, $SOC_HOME = tmp/home."""
+    tmp.mkdir(parents=True, exist_ok=True)
     db = tmp / "soc.db"
     if not db.exists():
         shutil.copy(seed, db)
