@@ -1,0 +1,286 @@
+"""The playbook core: CACAO validation (every problem located, nothing run), the library's round trip, and the
+engine through the CLI on the alert the sensor raises from the demo capture's port scan (203.0.113.66 →
+172.16.10.10, labelled restricted): dry run, approval from a second shell, two-person rule, expiry, deny, protected
+assets, resume after an interrupted run without repeating a done step, undo, failures never reported as success."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from correlator.store import open_store
+from playbooks import cacao
+from playbooks.actions import Action, ActionError, Context, Result, load_all, register
+from soc_cli.main import app
+from tests.playbooks.actions_world import SCAN, seeded
+
+SCANNER = "203.0.113.66"  # the demo capture's port scanner (rules/samples/make_demo_pcap.py)
+runner = CliRunner()
+
+
+# -- test actions: a destructive "block" kept in a file under $SOC_HOME, and a step that dies once ------------------
+
+def _blocked(home: Path) -> list[str]:
+    f = home / "blocked.txt"
+    return f.read_text().split() if f.exists() else []
+
+
+@register
+class FileBlock(Action):
+    name = "test.block"
+    destructive = True
+
+    def plan(self, ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+        return {"commands": [f"echo {args['ip']} >> blocked.txt"]}
+
+    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
+        ips = _blocked(ctx.home)
+        if args["ip"] not in ips:
+            (ctx.home / "blocked.txt").write_text(" ".join([*ips, args["ip"]]))
+        return Result({"blocked": args["ip"]}, {"action": "test.unblock", "args": {"ip": args["ip"]}})
+
+
+@register
+class FileUnblock(Action):
+    name = "test.unblock"
+
+    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
+        (ctx.home / "blocked.txt").write_text(" ".join(i for i in _blocked(ctx.home) if i != args["ip"]))
+        return Result({"unblocked": args["ip"]})
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in the middle of a step: nothing after it runs, nothing is cleaned up."""
+
+
+@register
+class Counted(Action):
+    """Counts its runs in $SOC_HOME/count-<key>; dies (Killed) on the first run when args.die, fails when args.fail."""
+
+    name = "test.count"
+
+    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
+        f = ctx.home / f"count-{args['key']}"
+        n = int(f.read_text()) + 1 if f.exists() else 1
+        f.write_text(str(n))
+        if args.get("die") and n == 1:
+            raise Killed
+        if args.get("fail"):
+            raise ActionError(f"{args['key']} failed on purpose")
+        return Result({"count": n})
+
+
+# -- fixtures ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def world(tmp_path, tmp_path_factory, monkeypatch):
+    """A copy of the demo capture's store, SOC_HOME in tmp, the runner soc-analyst (restricted)."""
+    seed = seeded(tmp_path_factory.getbasetemp())
+    db = tmp_path / "soc.db"
+    shutil.copy(seed, db)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SOC_HOME", str(home))
+    monkeypatch.setenv("SOC_AUDIT_ANCHOR_FILE", "")
+    as_user(monkeypatch, "soc-analyst")
+    return {"uri": f"sqlite:///{db}", "home": home, "tmp": tmp_path}
+
+
+def as_user(monkeypatch: pytest.MonkeyPatch, user: str) -> None:
+    monkeypatch.setattr("correlator.audit.current_actor", lambda: user)
+
+
+def soc(w: dict, *args: str):
+    return runner.invoke(app, ["--store", w["uri"], *args], env={"SOC_CLEARANCE": None, "SOC_CONFIG": None,
+                                                                 "SOC_POLICY": None})
+
+
+def lines(stdout: str) -> list[dict]:
+    return [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
+
+
+def scanning(tmp: Path, **steps: dict[str, Any]) -> Path:
+    """The library's scanning playbook with some steps' soc action replaced (by step name), as a file."""
+    doc = cacao.read(cacao.find("scanning"))
+    for step in doc["workflow"].values():
+        if step.get("name") in steps:
+            step["step_extensions"][cacao.EXT] = steps[step["name"]]
+    path = tmp / "scanning-test.yml"
+    path.write_text(cacao.to_yaml(doc))
+    return path
+
+
+BLOCK = {"action": "test.block", "args": {"ip": "__source_ip__"}, "approval": True}
+
+
+def run_state(w: dict, run_id: str) -> dict:
+    store = open_store(w["uri"])
+    [rec] = [r for r in store.records("playbook-run") if r["id"] == run_id]
+    audit = store.audit_entries()
+    store.close()
+    return json.loads(rec["state"]) | {"audit": audit}
+
+
+# -- validation and round trip ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(cacao.library()))
+def test_library_playbook_valid_and_round_trips(name, tmp_path):
+    """Valid against the OASIS schemas and soc's checks; YAML → CACAO JSON (export) → YAML (import) unchanged; it
+    carries ATT&CK and NIST SP 800-61 references."""
+    path = cacao.library()[name]
+    doc = cacao.read(path)
+    assert cacao.validate(doc, load_all()) == []
+    refs = " ".join(r["name"] for r in doc["external_references"])
+    assert "MITRE ATT&CK T" in refs and "NIST SP 800-61" in refs
+    out = tmp_path / f"{name}.json"
+    assert runner.invoke(app, ["playbook", "export", name, "--cacao", "-o", str(out)]).exit_code == 0
+    assert json.loads(out.read_text()) == doc
+    back = runner.invoke(app, ["playbook", "import", str(out)])
+    assert back.exit_code == 0, back.stderr
+    assert back.stdout == path.read_text()
+
+
+def test_validation_reports_every_problem_at_its_path_and_runs_nothing(world):
+    """Six planted defects, one run of `validate`: each is named at its JSON path; `run` refuses, writes no run."""
+    doc = cacao.read(cacao.find("scanning"))
+    wf = doc["workflow"]
+    by = {s.get("name"): sid for sid, s in wf.items()}
+    wf[by["enrich"]]["step_extensions"][cacao.EXT]["action"] = "no.such.action"
+    del wf[by["block"]]["step_extensions"][cacao.EXT]["approval"]
+    wf[by["note"]]["step_extensions"][cacao.EXT]["args"]["note"] = "scan by __attacker__"
+    wf[by["search"]]["on_success"] = by["enrich"]  # enrich → search → enrich: a cycle, no while-condition
+    orphan = "action--0d2b7a8e-1111-4a2b-9c3d-4e5f6a7b8c9d"
+    wf[orphan] = {"type": "action", "name": "orphan", "commands": [{"type": "soc-action"}],
+                  "agent": doc["workflow"][by["enrich"]]["agent"], "on_success": by["end"],
+                  "step_extensions": {cacao.EXT: {"action": "search"}}}
+    doc["spec_version"] = "cacao-1.1"
+    bad = world["tmp"] / "bad.json"
+    bad.write_text(json.dumps(doc))
+    res = soc(world, "playbook", "validate", str(bad), "--json")
+    assert res.exit_code == 1
+    [report] = lines(res.stdout)
+    text = "\n".join(report["problems"])
+    assert f"$.workflow['{by['enrich']}'].step_extensions['{cacao.EXT}'].action: unknown action 'no.such.action'" \
+        in text
+    assert f"$.workflow['{by['block']}'].step_extensions['{cacao.EXT}'].approval: contain.block_ip is destructive" \
+        in text
+    assert f"$.workflow['{by['note']}'].step_extensions['{cacao.EXT}'].args.note: uses __attacker__" in text
+    assert f"$.workflow['{by['search']}']: cycle back to {by['enrich']} outside a while-condition" in text
+    assert f"$.workflow['{orphan}']: unreachable from workflow_start" in text
+    assert "$.spec_version: 'cacao-1.1' is not one of ['cacao-2.0']" in text  # the OASIS schema's word
+    res = soc(world, "playbook", "run", str(bad), "--alert", SCAN, "--execute")
+    assert res.exit_code == 2 and "unknown action" in res.stderr
+    store = open_store(world["uri"])
+    assert store.records("playbook-run") == []
+    assert not [e for e in store.audit_entries() if e["action"].startswith("playbook")]
+
+
+# -- the engine ------------------------------------------------------------------------------------------------------
+
+def test_dry_run_renders_real_values_and_changes_nothing(world):
+    """The sensor's port-scan alert: every command rendered with the scanner's address, the condition evaluated on
+    the alert's severity, nothing changed (alert notes untouched), the run recorded with the alert's label."""
+    before = open_store(world["uri"]).get_alert(SCAN)
+    res = soc(world, "playbook", "run", "scanning", "--alert", SCAN, "--json")
+    assert res.exit_code == 0, res.stderr
+    run, *steps = lines(res.stdout)
+    assert run["status"] == "dry-run" and run["gov.label.rank"] == before["gov.label.rank"] == 1
+    by = {s["name"]: s for s in steps}
+    assert by["enrich"]["args"]["ip"] == [SCANNER, "172.16.10.10"]
+    assert by["high?"]["evaluations"] == [before["soc.alert.severity"] in ("medium", "high", "critical")]
+    assert by["block"]["status"] == "would-wait-approval"
+    assert f"add element inet soc blocked {{ {SCANNER} timeout 86400s }}" in by["block"]["plan"]["commands"][-1]
+    after = open_store(world["uri"]).get_alert(SCAN)
+    assert after == before
+    # above the reader: soc-admin at public clearance does not see the run
+    res = soc(world, "playbook", "show", run["id"], "--clearance", "public")
+    assert res.exit_code == 1 and SCANNER not in res.stdout and "withheld" in res.stderr
+
+
+def test_approval_from_a_second_shell_two_person_rule_and_undo(world, monkeypatch):
+    (world["home"] / "playbooks.yml").write_text("two_person_rule: true\napproval_ttl: 600\n")
+    pb = scanning(world["tmp"], block=BLOCK)
+    res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")
+    assert res.exit_code == 3, res.stderr  # waiting: not a full success
+    run = lines(res.stdout)[0]
+    assert run["status"] == "waiting" and _blocked(world["home"]) == []
+    step = run["pending"]["step"]
+    res = soc(world, "playbook", "approve", run["id"], "block")  # the runner cannot approve their own run
+    assert res.exit_code == 2 and "two-person rule" in res.stderr and _blocked(world["home"]) == []
+    as_user(monkeypatch, "soc-lead")  # the second shell: another analyst
+    assert "waiting on" in soc(world, "playbook", "runs").stdout
+    res = soc(world, "playbook", "approve", run["id"], step, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert lines(res.stdout)[0]["status"] == "succeeded" and _blocked(world["home"]) == [SCANNER]
+    state = run_state(world, run["id"])
+    assert state["steps"][step]["approval"]["by"] == "soc-lead"
+    actions = [(e["action"], e["actor"]) for e in state["audit"] if e["action"].startswith("playbook")]
+    assert ("playbook-approval", "soc-lead") in actions and ("playbook-run", "soc-analyst") in actions
+    res = soc(world, "playbook", "undo", run["id"])
+    assert res.exit_code == 0, res.stderr
+    assert _blocked(world["home"]) == [] and run_state(world, run["id"])["status"] == "undone"
+
+
+def test_deny_expiry_and_protected_assets_never_succeed(world, monkeypatch):
+    pb = scanning(world["tmp"], block=BLOCK)
+    run = lines(soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json").stdout)[0]
+    res = soc(world, "playbook", "deny", run["id"], "block")
+    assert res.exit_code == 1 and run_state(world, run["id"])["status"] == "failed"
+    (world["home"] / "playbooks.yml").write_text("approval_ttl: 0\n")
+    run = lines(soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json").stdout)[0]
+    res = soc(world, "playbook", "approve", run["id"], "block")
+    state = run_state(world, run["id"])
+    assert res.exit_code == 1 and state["status"] == "failed" and state["steps"][run["pending"]["step"]]["status"] \
+        == "expired"
+    (world["home"] / "playbooks.yml").write_text("protected_assets: [203.0.113.0/24]\n")
+    res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--json")
+    assert [s["status"] for s in lines(res.stdout) if s.get("name") == "block"] == ["refused"]
+    res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")  # refused, no approval asked
+    assert res.exit_code == 1 and lines(res.stdout)[0]["status"] == "failed"
+    block = [s for s in lines(res.stdout)[1:] if s["name"] == "block"][0]
+    assert block["status"] == "failed" and "protected asset" in block["error"] and _blocked(world["home"]) == []
+
+
+def test_resume_after_an_interrupted_run_repeats_no_done_step(world):
+    """The search step dies mid-run (kill -9); resume re-runs it and goes on; enrich ran once, search twice."""
+    pb = scanning(world["tmp"], enrich={"action": "test.count", "args": {"key": "enrich"}},
+                  search={"action": "test.count", "args": {"key": "search", "die": True}}, block=BLOCK)
+    with pytest.raises(Killed):
+        from correlator.gate import open_gate
+        from correlator.policy.loader import load_policy
+        from playbooks.engine import Engine
+        from soc_cli.common import SHIPPED_POLICY
+        store = open_store(world["uri"])
+        Engine(open_gate(store, load_policy(SHIPPED_POLICY), "soc-analyst"), home=world["home"]).start(
+            str(pb), alert=SCAN, execute=True)
+    [rec] = open_store(world["uri"]).records("playbook-run")
+    assert rec["status"] == "running"
+    res = soc(world, "playbook", "resume", rec["id"], "--json")
+    assert res.exit_code == 3, res.stderr  # now waits on the block's approval
+    assert (world["home"] / "count-enrich").read_text() == "1"
+    assert (world["home"] / "count-search").read_text() == "2"
+
+
+def test_failed_action_follows_on_failure_and_the_run_fails(world):
+    """enrich fails: the run follows its on_failure (the note step, skipping search), goes on to the end, and is
+    reported as failed (exit 1) although every later step succeeded."""
+    doc = cacao.read(pb := scanning(world["tmp"], enrich={"action": "test.count", "args": {"key": "e", "fail": True}},
+                                    search={"action": "test.count", "args": {"key": "s"}},
+                                    block={"action": "test.count", "args": {"key": "b"}}))
+    by = {s.get("name"): sid for sid, s in doc["workflow"].items()}
+    doc["workflow"][by["enrich"]]["on_failure"] = by["note"]
+    pb.write_text(cacao.to_yaml(doc))
+    res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")
+    assert res.exit_code == 1, res.stderr
+    run, *steps = lines(res.stdout)
+    assert run["status"] == "failed"
+    st = {s["name"]: s for s in steps}
+    assert st["enrich"]["status"] == "failed" and "failed on purpose" in st["enrich"]["error"]
+    assert "search" not in st and st["note"]["status"] == st["block"]["status"] == "succeeded"
+    notes = json.dumps(open_store(world["uri"]).get_alert(SCAN))
+    assert f"scan from {SCANNER} against 172.16.10.10: playbook scanning" in notes
