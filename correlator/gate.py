@@ -128,7 +128,7 @@ class Gate:
 
     def search_alerts(self, q: Query, limit: int = 100, what: str = "") -> Read:
         items = self.store.search_alerts(self._cleared(q), limit)
-        return self._account("alerts", items, lambda: len(self.store.search_alerts(self._withheld(q), sys.maxsize)),
+        return self._account("alerts", items, lambda: self._withheld_alerts([q]),
                              what or _describe(q))
 
     def search_events_any(self, queries: Sequence[Query], limit: int = 100, what: str = "") -> Read:
@@ -159,9 +159,21 @@ class Gate:
             for a in self.store.search_alerts(self._cleared(qq), limit):
                 found.setdefault(a["soc.alert.uuid"], a)
         items = sorted(found.values(), key=_alert_order)[:limit]
-        return self._account("alerts", items, lambda: len({
-            a["soc.alert.uuid"] for qq in combos for a in self.store.search_alerts(self._withheld(qq), sys.maxsize)}),
-            what or " | ".join(map(_describe, combos)))
+        return self._account("alerts", items, lambda: self._withheld_alerts(combos),
+                             what or " | ".join(map(_describe, combos)))
+
+    def alert_fields(self, q: Query, any_of: Sequence[Sequence[Sequence[Clause]]], fields: Sequence[str],
+                     what: str) -> Read:
+        """`fields` of every alert `search_alerts_any` would match (no limit, no order): what counting needs.
+        Withheld counted and classified reads audited as for whole alerts."""
+        combos = [replace(q, clauses=(*q.clauses, *(c for alt in combo for c in alt)))
+                  for combo in itertools.product(*any_of)]
+        keep = list(dict.fromkeys(("soc.alert.uuid", "gov.label.rank", *fields)))
+        items = self.store.alert_fields([self._cleared(qq) for qq in combos], keep)
+        return self._account("alerts", items, lambda: self._withheld_alerts(combos), what)
+
+    def _withheld_alerts(self, combos: Sequence[Query]) -> int:
+        return len(self.store.alert_fields([self._withheld(qq) for qq in combos], ["soc.alert.uuid"]))
 
     def count_alerts(self, q: Query, what: str = "") -> Read:
         """How many alerts match `q` at the reader's clearance (`count`), and how many were withheld."""
@@ -171,7 +183,7 @@ class Gate:
 
     def alert_ids(self, q: Query) -> set[str]:
         """The ids of the alerts matching `q` that the reader may see (no content: nothing to audit)."""
-        return {a["soc.alert.uuid"] for a in self.store.search_alerts(self._cleared(q), sys.maxsize)}
+        return {a["soc.alert.uuid"] for a in self.store.alert_fields([self._cleared(q)], ["soc.alert.uuid"])}
 
     def modify_alert(self, uuid: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
         """Change one alert atomically (Store.modify_alert) if the reader may see it; None when it does not exist

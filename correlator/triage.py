@@ -48,6 +48,13 @@ STATS_BY = {
     "assignee": lambda a: list(a.get("soc.alert.assignees") or []) or ["unassigned"],
     "status": lambda a: [status_of(a)],
 }
+# the alert fields each STATS_BY key reads (counting projects only these: Store.alert_fields)
+KEY_FIELDS = {"day": ("soc.alert.created", "soc.alert.suppression.start", "@timestamp"),
+              "rule": ("soc.alert.rule.name", "soc.alert.rule.uuid"), "severity": ("soc.alert.severity",),
+              "organization": ("gov.source.organization", "gov.destination.organization"),
+              "assignee": ("soc.alert.assignees",), "status": ("soc.alert.workflow_status",)}
+TALLY_FIELDS = ("soc.alert.workflow_status", "soc.alert.time_to_ack", "soc.alert.time_to_close",
+                "soc.alert.suppression.docs_count", "soc.alert.risk_score")
 SUPPRESSION = "suppression"  # the store's record kind
 # Short names an analyst may use in an alert query (--where): `rule.name:"Port Scan*"`, `status:open`.
 ALIASES = {"rule.name": "soc.alert.rule.name", "rule.id": "soc.alert.rule.uuid", "rule.uuid": "soc.alert.rule.uuid",
@@ -353,7 +360,8 @@ def suppression_counts(gate: Gate, now: str | None = None) -> Suppressed:
     for sup in suppressions(gate):
         if not sup.active(now):
             continue
-        hidden = gate.store.search_alerts(Query((*sup.query().clauses, gate.clearance)), sys.maxsize)
+        hidden = gate.store.alert_fields([Query((*sup.query().clauses, gate.clearance))],
+                                         ["soc.alert.uuid", "soc.alert.suppression.docs_count"])
         got = {a["soc.alert.uuid"] for a in hidden}
         ids |= got
         if sup.rank > gate.reader.rank:
@@ -433,7 +441,7 @@ def queue(gate: Gate, filters: Filters, limit: int = 100, now: str | None = None
     """Alerts matching `filters`, riskiest then newest first, without those an active suppression hides."""
     sup = suppression_counts(gate, now)
     q, groups = filters.query()
-    read = gate.search_alerts_any(q, groups, limit + sup.total, "alerts list")
+    read = gate.search_alerts_any(q, groups, min(limit + sup.total, sys.maxsize), "alerts list")
     items = [a for a in read.items if a["soc.alert.uuid"] not in sup.ids][:limit]
     return Queue(items, read.withheld, sup)
 
@@ -467,7 +475,7 @@ def stats(gate: Gate, by: str, filters: Filters, now: str | None = None) -> tupl
         raise QueryError(f"--by {by!r}: one of {', '.join(STATS_BY)}")
     sup = suppression_counts(gate, now)
     q, groups = filters.query()
-    read = gate.search_alerts_any(q, groups, sys.maxsize, f"alerts stats by {by}")
+    read = gate.alert_fields(q, groups, (*TALLY_FIELDS, *KEY_FIELDS[by]), f"alerts stats by {by}")
     return tally(read.items, by, sup.ids), Queue(read.items, read.withheld, sup)
 
 
@@ -513,6 +521,10 @@ def human(seconds: float | None) -> str:
 
 
 def grouped(gate: Gate, filters: Filters, by: str, now: str | None = None) -> tuple[list[dict[str, Any]], Queue]:
-    """`alerts list --group-by`: counts per value of `by` over the queue (see `group`)."""
-    q = queue(gate, filters, sys.maxsize, now)
-    return group(q.items, by), q
+    """`alerts list --group-by`: counts per value of `by` over the queue (see `group`), reading only the fields
+    counting needs (Gate.alert_fields)."""
+    sup = suppression_counts(gate, now)
+    q, groups = filters.query()
+    read = gate.alert_fields(q, groups, (*TALLY_FIELDS, *KEY_FIELDS.get(by, (by,))), f"alerts list by {by}")
+    items = [a for a in read.items if a["soc.alert.uuid"] not in sup.ids]
+    return group(items, by), Queue(items, read.withheld, sup)

@@ -4,7 +4,6 @@ Thin: each command parses, calls one correlator.triage function through the read
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -137,7 +136,7 @@ def list_alerts(
     filters = _filters(status, severity, assignee, rule, ip, org, zone, where, since, until)
     gate = open_reader(get_store(store), clearance)
     try:
-        q = triage.queue(gate, filters, sys.maxsize if group_by else limit)
+        rows, q = triage.grouped(gate, filters, group_by) if group_by else ([], triage.queue(gate, filters, limit))
     except (StoreError, QueryError) as e:
         die(str(e), ExitCode.FAILURE)
     finally:
@@ -145,7 +144,6 @@ def list_alerts(
     say_withheld(Read([], q.withheld), "alerts", gate)
     _say_suppressed(q.suppressed)
     if group_by:
-        rows = triage.group(q.items, group_by)
         if as_json:
             for r in rows:
                 print_ndjson(r)

@@ -82,6 +82,15 @@ class Store(ABC):
     def count_alerts(self, q: Query) -> int:
         """How many alerts match `q`."""
 
+    def alert_fields(self, queries: Sequence[Query], fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Only `fields` (those present) of each alert matching any of `queries`, each alert once: what counting
+        needs without reading whole documents. This default reads the documents; a backend may project."""
+        seen: dict[str, dict[str, Any]] = {}
+        for q in queries:
+            for a in self.search_alerts(q, 2**62):
+                seen.setdefault(a["soc.alert.uuid"], {f: a[f] for f in fields if a.get(f) is not None})
+        return list(seen.values())
+
     @abstractmethod
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into an alert (workflow status, assignee, notes)."""
