@@ -35,7 +35,7 @@ StepArg = Annotated[str, typer.Argument(help="The step the run waits on: its id 
 
 def _engine(store: str | None, clearance: str | None) -> Engine:
     try:
-        return Engine(open_reader(get_store(store, init=False), clearance))
+        return Engine(open_reader(get_store(store), clearance))
     except PlaybookError as exc:
         die(str(exc))
 
@@ -109,7 +109,7 @@ def show(name: Annotated[str, typer.Argument(help="A library playbook, a file, o
          store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
     """A playbook (YAML; --json: CACAO JSON on one line) or a run with every step (read through the gate).
 
-    Example: soc playbook show scanning; soc playbook show run-0123456789ab --json
+    Example: soc playbook show run-0123456789ab --json
     """
     if name.startswith("run-"):
         engine = _engine(store, clearance)
@@ -131,7 +131,7 @@ def validate(files: Annotated[list[str], typer.Argument(help="Playbook files (YA
              json: JsonOpt = False) -> None:
     """Check playbooks against the OASIS CACAO 2.0 schemas and soc's rules; every problem with its JSON path.
 
-    Example: soc playbook validate my-playbook.yml
+    Example: soc playbook validate playbooks/library/scanning.yml
     """
     bad = 0
     for f in files:
@@ -155,10 +155,11 @@ def validate(files: Annotated[list[str], typer.Argument(help="Playbook files (YA
 @app.command("import")
 def import_(file: Annotated[Path, typer.Argument(help="A CACAO 2.0 JSON playbook.")],
             output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the YAML here "
-                                                                               "(default: stdout).")] = None) -> None:
-    """Read a CACAO 2.0 JSON playbook, validate it and write its YAML form.
+                                                                               "(default: stdout).")] = None,
+            json: JsonOpt = False) -> None:
+    """Read a CACAO 2.0 JSON playbook, validate it and write its YAML form (--json: the document on one line).
 
-    Example: soc playbook import shared.json -o playbooks/library/shared.yml
+    Example: soc playbook import /tmp/scanning.json -o my-scanning.yml
     """
     doc = _call(cacao.read, file)
     problems = [str(p) for p in cacao.validate(doc)]
@@ -167,6 +168,9 @@ def import_(file: Annotated[Path, typer.Argument(help="A CACAO 2.0 JSON playbook
             typer.echo(f"{file}: {p}", err=True)
         die(f"{file}: {len(problems)} problem(s); nothing written", ExitCode.USAGE)
     text = cacao.to_yaml(doc)
+    if json:
+        print_ndjson(doc)
+        return
     if output:
         output.write_text(text, encoding="utf-8")
     else:
@@ -177,12 +181,16 @@ def import_(file: Annotated[Path, typer.Argument(help="A CACAO 2.0 JSON playbook
 def export(name: Annotated[str, typer.Argument(help="A library playbook or a file.")],
            cacao_json: Annotated[bool, typer.Option("--cacao", help="CACAO 2.0 JSON (the only format).")] = True,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")]
-           = None) -> None:
-    """Write a playbook as CACAO 2.0 JSON.
+           = None, json: JsonOpt = False) -> None:
+    """Write a playbook as CACAO 2.0 JSON (--json: on one line, NDJSON).
 
     Example: soc playbook export scanning --cacao -o scanning.json
     """
-    text = cacao.to_json(_call(lambda: cacao.read(cacao.find(name))))
+    doc = _call(lambda: cacao.read(cacao.find(name)))
+    if json and not output:
+        print_ndjson(doc)
+        return
+    text = cacao.to_json(doc)
     if output:
         output.write_text(text, encoding="utf-8")
     else:

@@ -374,6 +374,14 @@ READS = {
     "audit list": [["audit", "list", "--limit", "100000"]],
     "share export": [["share", "export", "--tlp", "amber", "--since", "24h", "-o", "OUT"]],
     "demo": [["demo", "--store", "COPY"]],
+    # playbooks: a dry run on each alert (an alert above the reader is unknown to it); runs are read through the gate
+    "playbook run": [["playbook", "run", "scanning", "--alert", "ALERT", "--store", "COPY"]],
+    "playbook runs": [["playbook", "runs"]],
+    "playbook show": [["playbook", "show", "run-000000000000"]],
+    "playbook approve": [["playbook", "approve", "run-000000000000", "block", "--store", "COPY"]],
+    "playbook deny": [["playbook", "deny", "run-000000000000", "block", "--store", "COPY"]],
+    "playbook resume": [["playbook", "resume", "run-000000000000", "--store", "COPY"]],
+    "playbook undo": [["playbook", "undo", "run-000000000000", "--store", "COPY"]],
 }
 
 
