@@ -1,4 +1,5 @@
-"""Playbooks: YAML incident-response playbooks run against the store.
+"""Playbooks: OASIS CACAO 2.0 incident-response playbooks run against the store (docs/playbooks.md).
 
-Reserved for the playbook engine (docs/architecture.md); nothing here runs yet, and `soc` has no playbook command.
+`cacao` reads, exports and validates playbooks; `engine` runs them (dry run unless executed, approvals, resume,
+undo); `actions` holds the action plugins; `library/` the shipped playbooks; `schemas/` OASIS's CACAO JSON schemas.
 """
