@@ -39,7 +39,7 @@ StoreOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print NDJSON: one JSON object per line.")]
 
-console = Console()
+console = Console(soft_wrap=True)  # lines are never hard-wrapped (tables still fit the width)
 err_console = Console(stderr=True, soft_wrap=True)  # errors are never hard-wrapped: `file:line: reason` stays one line
 state: dict[str, Any] = {"store": None, "config": None, "verbose": 0}
 
