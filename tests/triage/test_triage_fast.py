@@ -108,3 +108,26 @@ def _neg(ts: str) -> tuple[int, ...]:
     """A timestamp key that sorts newest first."""
     return tuple(-ord(c) for c in ts)
 
+
+
+def test_sqlite_first_page_reads_the_queue_index_without_sorting(tmp_path):
+    """The queue's first page at scale: each status reads the index in the list's order (no temp B-tree sort),
+    and clearance and suppressions are served by the rank and rule indexes, not a scan of every document."""
+    from correlator.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'soc.db'}")
+    store.init()
+    store.write_alerts(generated(200))
+    policy = active_policy()
+    gate = Gate(store, Reader("tester", policy.levels[1], "test"), policy)
+    triage.suppress(gate, RULES[0][0], f"source.ip:{SCANNER}", "30d", "scanner", "tester", now=NOW)
+    sql: list[str] = []
+    store.db.set_trace_callback(sql.append)
+    triage.queue(gate, triage.Filters(), now=NOW)
+    store.db.set_trace_callback(None)
+    plans = {s: " | ".join(r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + s))
+             for s in sql if s.startswith("SELECT") and " FROM alerts " in s}
+    pages = [p for s, p in plans.items() if "ORDER BY risk_score DESC" in s]
+    assert len(pages) == 3 and all("alerts_queue" in p and "TEMP B-TREE" not in p for p in pages), pages
+    assert all("SCAN alerts" not in p for p in plans.values()), plans
+    store.close()
