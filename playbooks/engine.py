@@ -98,7 +98,10 @@ def condition(text: str, variables: dict[str, Any]) -> bool:
             raise PlaybookError(f"condition {text!r}: {type(node).__name__} is not allowed")
         if isinstance(node, ast.Name) and node.id not in variables:
             raise PlaybookError(f"condition {text!r}: unknown variable {node.id}")
-    return bool(eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}}, dict(variables)))  # noqa: S307
+    try:
+        return bool(eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}}, dict(variables)))  # noqa: S307
+    except (TypeError, ValueError) as exc:
+        raise PlaybookError(f"condition {text!r}: {exc}") from None
 
 
 # -- runs ------------------------------------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ class Engine:
             if spec is None or spec.get("external") or spec.get("constant"):
                 raise PlaybookError(f"--var {var}: not a settable variable of {path.stem} (declared, not external "
                                     "nor constant)")
-            variables[var] = value
+            variables[var] = _typed(value, spec.get("type"), var)
         run = {"id": f"run-{uuid.uuid4().hex[:12]}", "playbook": path.stem, "playbook_id": doc["id"],
                "path": str(path), "execute": execute, "actor": self.actor, "alert": alert, "incident": incident,
                "gov.label.rank": rank, "source": ref, "status": "running" if execute else "dry-run",
@@ -169,13 +172,18 @@ class Engine:
         if not read.items:
             raise PlaybookError(f"no {what} in {self.store.uri}" + (" you may read" if read.withheld else ""))
         doc = read.items[0]
+        if incident is not None:  # variables bind from the incident, else from its riskiest alert the reader sees
+            from correlator.incidents import alerts_of
+            alerts = alerts_of(self.gate, doc).items
+            riskiest = max(alerts, key=lambda a: a.get("soc.alert.risk_score") or 0, default={})
+            doc = {k: v for k, v in riskiest.items() if k != "soc.alert.uuid"} | doc
         return doc, int(doc.get("gov.label.rank") or 0), what
 
     @staticmethod
     def _bind(doc: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
         variables: dict[str, Any] = {"alert": source.get("soc.alert.uuid"), "incident": source.get("soc.incident.id")}
         for var, spec in (doc.get("playbook_variables") or {}).items():
-            variables[var] = spec.get("value")
+            variables[var] = _typed(spec.get("value"), spec.get("type"), var)
         for var, fieldname in cacao.bindings(doc).items():
             value = source.get(fieldname)
             if value is None:
@@ -294,7 +302,11 @@ class Engine:
                 run["stack"] += list(reversed(step.get("next_steps") or []))
                 rec["status"], nxt = "done", None
             elif kind in ("if-condition", "while-condition"):
-                value = condition(step["condition"], run["variables"])
+                try:
+                    value = condition(step["condition"], run["variables"])
+                except PlaybookError as exc:
+                    run["cursor"] = self._fail(run, sid, step, rec, str(exc))
+                    continue
                 rec.setdefault("evaluations", []).append(value)
                 if kind == "while-condition" and value and len(rec["evaluations"]) > MAX_LOOPS:
                     value = False
@@ -335,12 +347,11 @@ class Engine:
             if protected:
                 rec["error"] = f"protected asset(s) {', '.join(map(str, protected))}: never contained"
             return ok_next if not protected else (step.get("on_failure") or step.get("on_completion") or ok_next)
-        if rec.get("status") == "succeeded":
-            return ok_next  # resumed: done steps are not repeated
         if protected:
             return self._fail(run, sid, step, rec, f"protected asset(s) {', '.join(map(str, protected))}: "
                                                    "never contained")
-        if soc.get("approval") and (rec.get("approval") or {}).get("decision") != "approved":
+        approval = rec.get("approval") or {}
+        if soc.get("approval") and (approval.get("decision") != "approved" or approval.get("used")):
             expires = datetime.now(UTC) + timedelta(seconds=self.settings.approval_ttl)
             run["pending"] = {"step": sid, "requested": _now(), "expires": expires.isoformat()}
             run["status"] = "waiting"
@@ -352,6 +363,8 @@ class Engine:
             return sid
         retries, backoff = int(soc.get("retries") or 0), float(soc.get("backoff") or 1.0)
         timeout = (step.get("timeout") or 0) / 1000 or None  # CACAO: milliseconds
+        if soc.get("approval"):
+            approval["used"] = True  # one approval, one execution (a loop asks again)
         rec.update(status="running", started=_now())
         self._save(run)
         error = ""
@@ -403,6 +416,20 @@ class Engine:
         summary = _summary(run)
         self.store.put_record(KIND, run["id"], summary | {"state": json.dumps(run, default=str)})
         return run
+
+
+_TYPES: dict[str, Any] = {"integer": int, "long": int, "float": float,
+                          "bool": lambda v: str(v).lower() in ("true", "1", "yes")}
+
+
+def _typed(value: Any, kind: Any, var: str) -> Any:
+    """A CACAO variable's value (a string in the document) as its declared type."""
+    if value is None or str(kind) not in _TYPES or not isinstance(value, str):
+        return value
+    try:
+        return _TYPES[str(kind)](value)
+    except ValueError:
+        raise PlaybookError(f"variable {var}: {value!r} is not a {kind}") from None
 
 
 def _call(action: Action, ctx: Context, args: dict[str, Any], timeout: float | None) -> Result:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,64 +16,13 @@ from typer.testing import CliRunner
 
 from correlator.store import open_store
 from playbooks import cacao
-from playbooks.actions import Action, ActionError, Context, Result, load_all, register
+from playbooks.actions import load_all
 from soc_cli.main import app
 from tests.playbooks.actions_world import SCAN, seeded
+from tests.playbooks.engine_world import Killed, _blocked
 
 SCANNER = "203.0.113.66"  # the demo capture's port scanner (rules/samples/make_demo_pcap.py)
 runner = CliRunner()
-
-
-# -- test actions: a destructive "block" kept in a file under $SOC_HOME, and a step that dies once ------------------
-
-def _blocked(home: Path) -> list[str]:
-    f = home / "blocked.txt"
-    return f.read_text().split() if f.exists() else []
-
-
-@register
-class FileBlock(Action):
-    name = "test.block"
-    destructive = True
-
-    def plan(self, ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-        return {"commands": [f"echo {args['ip']} >> blocked.txt"]}
-
-    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
-        ips = _blocked(ctx.home)
-        if args["ip"] not in ips:
-            (ctx.home / "blocked.txt").write_text(" ".join([*ips, args["ip"]]))
-        return Result({"blocked": args["ip"]}, {"action": "test.unblock", "args": {"ip": args["ip"]}})
-
-
-@register
-class FileUnblock(Action):
-    name = "test.unblock"
-
-    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
-        (ctx.home / "blocked.txt").write_text(" ".join(i for i in _blocked(ctx.home) if i != args["ip"]))
-        return Result({"unblocked": args["ip"]})
-
-
-class Killed(BaseException):
-    """Stands for kill -9 in the middle of a step: nothing after it runs, nothing is cleaned up."""
-
-
-@register
-class Counted(Action):
-    """Counts its runs in $SOC_HOME/count-<key>; dies (Killed) on the first run when args.die, fails when args.fail."""
-
-    name = "test.count"
-
-    def run(self, ctx: Context, args: dict[str, Any]) -> Result:
-        f = ctx.home / f"count-{args['key']}"
-        n = int(f.read_text()) + 1 if f.exists() else 1
-        f.write_text(str(n))
-        if args.get("die") and n == 1:
-            raise Killed
-        if args.get("fail"):
-            raise ActionError(f"{args['key']} failed on purpose")
-        return Result({"count": n})
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------------
@@ -284,3 +234,66 @@ def test_failed_action_follows_on_failure_and_the_run_fails(world):
     assert "search" not in st and st["note"]["status"] == st["block"]["status"] == "succeeded"
     notes = json.dumps(open_store(world["uri"]).get_alert(SCAN))
     assert f"scan from {SCANNER} against 172.16.10.10: playbook scanning" in notes
+
+
+def test_incident_binds_from_its_alerts(world):
+    """--incident N: the variables come from the incident's riskiest alert the reader sees; the run takes the
+    incident's label."""
+    res = soc(world, "incident", "create", "--title", "scan", "--where", f"source.ip:{SCANNER}", "--json")
+    assert res.exit_code == 0, res.stderr
+    res = soc(world, "playbook", "run", "scanning", "--incident", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    run, *steps = lines(res.stdout)
+    assert run["source"] == "incident 1" and run["gov.label.rank"] == 1
+    assert [s["args"]["ip"] for s in steps if s["name"] == "block"] == [SCANNER]
+
+
+def _sid(kind: str) -> str:
+    return f"{kind}--{uuid.uuid4()}"
+
+
+def test_parallel_while_switch_retries_and_timeout(world):
+    """A playbook of every control step: both parallel branches run once, the while loop runs its body until its
+    condition (on the body's out_arg) is false, the switch takes the case of the loop's count, a flaky step
+    succeeds on its third attempt (retries: 2), a step past its CACAO timeout fails the run."""
+    doc = cacao.read(cacao.find("scanning"))
+    agent = next(iter(doc["agent_definitions"]))
+    ids = {n: _sid(k) for n, k in [("start", "start"), ("par", "parallel"), ("a", "action"), ("b", "action"),
+                                   ("end_a", "end"), ("end_b", "end"), ("loop", "while-condition"),
+                                   ("inc", "action"), ("sw", "switch-condition"), ("flaky", "action"),
+                                   ("slow", "action"), ("end", "end")]}
+
+    def act(name: str, args: dict, nxt: str, **more: Any) -> dict:
+        return {"type": "action", "name": name, "commands": [{"type": cacao.COMMAND_TYPE}], "agent": agent,
+                "on_success": ids[nxt], "step_extensions": {cacao.EXT: {"action": "test.count", "args": args,
+                                                                          **more.pop("ext", {})}}, **more}
+
+    doc["playbook_variables"]["__n__"] = {"type": "integer", "value": "0"}
+    doc["workflow_start"] = ids["start"]
+    doc["workflow"] = {
+        ids["start"]: {"type": "start", "on_completion": ids["par"]},
+        ids["par"]: {"type": "parallel", "next_steps": [ids["a"], ids["b"]], "on_completion": ids["loop"]},
+        ids["a"]: act("a", {"key": "a"}, "end_a"), ids["b"]: act("b", {"key": "b"}, "end_b"),
+        ids["end_a"]: {"type": "end"}, ids["end_b"]: {"type": "end"},
+        ids["loop"]: {"type": "while-condition", "name": "loop", "condition": "__n__ < 3", "on_true": ids["inc"],
+                      "on_completion": ids["sw"]},
+        ids["inc"]: act("inc", {"key": "n", "out": "n"}, "loop", out_args=["__n__"]),
+        ids["sw"]: {"type": "switch-condition", "name": "sw", "switch": "__n__",
+                    "cases": {"3": ids["flaky"], "default": ids["end"]}, "on_completion": ids["end"]},
+        ids["flaky"]: act("flaky", {"key": "f", "fail_until": 2}, "slow", ext={"retries": 2, "backoff": 0.01}),
+        ids["slow"]: act("slow", {"key": "s", "sleep": 2}, "end", timeout=200),
+        ids["end"]: {"type": "end"},
+    }
+    pb = world["tmp"] / "control.json"
+    pb.write_text(json.dumps(doc))
+    assert cacao.validate(doc, load_all()) == []
+    res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")
+    run, *steps = lines(res.stdout)
+    st = {s.get("name"): s for s in steps}
+    assert res.exit_code == 1, str([(s.get("name"), s.get("status"), s.get("error")) for s in steps])
+    counts = {k: (world["home"] / f"count-{k}").read_text() for k in "abnf"}
+    assert counts == {"a": "1", "b": "1", "n": "3", "f": "3"}
+    assert st["loop"]["evaluations"] == [True, True, True, False] and st["sw"]["value"] == "3"
+    assert st["flaky"]["status"] == "succeeded" and st["flaky"]["attempts"] == 3
+    assert st["slow"]["status"] == "failed" and st["slow"]["error"] == "timed out after 0.2 s"
+    assert run["status"] == "failed"

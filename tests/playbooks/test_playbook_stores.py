@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from correlator.store import open_store
 from soc_cli.main import app
-from tests.playbooks.test_playbook_core import BLOCK, SCANNER, _blocked, as_user, lines, scanning
+from tests.playbooks.engine_world import _blocked
+from tests.playbooks.test_playbook_core import BLOCK, SCANNER, as_user, lines, scanning
 from tests.triage.world import DEMO_PCAP, ingest
 
 runner = CliRunner()
