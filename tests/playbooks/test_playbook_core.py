@@ -297,3 +297,33 @@ def test_parallel_while_switch_retries_and_timeout(world):
     assert st["flaky"]["status"] == "succeeded" and st["flaky"]["attempts"] == 3
     assert st["slow"]["status"] == "failed" and st["slow"]["error"] == "timed out after 0.2 s"
     assert run["status"] == "failed"
+
+
+@pytest.mark.parametrize("name", sorted(cacao.library()))
+def test_library_playbook_dry_run_and_execute_on_the_scan_alert(world, name):
+    """Each library playbook on the sensor's port-scan alert: the dry run plans every action with the alert's
+    values (no variable left unrendered, no plan error) and changes nothing; executed, every non-destructive action
+    succeeds for real (store, evidence, packages under $SOC_HOME) and a destructive one waits for approval, which a
+    deny turns into a failed run."""
+    before = open_store(world["uri"]).get_alert(SCAN)
+    res = soc(world, "playbook", "run", name, "--alert", SCAN, "--json")
+    assert res.exit_code == 0, res.stderr
+    run, *steps = lines(res.stdout)
+    actions = [s for s in steps if s["type"] == "action"]
+    assert run["status"] == "dry-run" and actions
+    for s in actions:
+        assert "plan_error" not in s, s
+        assert "__" not in json.dumps(s["args"]), s["args"]
+        assert s["status"] == ("would-wait-approval" if s["action"] == "contain.block_ip" else "planned"), s
+    assert open_store(world["uri"]).get_alert(SCAN) == before
+    # no file written (actions' plan() still creates the empty output folder: playbooks/actions/_common.output_path)
+    assert [p for p in world["home"].rglob("*") if p.is_file()] == []
+    res = soc(world, "playbook", "run", name, "--alert", SCAN, "--execute", "--json")
+    run, *steps = lines(res.stdout)
+    done = {s["name"]: s["status"] for s in steps if s["type"] == "action"}
+    destructive = [s["name"] for s in steps if s.get("action") == "contain.block_ip"]
+    assert done == {n: "waiting-approval" if n in destructive else "succeeded" for n in done}, steps
+    assert res.exit_code == (3 if destructive else 0), res.stderr
+    if destructive:
+        res = soc(world, "playbook", "deny", run["id"], "block", "--json")
+        assert res.exit_code == 1 and lines(res.stdout)[0]["status"] == "failed", res.stderr
