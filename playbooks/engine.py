@@ -454,11 +454,9 @@ SUMMARY = ("id", "playbook", "status", "execute", "actor", "source", "gov.label.
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The listing fields of a run (a live run or a stored record, which already carries them)."""
     out = {k: doc.get(k) for k in SUMMARY}
-    pending = doc.get("pending")
-    if pending is None and "state" in doc:
-        pending = json.loads(doc["state"]).get("pending")
-    out["waiting_on"] = (pending or {}).get("step")
+    out["waiting_on"] = doc["waiting_on"] if "waiting_on" in doc else (doc.get("pending") or {}).get("step")
     return out
 
 
