@@ -38,11 +38,13 @@ MAX_STEPS = 10_000
 
 @dataclass
 class Settings:
-    """Playbook policy ($SOC_HOME/playbooks.yml): two-person rule, approval lifetime, protected assets."""
+    """Playbook policy ($SOC_HOME/playbooks.yml): two-person rule, approval lifetime and impact threshold,
+    protected assets."""
 
     two_person_rule: bool = False
     approval_ttl: int = 3600  # seconds an approval request stays open
     protected: list[Any] = field(default_factory=list)  # ip networks never contained
+    approval_impact: int | None = None  # playbooks of this CACAO impact or more: every action step needs approval
 
     @classmethod
     def load(cls, home: Path | None = None) -> Settings:
@@ -51,8 +53,13 @@ class Settings:
             return cls()
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            unknown = set(raw) - {"two_person_rule", "approval_ttl", "protected_assets", "approval_impact"}
+            if unknown:
+                raise ValueError(f"unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
+            impact = raw.get("approval_impact")
             return cls(bool(raw.get("two_person_rule", False)), int(raw.get("approval_ttl", 3600)),
-                       [ipaddress.ip_network(str(n), strict=False) for n in raw.get("protected_assets") or []])
+                       [ipaddress.ip_network(str(n), strict=False) for n in raw.get("protected_assets") or []],
+                       None if impact is None else int(impact))
         except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
             raise PlaybookError(f"{path}: {' '.join(str(exc).split())}") from None
 
@@ -338,12 +345,15 @@ class Engine:
         ctx = self._ctx(run, sid, run["execute"])
         rec.update(action=cls.name, args=args)
         protected = [v for v in _values(args) if self.settings.protects(v)] if cls.destructive else []
+        threshold = self.settings.approval_impact
+        needs_approval = bool(soc.get("approval")) or cls.destructive or (
+            threshold is not None and int(run["doc"].get("impact") or 0) >= threshold)
         if not run["execute"]:
             try:
                 rec["plan"] = action.plan(ctx, args)
             except ActionError as exc:
                 rec["plan_error"] = str(exc)
-            rec["status"] = "refused" if protected else ("would-wait-approval" if soc.get("approval") else "planned")
+            rec["status"] = "refused" if protected else ("would-wait-approval" if needs_approval else "planned")
             if protected:
                 rec["error"] = f"protected asset(s) {', '.join(map(str, protected))}: never contained"
             return ok_next if not protected else (step.get("on_failure") or step.get("on_completion") or ok_next)
@@ -351,7 +361,7 @@ class Engine:
             return self._fail(run, sid, step, rec, f"protected asset(s) {', '.join(map(str, protected))}: "
                                                    "never contained")
         approval = rec.get("approval") or {}
-        if soc.get("approval") and (approval.get("decision") != "approved" or approval.get("used")):
+        if needs_approval and (approval.get("decision") != "approved" or approval.get("used")):
             expires = datetime.now(UTC) + timedelta(seconds=self.settings.approval_ttl)
             run["pending"] = {"step": sid, "requested": _now(), "expires": expires.isoformat()}
             run["status"] = "waiting"
@@ -363,7 +373,7 @@ class Engine:
             return sid
         retries, backoff = int(soc.get("retries") or 0), float(soc.get("backoff") or 1.0)
         timeout = (step.get("timeout") or 0) / 1000 or None  # CACAO: milliseconds
-        if soc.get("approval"):
+        if needs_approval:
             approval["used"] = True  # one approval, one execution (a loop asks again)
         rec.update(status="running", started=_now())
         self._save(run)

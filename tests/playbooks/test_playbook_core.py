@@ -327,3 +327,16 @@ def test_library_playbook_dry_run_and_execute_on_the_scan_alert(world, name):
     if destructive:
         res = soc(world, "playbook", "deny", run["id"], "block", "--json")
         assert res.exit_code == 1 and lines(res.stdout)[0]["status"] == "failed", res.stderr
+
+
+def test_impact_threshold_makes_every_action_wait_and_settings_are_strict(world):
+    """approval_impact: a playbook of that CACAO impact (scanning: 50) stops before its first action."""
+    (world["home"] / "playbooks.yml").write_text("approval_impact: 50\n")
+    res = soc(world, "playbook", "run", "scanning", "--alert", SCAN, "--execute", "--json")
+    assert res.exit_code == 3
+    run, *steps = lines(res.stdout)
+    assert [s["status"] for s in steps if s["type"] == "action"] == ["waiting-approval"]
+    assert run["pending"]["step"] == steps[-1]["step"] and steps[-1]["name"] == "enrich"
+    (world["home"] / "playbooks.yml").write_text("protected: [10.0.0.0/8]\n")  # a typo is an error, not ignored
+    res = soc(world, "playbook", "run", "scanning", "--alert", SCAN)
+    assert res.exit_code == 2 and "unknown setting(s) protected" in res.stderr
