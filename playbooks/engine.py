@@ -222,16 +222,28 @@ class Engine:
             rec["approval"] = {"decision": decision, "by": self.actor, "at": _now()}
             if not approve:
                 rec.update(status="denied", ended=_now())
-        self.store.audit("playbook-approval", {"run": run_id, "step": sid, "decision": decision,
-                                               "max_rank": run["gov.label.rank"]}, actor=self.actor)
         run["pending"] = None
         run["status"] = "running"
+        self._claim(run, pending["requested"])
+        self.store.audit("playbook-approval", {"run": run_id, "step": sid, "decision": decision,
+                                               "max_rank": run["gov.label.rank"]}, actor=self.actor)
         if decision != "approved":
             run["failed"] = True
             run["cursor"] = wf[sid].get("on_failure")
             if run["cursor"] is None:
                 return self._finish(run)
         return self._advance(run)
+
+    def _claim(self, run: dict[str, Any], requested: str) -> None:
+        """Store the decided run only if it still waits on the same request: of two deciders at once, one wins."""
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            state = json.loads(doc["state"])
+            if state.get("status") != "waiting" or (state.get("pending") or {}).get("requested") != requested:
+                raise PlaybookError(f"run {run['id']} was decided meanwhile (now {state.get('status')})")
+            return _summary(run) | {"state": json.dumps(run, default=str)}
+
+        if self.store.modify_record(KIND, run["id"], change) is None:
+            raise PlaybookError(f"no playbook run {run['id']} in {self.store.uri}")
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Continue an interrupted or failed run from where it stopped; done steps are not repeated."""

@@ -112,6 +112,13 @@ class Store(ABC):
         """Every document of `kind`, by id."""
 
     @abstractmethod
+    def modify_record(self, kind: str, record_id: str,
+                      change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Atomically replace a record by `change(record)` and return it (None: no such record). Concurrent changes
+        never overwrite each other: `change` may run again on the newer document; an exception it raises aborts
+        (nothing written)."""
+
+    @abstractmethod
     def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Store a new incident under the next sequential `soc.incident.id` (1, 2, …); return it with its number."""
 

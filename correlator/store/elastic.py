@@ -443,6 +443,25 @@ class ElasticStore(Store):
         found = [h["_source"] for h in hits if h["_source"].get("kind") == kind]
         return [h["doc"] for h in sorted(found, key=lambda h: h["id"])]
 
+    def modify_record(self, kind: str, record_id: str,
+                      change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Read, change, re-index with compare-and-set on the sequence number; a conflict re-reads and re-applies."""
+        with self._calls(f"modify {kind}"):
+            for attempt in range(50):
+                try:
+                    got = self.es.get(index=self.meta_index, id=f"{kind}:{record_id}")
+                except NotFoundError:
+                    return None
+                doc = change(got["_source"]["doc"])
+                try:
+                    self.es.index(index=self.meta_index, id=f"{kind}:{record_id}",
+                                  document={"kind": kind, "id": record_id, "doc": doc}, refresh=True,
+                                  if_seq_no=got["_seq_no"], if_primary_term=got["_primary_term"])
+                    return doc
+                except ConflictError:
+                    time.sleep(0.005 * attempt)
+        raise StoreError(f"{kind} {record_id}: too many concurrent updates")
+
     # -- incidents (`_id` = the number; every write refreshes, so the next read sees it) ----------------------
 
     def create_incident(self, doc: dict[str, Any]) -> dict[str, Any]:

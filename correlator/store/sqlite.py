@@ -366,6 +366,17 @@ class SQLiteStore(Store):
         rows = self.db.execute("SELECT doc FROM records WHERE kind = ? ORDER BY id", (kind,))
         return [json.loads(r[0]) for r in rows]
 
+    def modify_record(self, kind: str, record_id: str,
+                      change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Read, change and write one record in one `BEGIN IMMEDIATE` transaction (writers queue on the lock)."""
+        with self._tx():
+            row = self.db.execute("SELECT doc FROM records WHERE kind = ? AND id = ?", (kind, record_id)).fetchone()
+            if row is None:
+                return None
+            doc = change(json.loads(row[0]))
+            self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, record_id, json.dumps(doc)))
+        return doc
+
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
 

@@ -4,13 +4,21 @@ steps and audit entries on every store."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 
 import pytest
 from es_server import EsServer, server_names, start_server
 from typer.testing import CliRunner
 
+from correlator.gate import open_gate
+from correlator.policy.loader import load_policy
+from correlator.query import Query
 from correlator.store import open_store
+from playbooks.cacao import PlaybookError
+from playbooks.engine import Engine
+from soc_cli.common import SHIPPED_POLICY
 from soc_cli.main import app
 from tests.playbooks.engine_world import _blocked
 from tests.playbooks.test_playbook_core import BLOCK, SCANNER, as_user, lines, scanning
@@ -72,3 +80,77 @@ def test_a_run_on_every_store(uri, tmp_path, monkeypatch):
     assert actions == ["playbook-run", "playbook-step", "playbook-step", "playbook-step",
                        "playbook-approval-requested", "playbook-approval", "playbook-step", "playbook-run-end",
                        "playbook-undo"]
+
+
+def test_modify_record_is_atomic_and_aborts_cleanly(uri):
+    """Store.modify_record on each backend: None for a missing record, an exception in the change writes nothing,
+    and 8 threads incrementing one record (each on its own connection) lose no update."""
+    store = open_store(uri, create=True)
+    store.init()
+    assert store.modify_record("t", "x", lambda d: d) is None
+    store.put_record("t", "x", {"n": 0})
+
+    def boom(d: dict) -> dict:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        store.modify_record("t", "x", boom)
+    assert store.records("t") == [{"n": 0}]
+
+    def bump() -> None:
+        s = open_store(uri)
+        for _ in range(5):
+            s.modify_record("t", "x", lambda d: {"n": d["n"] + 1})
+        s.close()
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.records("t") == [{"n": 40}]
+    store.close()
+
+
+def test_two_approvers_at_once_run_the_step_once(uri, tmp_path, monkeypatch):
+    """Two analysts approve the same waiting step at the same moment: one continues the run, the other is told it
+    was decided meanwhile; the approved action ran exactly once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SOC_HOME", str(home))
+    monkeypatch.setenv("SOC_AUDIT_ANCHOR_FILE", "")
+    ingest(uri, DEMO_PCAP)
+    policy = load_policy(SHIPPED_POLICY)
+    store = open_store(uri)
+    [scan] = [a for a in store.search_alerts(Query(), 100) if a.get("source.ip") == SCANNER
+              and "Port Scan" in json.dumps(a)]
+    pb = scanning(tmp_path, block={"action": "test.count", "args": {"key": "block"}, "approval": True})
+    run = Engine(open_gate(store, policy, "soc-analyst"), home=home).start(str(pb), scan["soc.alert.uuid"], None,
+                                                                          execute=True)
+    assert run["status"] == "waiting"
+    barrier = threading.Barrier(2)
+    claim = Engine._claim
+
+    def racing_claim(self, *args):  # both have read the waiting run before either stores its decision
+        barrier.wait(timeout=30)
+        return claim(self, *args)
+
+    monkeypatch.setattr(Engine, "_claim", racing_claim)
+    outcomes: list[str] = []
+
+    def approve(user: str) -> None:
+        s = open_store(uri)
+        try:
+            outcomes.append(Engine(open_gate(s, policy, user), home=home).decide(run["id"], "block", True)["status"])
+        except PlaybookError as exc:
+            outcomes.append(str(exc))
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=approve, args=(u,)) for u in ("soc-lead", "soc-admin")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes)[-1] == "succeeded" and "was decided meanwhile" in sorted(outcomes)[0], outcomes
+    assert (home / "count-block").read_text() == "1"
