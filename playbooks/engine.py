@@ -204,7 +204,7 @@ class Engine:
     def decide(self, run_id: str, step: str, approve: bool) -> dict[str, Any]:
         """Approve or deny the step a run waits on, then continue the run in this process."""
         run = self._load(run_id)
-        pending = run.get("pending")
+        seen, pending = run["updated"], run.get("pending")
         wf = run["doc"]["workflow"]
         if run["status"] != "waiting" or not pending:
             raise PlaybookError(f"run {run_id} is {run['status']}, not waiting for an approval")
@@ -224,7 +224,7 @@ class Engine:
                 rec.update(status="denied", ended=_now())
         run["pending"] = None
         run["status"] = "running"
-        self._claim(run, pending["requested"])
+        self._claim(run, seen, "decided")
         self.store.audit("playbook-approval", {"run": run_id, "step": sid, "decision": decision,
                                                "max_rank": run["gov.label.rank"]}, actor=self.actor)
         if decision != "approved":
@@ -234,20 +234,22 @@ class Engine:
                 return self._finish(run)
         return self._advance(run)
 
-    def _claim(self, run: dict[str, Any], requested: str) -> None:
-        """Store the decided run only if it still waits on the same request: of two deciders at once, one wins."""
+    def _claim(self, run: dict[str, Any], seen: str, what: str) -> None:
+        """Store `run` only if the stored run is still the version this process read (its `updated`): of two
+        deciders or resumers at once, one goes on and the other is told."""
         def change(doc: dict[str, Any]) -> dict[str, Any]:
-            state = json.loads(doc["state"])
-            if state.get("status") != "waiting" or (state.get("pending") or {}).get("requested") != requested:
-                raise PlaybookError(f"run {run['id']} was decided meanwhile (now {state.get('status')})")
+            if doc.get("updated") != seen:
+                raise PlaybookError(f"run {run['id']} was {what} meanwhile (now {doc.get('status')})")
             return _summary(run) | {"state": json.dumps(run, default=str)}
 
+        run["updated"] = _now()
         if self.store.modify_record(KIND, run["id"], change) is None:
             raise PlaybookError(f"no playbook run {run['id']} in {self.store.uri}")
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Continue an interrupted or failed run from where it stopped; done steps are not repeated."""
         run = self._load(run_id)
+        seen = run["updated"]
         if run["status"] in ("succeeded", "dry-run", "undone", "waiting"):
             raise PlaybookError(f"run {run_id} is {run['status']}: nothing to resume")
         if run["status"] == "failed":
@@ -256,6 +258,7 @@ class Engine:
                 raise PlaybookError(f"run {run_id} failed with no step to retry")
             run["cursor"], run["failed"], run["status"] = sid, False, "running"
             run["steps"][sid]["status"] = "retrying"
+        self._claim(run, seen, "resumed or changed")
         self.store.audit("playbook-resume", {"run": run_id, "at": run["cursor"],
                                              "max_rank": run["gov.label.rank"]}, actor=self.actor)
         return self._advance(run)

@@ -20,7 +20,7 @@ from playbooks.cacao import PlaybookError
 from playbooks.engine import Engine
 from soc_cli.common import SHIPPED_POLICY
 from soc_cli.main import app
-from tests.playbooks.engine_world import _blocked
+from tests.playbooks.engine_world import Killed, _blocked
 from tests.playbooks.test_playbook_core import BLOCK, SCANNER, as_user, lines, scanning
 from tests.triage.world import DEMO_PCAP, ingest
 
@@ -154,3 +154,51 @@ def test_two_approvers_at_once_run_the_step_once(uri, tmp_path, monkeypatch):
         t.join()
     assert sorted(outcomes)[-1] == "succeeded" and "was decided meanwhile" in sorted(outcomes)[0], outcomes
     assert (home / "count-block").read_text() == "1"
+
+
+def test_two_resumes_at_once_run_the_interrupted_step_once(uri, tmp_path, monkeypatch):
+    """A run killed in its search step, resumed from two shells at the same moment: one resumes, the other is told
+    the run was resumed meanwhile; search ran twice in all (the killed attempt and one resume), enrich once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SOC_HOME", str(home))
+    monkeypatch.setenv("SOC_AUDIT_ANCHOR_FILE", "")
+    ingest(uri, DEMO_PCAP)
+    policy = load_policy(SHIPPED_POLICY)
+    store = open_store(uri)
+    [scan] = [a for a in store.search_alerts(Query(), 100) if a.get("source.ip") == SCANNER
+              and "Port Scan" in json.dumps(a)]
+    pb = scanning(tmp_path, enrich={"action": "test.count", "args": {"key": "enrich"}},
+                  search={"action": "test.count", "args": {"key": "search", "die": True}},
+                  block={"action": "test.count", "args": {"key": "block"}})
+    with pytest.raises(Killed):
+        Engine(open_gate(store, policy, "soc-analyst"), home=home).start(str(pb), scan["soc.alert.uuid"], None,
+                                                                        execute=True)
+    [run_id] = [r["id"] for r in store.records("playbook-run")]
+    barrier = threading.Barrier(2)
+    claim = Engine._claim
+
+    def racing_claim(self, *args):
+        barrier.wait(timeout=30)
+        return claim(self, *args)
+
+    monkeypatch.setattr(Engine, "_claim", racing_claim)
+    outcomes: list[str] = []
+
+    def resume() -> None:
+        s = open_store(uri)
+        try:
+            outcomes.append(Engine(open_gate(s, policy, "soc-analyst"), home=home).resume(run_id)["status"])
+        except PlaybookError as exc:
+            outcomes.append(str(exc))
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes)[-1] == "succeeded" and "resumed or changed meanwhile" in sorted(outcomes)[0], outcomes
+    counts = {k: (home / f"count-{k}").read_text() for k in ("enrich", "search", "block")}
+    assert counts == {"enrich": "1", "search": "2", "block": "1"}
