@@ -441,9 +441,14 @@ def queue(gate: Gate, filters: Filters, limit: int = 100, now: str | None = None
     """Alerts matching `filters`, riskiest then newest first, without those an active suppression hides."""
     sup = suppression_counts(gate, now)
     q, groups = filters.query()
-    read = gate.search_alerts_any(q, groups, min(limit + sup.total, sys.maxsize), "alerts list")
-    items = [a for a in read.items if a["soc.alert.uuid"] not in sup.ids][:limit]
-    return Queue(items, read.withheld, sup)
+    most = min(limit + sup.total, sys.maxsize)  # enough even if every suppressed alert sorts first
+    size = min(2 * limit, most)  # usually enough: read more only when suppressed alerts fill the page
+    while True:
+        read = gate.search_alerts_any(q, groups, size, "alerts list")
+        items = [a for a in read.items if a["soc.alert.uuid"] not in sup.ids]
+        if len(items) >= limit or len(read.items) < size or size >= most:
+            return Queue(items[:limit], read.withheld, sup)
+        size = min(size * 8, most)
 
 
 def field_values(alert: dict[str, Any], name: str) -> list[Any]:

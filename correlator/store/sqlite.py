@@ -409,6 +409,9 @@ class SQLiteStore(Store):
             where, args = self._where(q, ALERT_COLUMNS)
             wheres.append(f"({where})")
             params.extend(args)
+        if list(fields) == ["soc.alert.uuid"]:  # ids only (counting): the column, no document parsed
+            return [{"soc.alert.uuid": r[0]} for r in
+                    self.db.execute(f"SELECT uuid FROM alerts WHERE {' OR '.join(wheres)}", params)]
         # one json_extract with every path: one parse of the document per row, the values as a JSON array
         paths = [_path(f) for f in fields] * (2 if len(fields) == 1 else 1)  # an array needs two paths or more
         sql = f"SELECT json_extract(doc, {', '.join('?' * len(paths))}) FROM alerts WHERE {' OR '.join(wheres)}"

@@ -100,6 +100,10 @@ def test_fast_counts_agree_with_brute_force(loaded, rank):
     want = sorted(queue_items, key=lambda a: (-a["soc.alert.risk_score"], a["@timestamp"]), reverse=False)
     want = sorted(want, key=lambda a: (-a["soc.alert.risk_score"], _neg(a["@timestamp"]), a["soc.alert.uuid"]))
     assert [a["soc.alert.uuid"] for a in page.items] == [a["soc.alert.uuid"] for a in want[:50]]
+    rule0 = [a for a in want if a["soc.alert.rule.uuid"] == RULES[0][0]]
+    for limit in (1, 2, 3, 5, 8):  # small pages of the suppressed rule: the queue reads on until the page is full
+        got = triage.queue(gate, triage.Filters(rule=RULES[0][0]), limit=limit, now=NOW).items
+        assert [a["soc.alert.uuid"] for a in got] == [a["soc.alert.uuid"] for a in rule0[:limit]]
     assert page.withheld == (len([a for a in alerts if triage.status_of(a) in triage.OPEN]) - len(
         [a for a in mine if triage.status_of(a) in triage.OPEN]) if policy.disclose_withheld else None)
 
