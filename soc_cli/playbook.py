@@ -57,7 +57,7 @@ def _report(run: dict[str, Any], json: bool) -> None:
             print_ndjson({"run": run["id"], **s})
     else:
         console.print(f"run {run['id']}: {run['playbook']} on {run.get('source')} — {run['status']}"
-                      f"{'' if run['execute'] else ' (dry run: nothing changed)'}", highlight=False)
+                      f"{'' if run['execute'] else ' (dry run: nothing changed)'}", highlight=False, soft_wrap=True)
         for s in steps:
             if s["type"] in ("start", "end"):
                 continue
@@ -66,6 +66,8 @@ def _report(run: dict[str, Any], json: bool) -> None:
                 plan = s.get("plan") or {}
                 shown = "; ".join(plan.get("commands") or []) if isinstance(plan, dict) else ""
                 line += f"  [{s['action']}] {shown or dumps(s.get('args'), default=str)[:160]}"
+            if s.get("approval"):
+                line += f"  {s['approval']['decision']} by {s['approval']['by']} at {s['approval']['at']}"
             if s.get("error"):
                 line += f"  error: {s['error']}"
             console.print(line, highlight=False, soft_wrap=True)
