@@ -82,10 +82,24 @@ def test_a_run_on_every_store(uri, tmp_path, monkeypatch):
                        "playbook-undo"]
 
 
-def test_modify_record_is_atomic_and_aborts_cleanly(uri):
+@pytest.fixture(params=["sqlite", *server_names()])
+def connect(request, tmp_path, tmp_path_factory, servers):
+    """A factory of connections to one fresh store: SQLite, then each ES emulator (with its client options)."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'soc.db'}"
+        open_store(uri, create=True).close()
+        return lambda: open_store(uri)
+    if request.param not in servers:
+        servers[request.param] = start_server(request.param, tmp_path_factory.mktemp(request.param))
+    server = servers[request.param]
+    namespace = server.store().namespace
+    return lambda: server.store(namespace)
+
+
+def test_modify_record_is_atomic_and_aborts_cleanly(connect):
     """Store.modify_record on each backend: None for a missing record, an exception in the change writes nothing,
     and 8 threads incrementing one record (each on its own connection) lose no update."""
-    store = open_store(uri, create=True)
+    store = connect()
     store.init()
     assert store.modify_record("t", "x", lambda d: d) is None
     store.put_record("t", "x", {"n": 0})
@@ -98,7 +112,7 @@ def test_modify_record_is_atomic_and_aborts_cleanly(uri):
     assert store.records("t") == [{"n": 0}]
 
     def bump() -> None:
-        s = open_store(uri)
+        s = connect()
         for _ in range(5):
             s.modify_record("t", "x", lambda d: {"n": d["n"] + 1})
         s.close()
