@@ -173,7 +173,7 @@ class Gate:
         return self._account("alerts", items, lambda: self._withheld_alerts(combos), what)
 
     def _withheld_alerts(self, combos: Sequence[Query]) -> int:
-        return len(self.store.alert_fields([self._withheld(qq) for qq in combos], ["soc.alert.uuid"]))
+        return self.store.count_alerts_any([self._withheld(qq) for qq in combos])
 
     def count_alerts(self, q: Query, what: str = "") -> Read:
         """How many alerts match `q` at the reader's clearance (`count`), and how many were withheld."""

@@ -91,6 +91,10 @@ class Store(ABC):
                 seen.setdefault(a["soc.alert.uuid"], {f: a[f] for f in fields if a.get(f) is not None})
         return list(seen.values())
 
+    def count_alerts_any(self, queries: Sequence[Query]) -> int:
+        """How many alerts match any of `queries` (each alert once)."""
+        return len(self.alert_fields(queries, ["soc.alert.uuid"]))
+
     @abstractmethod
     def update_alert(self, uuid: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into an alert (workflow status, assignee, notes)."""

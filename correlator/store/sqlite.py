@@ -33,7 +33,7 @@ from correlator.query import (
 )
 from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION = "soc"
 
 # Each migration takes the database from version i to i + 1 (index 0 creates version 1).
@@ -112,6 +112,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alerts_rule_src ON alerts (rule_id, src_ip);
     CREATE INDEX alerts_rule_dst ON alerts (rule_id, dst_ip);
     CREATE INDEX alerts_queue_severity ON alerts (workflow_status, severity, risk_score DESC, ts DESC, uuid);
+    """,
+    # 6: withheld counts per status (a reader below the top level: `status = ? AND rank > ?` read from the index)
+    """
+    CREATE INDEX alerts_status_rank ON alerts (workflow_status, rank);
     """,
 ]
 
@@ -404,21 +408,31 @@ class SQLiteStore(Store):
         """One SQL pass: the OR of the queries, each row projected to a JSON array of the fields."""
         if not queries or not fields:
             return []
+        wheres, params = self._where_any(queries)
+        if list(fields) == ["soc.alert.uuid"]:  # ids only (counting): the column, no document parsed
+            return [{"soc.alert.uuid": r[0]} for r in
+                    self.db.execute(f"SELECT uuid FROM alerts WHERE {wheres}", params)]
+        # one json_extract with every path: one parse of the document per row, the values as a JSON array
+        paths = [_path(f) for f in fields] * (2 if len(fields) == 1 else 1)  # an array needs two paths or more
+        sql = f"SELECT json_extract(doc, {', '.join('?' * len(paths))}) FROM alerts WHERE {wheres}"
+        out = []
+        for (row,) in self.db.execute(sql, [*paths, *params]):
+            out.append({f: v for f, v in zip(fields, json.loads(row), strict=False) if v is not None})
+        return out
+
+    def count_alerts_any(self, queries: Sequence[Query]) -> int:
+        if not queries:
+            return 0
+        wheres, params = self._where_any(queries)
+        return self.db.execute(f"SELECT count(*) FROM alerts WHERE {wheres}", params).fetchone()[0]
+
+    def _where_any(self, queries: Sequence[Query]) -> tuple[str, list[Any]]:
         wheres, params = [], []
         for q in queries:
             where, args = self._where(q, ALERT_COLUMNS)
             wheres.append(f"({where})")
             params.extend(args)
-        if list(fields) == ["soc.alert.uuid"]:  # ids only (counting): the column, no document parsed
-            return [{"soc.alert.uuid": r[0]} for r in
-                    self.db.execute(f"SELECT uuid FROM alerts WHERE {' OR '.join(wheres)}", params)]
-        # one json_extract with every path: one parse of the document per row, the values as a JSON array
-        paths = [_path(f) for f in fields] * (2 if len(fields) == 1 else 1)  # an array needs two paths or more
-        sql = f"SELECT json_extract(doc, {', '.join('?' * len(paths))}) FROM alerts WHERE {' OR '.join(wheres)}"
-        out = []
-        for (row,) in self.db.execute(sql, [*paths, *params]):
-            out.append({f: v for f, v in zip(fields, json.loads(row), strict=False) if v is not None})
-        return out
+        return " OR ".join(wheres), params
 
     def get_alert(self, uuid: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM alerts WHERE uuid = ?", (uuid,)).fetchone()
@@ -645,7 +659,8 @@ def _text_sql(c: Text, hot: dict[str, str]) -> tuple[str, list[Any]]:
 
 def _clearance_sql(c: Clearance, hot: dict[str, str]) -> tuple[str, list[Any]]:
     if "gov.label.rank" in hot:
-        return f"{hot['gov.label.rank']} <= ?", [c.max_rank]
+        # unary +: a filter on the rows read, never the index to read (the list's order index serves the page)
+        return f"+{hot['gov.label.rank']} <= ?", [c.max_rank]
     return "coalesce(json_extract(doc, '$.\"gov.label.rank\"'), 0) <= ?", [c.max_rank]
 
 
