@@ -6,8 +6,10 @@ into IPv6) so CIDR queries are index range scans. Free text uses an FTS5 index o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -201,6 +203,9 @@ class SQLiteStore(Store):
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
         if not create and not self.path.exists():
             raise missing
+        if create and not self.path.exists():  # a new store is the soc account's alone: its file is the boundary
+            with contextlib.suppress(FileExistsError):  # (SQLite gives -wal/-shm the database file's mode)
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             target = self.path if create else f"{self.path.resolve().as_uri()}?mode=rw"  # rw: never creates
             self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=not create)

@@ -186,3 +186,23 @@ def test_clearance_hides_items_above_rank(sqlite_store):
     sqlite_store.write_alerts([_alert("s", 10, base["@timestamp"]) | {"gov.label.rank": 2}])
     assert sqlite_store.search_alerts(Query((Clearance(1),))) == []
     assert len(sqlite_store.search_alerts(Query((Clearance(2),)))) == 1
+
+
+def test_a_new_store_file_is_readable_by_its_owner_only(tmp_path):
+    """On SQLite the database file is the clearance boundary: soc creates it 0600 (and SQLite gives -wal/-shm the
+    same mode), whatever the umask."""
+    import os
+    import stat
+
+    from correlator.store import open_store
+
+    old = os.umask(0o022)
+    try:
+        store = open_store(f"sqlite:///{tmp_path / 'soc.db'}")
+        store.init()
+        store.write_events([{"@timestamp": "2026-11-02T09:00:01Z", "event.id": "e1", "message": "m"}])
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        store.close()
+    finally:
+        os.umask(old)
+    assert modes["soc.db"] == 0o600 and all(m == 0o600 for m in modes.values()), modes
