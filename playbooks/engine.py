@@ -12,18 +12,14 @@ protected assets (never contained), timeouts and retries, on_failure, and "a fai
 from __future__ import annotations
 
 import ast
-import ipaddress
 import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from correlator.gate import Gate, Read
 from correlator.store import data_dir
@@ -34,41 +30,6 @@ from playbooks.cacao import PlaybookError
 KIND = "playbook-run"
 MAX_LOOPS = 100  # iterations of one while-condition per run
 MAX_STEPS = 10_000
-
-
-@dataclass
-class Settings:
-    """Playbook policy ($SOC_HOME/playbooks.yml): two-person rule, approval lifetime and impact threshold,
-    protected assets."""
-
-    two_person_rule: bool = False
-    approval_ttl: int = 3600  # seconds an approval request stays open
-    protected: list[Any] = field(default_factory=list)  # ip networks never contained
-    approval_impact: int | None = None  # playbooks of this CACAO impact or more: every action step needs approval
-
-    @classmethod
-    def load(cls, home: Path | None = None) -> Settings:
-        path = (home or data_dir()) / "playbooks.yml"
-        if not path.exists():
-            return cls()
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            unknown = set(raw) - {"two_person_rule", "approval_ttl", "protected_assets", "approval_impact"}
-            if unknown:
-                raise ValueError(f"unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
-            impact = raw.get("approval_impact")
-            return cls(bool(raw.get("two_person_rule", False)), int(raw.get("approval_ttl", 3600)),
-                       [ipaddress.ip_network(str(n), strict=False) for n in raw.get("protected_assets") or []],
-                       None if impact is None else int(impact))
-        except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
-            raise PlaybookError(f"{path}: {' '.join(str(exc).split())}") from None
-
-    def protects(self, value: Any) -> bool:
-        try:
-            ip = ipaddress.ip_address(str(value))
-        except ValueError:
-            return False
-        return any(ip in n for n in self.protected)
 
 
 def _now() -> str:
@@ -116,11 +77,11 @@ def condition(text: str, variables: dict[str, Any]) -> bool:
 class Engine:
     """Runs playbooks for the reader of `gate` (the actor is `gate.reader.user`)."""
 
-    def __init__(self, gate: Gate, settings: Settings | None = None, home: Path | None = None,
+    def __init__(self, gate: Gate, home: Path | None = None,
                  registry: dict[str, type[Action]] | None = None) -> None:
         self.gate, self.store, self.policy = gate, gate.store, gate.policy
         self.home = home or data_dir()
-        self.settings = settings or Settings.load(self.home)
+        self.rules = self.policy.response  # the policy owners' rules: approvals, protected assets
         self.registry = registry if registry is not None else load_all()
         self.actor = gate.reader.user
 
@@ -211,7 +172,7 @@ class Engine:
         sid = pending["step"]
         if step not in (sid, wf[sid].get("name")):
             raise PlaybookError(f"run {run_id} waits on step {sid} ({wf[sid].get('name')}), not {step}")
-        if approve and self.settings.two_person_rule and self.actor == run["actor"]:
+        if approve and self.rules.two_person_rule and self.actor == run["actor"]:
             raise PlaybookError(f"two-person rule: {self.actor} started run {run_id} and cannot approve it")
         rec = run["steps"][sid]
         if datetime.now(UTC) > datetime.fromisoformat(pending["expires"]):
@@ -359,8 +320,8 @@ class Engine:
         ok_next = step.get("on_success") or step.get("on_completion")
         ctx = self._ctx(run, sid, run["execute"])
         rec.update(action=cls.name, args=args)
-        protected = [v for v in _values(args) if self.settings.protects(v)] if cls.destructive else []
-        threshold = self.settings.approval_impact
+        protected = [v for v in _values(args) if self.rules.protects(v)] if cls.destructive else []
+        threshold = self.rules.approval_impact
         needs_approval = bool(soc.get("approval")) or cls.destructive or (
             threshold is not None and int(run["doc"].get("impact") or 0) >= threshold)
         if not run["execute"]:
@@ -377,7 +338,7 @@ class Engine:
                                                    "never contained")
         approval = rec.get("approval") or {}
         if needs_approval and (approval.get("decision") != "approved" or approval.get("used")):
-            expires = datetime.now(UTC) + timedelta(seconds=self.settings.approval_ttl)
+            expires = datetime.now(UTC) + timedelta(seconds=self.rules.approval_ttl)
             run["pending"] = {"step": sid, "requested": _now(), "expires": expires.isoformat()}
             run["status"] = "waiting"
             rec["status"] = "waiting-approval"

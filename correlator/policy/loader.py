@@ -24,6 +24,7 @@ from correlator.policy.model import (
     Policy,
     PolicyException,
     ProtectionProfile,
+    Response,
     Zone,
 )
 
@@ -144,7 +145,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     if root is None:
         raise PolicyError([f"{path}:1: policy: the file is empty"])
     top = r.mapping(root, "policy", {"name", "levels", "caveats", "organizations", "zones", "assets", "agreements",
-                                     "protection", "exceptions", "settings", "clearance"})
+                                     "protection", "exceptions", "settings", "clearance", "response"})
     if top is None:
         raise PolicyError(r.problems)
     levels = _levels(r, top.get("levels"))
@@ -174,6 +175,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     free = level(settings.get("agreement_free_up_to"), "settings.agreement_free_up_to", levels[0])
     share = level(settings.get("share_max_level"), "settings.share_max_level", levels[0])
     clear_default, users, disclose = _clearance(r, top.get("clearance"), level, levels)
+    response = _response(r, top.get("response"))
     name_node = top.get("name")
     name = r.scalar(name_node, "name", required=False) or Path(path).stem
     if r.problems:
@@ -183,7 +185,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
                   default_zone=default_zone, assets=assets, agreements=agreements, profiles=profiles,
                   exceptions=exceptions, agreement_free_up_to=free, share_max_level=share,
                   clearance_default=clear_default, clearance_users=users, disclose_withheld=disclose,
-                  path=path)
+                  response=response, path=path)
 
 
 def _levels(r: _Reader, node: yaml.Node | None) -> list[Level]:
@@ -518,3 +520,34 @@ def _clearance(r: _Reader, node: yaml.Node | None, level: Any, levels: list[Leve
             if lv is not None:
                 users[user] = lv
     return default, users, disclose
+
+
+def _response(r: _Reader, node: yaml.Node | None) -> Response:
+    """`response:` — the playbook rules the policy's owners set (docs/playbooks.md)."""
+    if node is None:
+        return Response()
+    m = r.mapping(node, "response", {"two_person_rule", "approval_ttl", "protected_assets", "approval_impact"}) or {}
+
+    def number(key: str, low: int, high: int) -> int | None:
+        if key not in m:
+            return None
+        text = r.scalar(m[key], f"response.{key}") or ""
+        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+            r.fail(m[key], f"response.{key}", f"expected a whole number from {low} to {high}, got {text!r}")
+            return None
+        return int(text)
+
+    two = False
+    if "two_person_rule" in m:
+        text = (r.scalar(m["two_person_rule"], "response.two_person_rule") or "").lower()
+        if text not in ("true", "false", "yes", "no"):
+            r.fail(m["two_person_rule"], "response.two_person_rule", f"expected true or false, got {text!r}")
+        two = text in ("true", "yes")
+    ttl = number("approval_ttl", 0, 30 * 86400)
+    impact = number("approval_impact", 0, 100)
+    nets = []
+    for i, (text, n) in enumerate(r.strings(m.get("protected_assets"), "response.protected_assets")):
+        net = _network(r, text, n, f"response.protected_assets[{i}]")
+        if net is not None:
+            nets.append(net)
+    return Response(two, 3600 if ttl is None else ttl, tuple(nets), impact)

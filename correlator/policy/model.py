@@ -103,6 +103,24 @@ class PolicyException:
     line: int = 0
 
 
+@dataclass(frozen=True)
+class Response:
+    """How playbooks may respond (`response:` in the policy): the owners' rules, not the runner's."""
+
+    two_person_rule: bool = False  # an approval must come from someone other than the runner
+    approval_ttl: int = 3600  # seconds an approval request stays open
+    protected_assets: tuple[IPNetwork, ...] = ()  # never contained, whatever a playbook says
+    approval_impact: int | None = None  # playbooks of this CACAO impact (0-100) or more wait before every action
+
+    def protects(self, value: object) -> bool:
+        """Whether `value` is an address inside a protected asset."""
+        try:
+            ip = ipaddress.ip_address(str(value))
+        except ValueError:
+            return False
+        return any(ip in n for n in self.protected_assets)
+
+
 @dataclass
 class Policy:
     """A validated policy (see `correlator.policy.loader.load_policy`)."""
@@ -122,6 +140,7 @@ class Policy:
     clearance_default: Level
     clearance_users: dict[str, Level] = field(default_factory=dict)
     disclose_withheld: bool = True  # tell readers how many items above their clearance were withheld
+    response: Response = field(default_factory=Response)
     path: str = ""
 
     def clearance_of(self, user: str) -> Level:

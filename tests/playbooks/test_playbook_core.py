@@ -47,7 +47,19 @@ def as_user(monkeypatch: pytest.MonkeyPatch, user: str) -> None:
 
 def soc(w: dict, *args: str):
     return runner.invoke(app, ["--store", w["uri"], *args], env={"SOC_CLEARANCE": None, "SOC_CONFIG": None,
-                                                                 "SOC_POLICY": None})
+                                                                 "SOC_POLICY": w.get("policy")})
+
+
+def respond(w: dict, rules: str) -> None:
+    """The shipped policy with its `response:` section replaced by `rules` (YAML lines), in force for `soc`."""
+    from soc_cli.common import SHIPPED_POLICY
+
+    text = SHIPPED_POLICY.read_text(encoding="utf-8")
+    start, end = text.index("\nresponse:"), text.index("\nclearance:")
+    body = "".join(f"  {line}\n" for line in rules.splitlines())
+    path = w["tmp"] / f"policy-{uuid.uuid4().hex[:8]}.yml"  # a new name: the CLI caches policies by path
+    path.write_text(text[:start] + "\nresponse:\n" + body + text[end:], encoding="utf-8")
+    w["policy"] = str(path)
 
 
 def lines(stdout: str) -> list[dict]:
@@ -153,7 +165,7 @@ def test_dry_run_renders_real_values_and_changes_nothing(world):
 
 
 def test_approval_from_a_second_shell_two_person_rule_and_undo(world, monkeypatch):
-    (world["home"] / "playbooks.yml").write_text("two_person_rule: true\napproval_ttl: 600\n")
+    respond(world, "two_person_rule: true\napproval_ttl: 600")
     pb = scanning(world["tmp"], block=BLOCK)
     res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")
     assert res.exit_code == 3, res.stderr  # waiting: not a full success
@@ -181,13 +193,13 @@ def test_deny_expiry_and_protected_assets_never_succeed(world, monkeypatch):
     run = lines(soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json").stdout)[0]
     res = soc(world, "playbook", "deny", run["id"], "block")
     assert res.exit_code == 1 and run_state(world, run["id"])["status"] == "failed"
-    (world["home"] / "playbooks.yml").write_text("approval_ttl: 0\n")
+    respond(world, "approval_ttl: 0")
     run = lines(soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json").stdout)[0]
     res = soc(world, "playbook", "approve", run["id"], "block")
     state = run_state(world, run["id"])
     assert res.exit_code == 1 and state["status"] == "failed" and state["steps"][run["pending"]["step"]]["status"] \
         == "expired"
-    (world["home"] / "playbooks.yml").write_text("protected_assets: [203.0.113.0/24]\n")
+    respond(world, "protected_assets: [203.0.113.0/24]")
     res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--json")
     assert [s["status"] for s in lines(res.stdout) if s.get("name") == "block"] == ["refused"]
     res = soc(world, "playbook", "run", str(pb), "--alert", SCAN, "--execute", "--json")  # refused, no approval asked
@@ -304,7 +316,8 @@ def test_library_playbook_dry_run_and_execute_on_the_scan_alert(world, name):
     """Each library playbook on the sensor's port-scan alert: the dry run plans every action with the alert's
     values (no variable left unrendered, no plan error) and changes nothing; executed, every non-destructive action
     succeeds for real (store, evidence, packages under $SOC_HOME) and a destructive one waits for approval, which a
-    deny turns into a failed run."""
+    deny turns into a failed run. (No protected assets here: the shipped policy's are tested below.)"""
+    respond(world, "approval_ttl: 3600")
     before = open_store(world["uri"]).get_alert(SCAN)
     res = soc(world, "playbook", "run", name, "--alert", SCAN, "--json")
     assert res.exit_code == 0, res.stderr
@@ -329,14 +342,26 @@ def test_library_playbook_dry_run_and_execute_on_the_scan_alert(world, name):
         assert res.exit_code == 1 and lines(res.stdout)[0]["status"] == "failed", res.stderr
 
 
+def test_the_shipped_policy_protects_the_citizen_portal_from_a_block(world):
+    """On the scan alert the exfiltration playbook would block its receiver — the scanned citizen portal, which the
+    shipped policy's `response.protected_assets` lists: refused in the dry run, and executed the run fails without
+    asking for an approval."""
+    res = soc(world, "playbook", "run", "classified-exfiltration", "--alert", SCAN, "--json")
+    block = [s for s in lines(res.stdout)[1:] if s.get("action") == "contain.block_ip"]
+    assert res.exit_code == 0 and block and all(s["status"] == "refused" for s in block), res.stdout
+    res = soc(world, "playbook", "run", "classified-exfiltration", "--alert", SCAN, "--execute", "--json")
+    assert res.exit_code == 1 and lines(res.stdout)[0]["status"] == "failed"
+    assert _blocked(world["home"]) == []
+
+
 def test_impact_threshold_makes_every_action_wait_and_settings_are_strict(world):
     """approval_impact: a playbook of that CACAO impact (scanning: 50) stops before its first action."""
-    (world["home"] / "playbooks.yml").write_text("approval_impact: 50\n")
+    respond(world, "approval_impact: 50")
     res = soc(world, "playbook", "run", "scanning", "--alert", SCAN, "--execute", "--json")
     assert res.exit_code == 3
     run, *steps = lines(res.stdout)
     assert [s["status"] for s in steps if s["type"] == "action"] == ["waiting-approval"]
     assert run["pending"]["step"] == steps[-1]["step"] and steps[-1]["name"] == "enrich"
-    (world["home"] / "playbooks.yml").write_text("protected: [10.0.0.0/8]\n")  # a typo is an error, not ignored
+    respond(world, "protected: [10.0.0.0/8]")  # a typo is a located policy error, not ignored
     res = soc(world, "playbook", "run", "scanning", "--alert", SCAN)
-    assert res.exit_code == 2 and "unknown setting(s) protected" in res.stderr
+    assert res.exit_code == 2 and ": response.protected: unknown field" in res.stderr, res.stderr

@@ -193,7 +193,7 @@ def test_control_character_and_quoted_newline_keys_are_located_on_one_line():
                                             "control characters are not allowed"]
     assert problems(BASE + '"a\\nb": 1\n') == ["p.yaml:13: policy.a\\nb: unknown field (known: agreements, assets, "
                                                "caveats, clearance, exceptions, levels, name, organizations, "
-                                               "protection, settings, zones)"]
+                                               "protection, response, settings, zones)"]
 
 
 def test_non_utf8_file_names_line_and_byte_offset(tmp_path):
@@ -248,3 +248,17 @@ def test_a_level_name_with_a_line_break_stays_on_one_problem_line():
     found = problems(text)
     assert found[0] == "p.yaml:7: zones[0].max_level: unknown level 'public' (levels: lo\\nw, high)"
     assert not any("\n" in p for p in found)
+
+
+def test_response_rules_are_validated_and_located():
+    """`response:` (the playbook rules) is part of the policy: each bad value is a located problem."""
+    found = problems(BASE + "response:\n  two_person_rule: maybe\n  approval_ttl: -5\n  approval_impact: 101\n"
+                            "  protected_assets: [10.0.0.1/8, 10.1.0.53]\n  bogus: 1\n")
+    assert found == [
+        "p.yaml:18: response.bogus: unknown field (known: approval_impact, approval_ttl, protected_assets, "
+        "two_person_rule)",
+        "p.yaml:14: response.two_person_rule: expected true or false, got 'maybe'",
+        "p.yaml:15: response.approval_ttl: expected a whole number from 0 to 2592000, got '-5'",
+        "p.yaml:16: response.approval_impact: expected a whole number from 0 to 100, got '101'",
+        "p.yaml:17: response.protected_assets[0]: '10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set",
+    ], found
