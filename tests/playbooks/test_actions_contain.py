@@ -5,7 +5,6 @@ again after the recorded inverse (the unblock) ran. Only addresses inside the te
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from playbooks.actions import REGISTRY, ActionError
 from playbooks.actions.contain import RULESET
+from tests.debian import require
 from tests.playbooks.actions_world import context, seeded
 
 pytestmark = pytest.mark.netns
@@ -30,10 +30,7 @@ def nft_installed() -> None:
     """nft is installed (apt-get, as root) or the test fails loudly: CI must exercise the real thing."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    if shutil.which("nft") is None:
-        proc = subprocess.run(["apt-get", "install", "-y", "-qq", "nftables"], capture_output=True, text=True)
-        if shutil.which("nft") is None:
-            pytest.fail(f"nftables is not installed and apt-get could not install it: {proc.stderr[-500:]}")
+    require("nftables", "nft", "containment is not exercised for real")
 
 
 @pytest.fixture

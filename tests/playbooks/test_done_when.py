@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from soc_cli.common import SHIPPED_POLICY
+from tests.debian import require
 from tests.triage.world import DEMO_PCAP
 
 pytestmark = pytest.mark.netns
@@ -34,8 +34,7 @@ def lab():
     """(target netns, scanner netns): a veth pair 172.16.10.10 <-> 203.0.113.66, a TCP listener on the target."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    if shutil.which("nft") is None:
-        pytest.fail("nftables is not installed (apt-get install nftables)")
+    require("nftables", "nft", "the done-when run blocks with nftables")
     tag = uuid.uuid4().hex[:6]
     tgt, scn = f"pbt{tag}", f"pbs{tag}"
     sh("ip", "netns", "add", tgt)

@@ -5,14 +5,10 @@ cannot be had, CI fails loudly and a user's machine skips with the reason."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 
-import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
@@ -20,6 +16,7 @@ from scapy.utils import wrpcap
 
 from sensors.capture import read_file
 from sensors.engine import Sensor
+from tests.debian import require
 
 CLIENT, SERVER = "192.0.2.10", "198.51.100.20"
 T0 = 1_700_000_000.0
@@ -28,25 +25,9 @@ MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
 Segment = tuple[int, bytes] | tuple[int, bytes, int]
 
 
-@cache
-def _tshark() -> str | None:
-    found = shutil.which("tshark")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-q", "tshark"], env=env, capture_output=True, timeout=900)
-        found = shutil.which("tshark")
-    return found
-
-
 def tshark() -> str:
     """Path of tshark; fails in CI and skips elsewhere (loudly) when it is absent and cannot be installed."""
-    path = _tshark()
-    if path is None:
-        message = "TSHARK ABSENT (apt-get install tshark): crafted traffic was not checked against tshark"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require("tshark", why="crafted traffic was not checked against tshark")
 
 
 def tshark_rows(pcap: Path, display_filter: str, fields: Sequence[str], *options: str) -> list[dict[str, list[str]]]:
