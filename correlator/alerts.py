@@ -158,6 +158,8 @@ def build_alert(
     for f in PLACEMENT_FIELDS:
         if event.get(f) is not None:
             alert[f] = event[f]
+    if not getattr(rule, "indicators", True):
+        alert["soc.alert.rule.indicators"] = False  # sharing leaves its observables out
     raise_label(alert, events)
     return alert
 

@@ -109,6 +109,10 @@ class Sharer:
                 left_out.append(f"alert {aid} ({a.get('soc.alert.rule.name')}): labelled {level.name}, above the "
                                 f"shareable maximum {self.cap.name}")
                 continue
+            if a.get("soc.alert.rule.indicators") is False:
+                left_out.append(f"alert {aid} ({a.get('soc.alert.rule.name')}): the rule says its observables are "
+                                f"not indicators (soc_indicators: false)")
+                continue
             marking = self.national_marking(level)
             for kind, fields in (("ip", IP_FIELDS), ("name", NAME_FIELDS)):
                 for f in fields:

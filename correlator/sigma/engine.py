@@ -57,6 +57,7 @@ class RuleInfo:
     path: str = ""
     output: bool = True  # False: only feeds correlation rules (generate: false)
     tests_path: str | None = None  # the rule's regression_tests_path (SigmaHQ convention)
+    indicators: bool = True  # `soc_indicators: false`: the alert's observables are not indicators to share
 
     @classmethod
     def of(cls, r: SigmaRule | SigmaCorrelationRule) -> RuleInfo:
@@ -75,6 +76,7 @@ class RuleInfo:
             path=rule_path(r),
             output=bool(getattr(r, "_output", True)),
             tests_path=(getattr(r, "custom_attributes", None) or {}).get("regression_tests_path"),
+            indicators=(getattr(r, "custom_attributes", None) or {}).get("soc_indicators", True) is not False,
         )
 
 

@@ -94,6 +94,8 @@ def test_demo_attackers_are_shared_and_no_government_address(soc_env, monkeypatc
         assert value not in hosts and not any(ip in n for n in nets), f"government address {value} shared"
         assert not any(ip in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
     assert "172.16.10.10" in res.stderr and "10.20.9.9" in res.stderr  # the attackers' targets: left out, said so
+    # the unsanctioned-resolver rule says its observables are not indicators: Google's resolver is never "malicious"
+    assert "8.8.8.8" not in shared and "not indicators (soc_indicators: false)" in res.stderr
 
 
 def test_the_policy_places_addresses_not_pythons_is_private(policy, tmp_path):
