@@ -99,11 +99,16 @@ def test_evidence_pcap_holds_only_the_alerts_flows_and_carries_the_label(ctx):
 
 def test_share_stix_is_capped_by_the_readers_clearance(tmp_path_factory, tmp_path):
     seed = seeded(tmp_path_factory.getbasetemp())
-    top = REGISTRY["share.stix"]().run(context(seed, tmp_path / "a"), {"alert": DNS, "tlp": "green"}).outputs
-    bundle = json.loads(Path(top["output"]).read_text())
-    patterns = [o["pattern"] for o in bundle["objects"] if o["type"] == "indicator"]
-    assert patterns == ["[ipv4-addr:value = '8.8.8.8']"]  # 10.10.7.7 is a ministry's: never shared
-    assert json.loads(Path(top["output"] + ".label.json").read_text())["gov.label.level"] == "public"
+    def shared(alert: str, folder: str) -> tuple[list[str], str]:
+        out = REGISTRY["share.stix"]().run(context(seed, tmp_path / folder), {"alert": alert, "tlp": "green"}).outputs
+        bundle = json.loads(Path(out["output"]).read_text())
+        level = json.loads(Path(out["output"] + ".label.json").read_text())["gov.label.level"]
+        return [o["pattern"] for o in bundle["objects"] if o["type"] == "indicator"], level
+
+    # the scanner is shared; 172.16.10.10 is a ministry's portal: never shared
+    assert shared(SCAN, "a") == (["[ipv4-addr:value = '203.0.113.66']"], "restricted")
+    # the unsanctioned-resolver rule says soc_indicators: false, so 8.8.8.8 is not exported as malicious
+    assert shared(DNS, "c") == ([], "public")
     low = context(seed, tmp_path / "b", clearance="public")
     with pytest.raises(ActionError, match="above the runner's clearance"):
         REGISTRY["share.stix"]().run(low, {"alert": BRUTE})
