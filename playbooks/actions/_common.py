@@ -53,10 +53,16 @@ def write_label(path: Path, lab: dict[str, Any]) -> Path:
 
 
 def output_path(ctx: Context, args: dict[str, Any], suffix: str) -> Path:
-    """args.output, else $SOC_HOME/playbooks/<run>/<step><suffix>; its folder is created (0700)."""
-    out = Path(args["output"]) if args.get("output") else ctx.home / "playbooks" / ctx.run_id / f"{ctx.step_id}{suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return out
+    """args.output, else $SOC_HOME/playbooks/<run>/<step><suffix>; nothing is created (`plan` uses it too)."""
+    if args.get("output"):
+        return Path(args["output"])
+    return ctx.home / "playbooks" / ctx.run_id / f"{ctx.step_id}{suffix}"
+
+
+def writable(path: Path) -> Path:
+    """`path` with its folder created (0700): only `run` calls this, never `plan`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def secret(ctx: Context, env: str, file: str) -> str | None:

@@ -35,7 +35,7 @@ class Escalate(Action):
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         alert, incident = _common.subject(ctx, args)
         doc, alerts = _common.alerts_of(ctx, alert, incident)
-        out = _common.output_path(ctx, args, ".escalation.zip")
+        out = _common.writable(_common.output_path(ctx, args, ".escalation.zip"))
         members: dict[str, bytes] = {"subject.json": _dump(doc), "alerts.json": _dump(alerts)}
         problems: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ class EvidencePcap(Action):
 
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         alert, incident = _common.subject(ctx, args)
-        out = _common.output_path(ctx, args, ".pcap")
+        out = _common.writable(_common.output_path(ctx, args, ".pcap"))
         m = cut(ctx, alert, incident, out)
         return Result({"output": str(out), "manifest": f"{out}.json", "packets": m["packets"], "sha256": m["sha256"],
                        "gov.label.rank": m["rank"], "gov.label.level": m["level"]})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 from correlator.policy.engine import PolicyEngine
@@ -54,7 +53,7 @@ class ShareStix(Action):
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         doc, alerts = _common.alerts_of(ctx, *_common.subject(ctx, args))
         text, n, left_out = bundle(ctx, args, alerts)
-        out = Path(_common.output_path(ctx, args, ".stix.json"))
+        out = _common.writable(_common.output_path(ctx, args, ".stix.json"))
         out.write_text(text + "\n")
         lab = _common.label(ctx, *[a for a in alerts if int(a.get("gov.label.rank") or 0) <= cap(ctx, args).rank])
         _common.write_label(out, lab)
