@@ -1,0 +1,160 @@
+"""Benchmark: searching the embedded store at backbone scale, soc vs DuckDB over the same events (issue 16).
+
+    python benchmarks/bench_search.py [--events N] [--dir DIR]    # default 1,000,000 events
+
+Generates N synthetic ECS flow events (NDJSON, a week of timestamps), ingests them with `soc events ingest`
+(detection on, as a sensor would), then runs the issue's six count queries, a first-page search and a 24-hour
+time-range count through the CLI (wall time including start-up, as an analyst waits) and the same questions with
+DuckDB in process over a table loaded from the same NDJSON, in the same run. Counts must agree (DuckDB is the
+independent truth). Prints times, ratios and sizes (NDJSON, soc's database, DuckDB's table, a zstd Parquet file).
+With --dir, the files are kept there and a store already ingested there is reused (re-run only the queries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+SOC = str(Path(sys.executable).with_name("soc"))
+START = datetime(2024, 5, 1, tzinfo=UTC)
+SPAN_S = 7 * 86400
+DAY = (START + timedelta(days=3), START + timedelta(days=4))
+NETS = (10, 20, 30, 40)
+PORTS = (22, 53, 80, 443)
+DUCK_TEXT_COLUMNS = ("event.kind", "event.dataset", "event.action", "network.transport", "observer.name",
+                     "source.ip", "destination.ip")
+
+
+def generate(path: Path, n: int, seed: int = 16) -> None:
+    """Write n flow events as NDJSON (dotted keys), a week of timestamps."""
+    rnd = random.Random(seed)
+    step = SPAN_S / n
+    with path.open("w") as out:
+        for i in range(n):
+            ts = START + timedelta(seconds=i * step)
+            src = f"10.{NETS[i % 4]}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+            ev = {
+                "@timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "event.kind": "event",
+                "event.category": ["network"], "event.type": ["connection"], "event.dataset": "bars.synthetic",
+                "event.action": "flow-end", "event.sequence": i, "observer.name": "backbone-1",
+                "source.ip": src, "source.port": rnd.randint(1024, 65535),
+                "destination.ip": f"192.0.2.{rnd.randint(1, 254)}", "destination.port": PORTS[rnd.randrange(4)],
+                "network.transport": "tcp", "network.bytes": rnd.randint(60, 90000),
+                "network.packets": rnd.randint(1, 80),
+            }
+            out.write(json.dumps(ev, separators=(",", ":")) + "\n")
+
+
+def queries(probe: str) -> list[tuple[str, list[str], str]]:
+    """(label, soc CLI arguments, DuckDB WHERE) for each count question."""
+    since, until = (d.strftime("%Y-%m-%dT%H:%M:%SZ") for d in DAY)
+    token = " || ' ' || ".join(f'coalesce("{c}", \'\')' for c in DUCK_TEXT_COLUMNS)
+    return [
+        (f"source.ip:{probe}", [f"source.ip:{probe}"], f"\"source.ip\" = '{probe}'"),
+        ("source.ip:10.20.0.0/16", ["source.ip:10.20.0.0/16"], "\"source.ip\" LIKE '10.20.%'"),
+        ("destination.port:22", ["destination.port:22"], '"destination.port" = 22'),
+        ("destination.port:[20 TO 25] source.ip:10.40.0.0/16", ["destination.port:[20 TO 25] source.ip:10.40.0.0/16"],
+         "\"destination.port\" BETWEEN 20 AND 25 AND \"source.ip\" LIKE '10.40.%'"),
+        ("free text flow", ["flow"], f"regexp_matches(lower({token}), '(^|[^a-z0-9])flow([^a-z0-9]|$)')"),
+        ("event.dataset:bars.synthetic", ["event.dataset:bars.synthetic"], "\"event.dataset\" = 'bars.synthetic'"),
+        ("24 h time range", ["--since", since, "--until", until],
+         f"\"@timestamp\" >= TIMESTAMPTZ '{since}' AND \"@timestamp\" < TIMESTAMPTZ '{until}'"),
+    ]
+
+
+def soc(args: list[str], env: dict[str, str]) -> tuple[float, str, int]:
+    """Run the CLI: wall seconds, stdout, and the events the gate withheld (above the reader's clearance)."""
+    t = time.perf_counter()
+    out = subprocess.run([SOC, *args], capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"soc {' '.join(args)}: exit {out.returncode}: {out.stderr[-2000:]}")
+    withheld = re.search(r"(\d+) events above your clearance", out.stderr)
+    return elapsed, out.stdout, int(withheld[1]) if withheld else 0
+
+
+def size(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths if p.exists())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--dir", type=Path, help="keep files here; reuse an ingested store found there")
+    args = ap.parse_args()
+    import duckdb
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="soc-bench-search-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ndjson, db = work / f"events-{args.events}.ndjson", work / f"soc-{args.events}.db"
+    uri = f"sqlite:///{db}"
+    env = os.environ | {"SOC_HOME": str(work / "home"), "SOC_SPOOL_DIR": str(work / "spool")}
+    print(f"events: {args.events:,}   load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    if not ndjson.exists():
+        generate(ndjson, args.events)
+    probe = _probe(ndjson)
+    if not db.exists():
+        wall, out, _ = soc(["events", "ingest", str(ndjson), "--store", uri, "--json"], env)
+        print(f"soc ingest (detection on): {wall:8.1f} s  {args.events / wall:10,.0f} events/s  {out.strip()}")
+    start, _, _ = soc(["events", "search", "--help"], env)
+    print(f"soc CLI start-up (events search --help): {start:.2f} s")
+
+    duck = duckdb.connect(str(work / f"duck-{args.events}.duckdb"))
+    t = time.perf_counter()
+    duck.execute("CREATE OR REPLACE TABLE ev AS SELECT * FROM read_json(?, format='newline_delimited')", [str(ndjson)])
+    print(f"DuckDB load of the NDJSON: {time.perf_counter() - t:.1f} s")
+    parquet = work / f"events-{args.events}.parquet"
+    duck.execute(f"COPY ev TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
+    duck.execute("CHECKPOINT")
+
+    print(f"\n{'question (soc: readable + withheld)':55} {'count':>10} {'soc s':>8} {'DuckDB s':>9} {'ratio':>8}")
+    wrong = []
+    for label, soc_args, where in queries(probe):
+        wall, out, withheld = soc(["events", "search", *soc_args, "--count", "--json", "--store", uri], env)
+        got = json.loads(out)["count"] + withheld
+        t = time.perf_counter()
+        truth = duck.execute(f"SELECT count(*) FROM ev WHERE {where}").fetchone()[0]
+        dt = time.perf_counter() - t
+        wrong += [f"{label}: soc {got} != DuckDB {truth}"] if got != truth else []
+        print(f"{label:55} {got:>10,} {wall:8.2f} {dt:9.3f} {wall / dt:8.0f}x")
+    wall, out, _ = soc(["events", "search", "source.ip:10.30.0.0/16", "--json", "--store", uri], env)
+    page = [json.loads(line)["@timestamp"] for line in out.splitlines()]
+    t = time.perf_counter()
+    truth_page = [r[0] for r in duck.execute(
+        "SELECT strftime(\"@timestamp\" AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ') FROM ev "
+        "WHERE \"source.ip\" LIKE '10.30.%' ORDER BY \"@timestamp\" DESC LIMIT 100").fetchall()]
+    dt = time.perf_counter() - t
+    wrong += ["first page differs"] if page != truth_page else []
+    print(f"{'first page: source.ip:10.30.0.0/16 (100 events)':55} {len(page):>10} {wall:8.2f} {dt:9.3f} "
+          f"{wall / dt:8.0f}x")
+
+    sizes = {"NDJSON": size(ndjson), "soc SQLite (+wal)": size(db, Path(f"{db}-wal")),
+             "DuckDB table": size(work / f"duck-{args.events}.duckdb"), "zstd Parquet": size(parquet)}
+    print()
+    for name, b in sizes.items():
+        print(f"{name:20} {b / 1e6:10.1f} MB  {b / sizes['NDJSON']:6.2f}x NDJSON")
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
+    if wrong:
+        raise SystemExit("WRONG ANSWERS: " + "; ".join(wrong))
+
+
+def _probe(ndjson: Path) -> str:
+    with ndjson.open() as fh:
+        for line in fh:
+            src = json.loads(line)["source.ip"]
+            if src.startswith("10.30."):
+                return src
+    raise SystemExit(f"{ndjson}: no 10.30.x.x source")
+
+
+if __name__ == "__main__":
+    main()
