@@ -1,11 +1,12 @@
 """TLS handshake parsing: ClientHello/ServerHello fields, JA3, JA3S and JA4 (JA4 is BSD-licensed; JA4S/H/X are not
-shipped). Cipher suite names come from scapy's TLS registry."""
+shipped). Cipher suite names come from scapy's TLS registry (a generated copy: `tls_suites`)."""
 
 from __future__ import annotations
 
-from functools import cache
 from hashlib import md5, sha256
 from struct import unpack_from
+
+from sensors.protocols.tls_suites import CIPHER_SUITES
 
 GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 VERSIONS = {0x0300: "3.0", 0x0301: "1.0", 0x0302: "1.1", 0x0303: "1.2", 0x0304: "1.3"}
@@ -105,16 +106,8 @@ def version_name(v: int) -> str:
     return "1.3" if v >> 8 == 0x7F else VERSIONS.get(v, f"0x{v:04x}")
 
 
-@cache
-def _cipher_suites() -> dict[int, str]:
-    """scapy's TLS cipher-suite registry, imported on first use (it costs 0.2 s of start-up otherwise)."""
-    from scapy.layers.tls.crypto.suites import _tls_cipher_suites
-
-    return _tls_cipher_suites
-
-
 def _cipher_name(c: int) -> str:
-    return _cipher_suites().get(c, f"0x{c:04X}")
+    return CIPHER_SUITES.get(c, f"0x{c:04X}")
 
 
 def _ja4_alpn(alpn: list[str]) -> str:

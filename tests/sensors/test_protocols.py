@@ -87,3 +87,12 @@ def test_http_host_forms() -> None:
                                ("2001:db8::1", "2001:db8::1", None), ("plain", "plain", None)):
         ev = http.parse_request(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")[0]
         assert (ev["url.domain"], ev.get("url.port")) == (domain, port)
+
+
+def test_cipher_suite_table_is_scapys_registry() -> None:
+    """The generated name table (imported without scapy's TLS stack) is scapy's registry, entry for entry."""
+    from scapy.layers.tls.crypto.suites import _tls_cipher_suites
+
+    from sensors.protocols.tls_suites import CIPHER_SUITES
+
+    assert _tls_cipher_suites == CIPHER_SUITES
