@@ -28,7 +28,7 @@ app = typer.Typer(
 
 # Each group lives in soc_cli/<name>.py and exposes `app`.
 GROUPS = ["store", "events", "sensor", "logs", "rules", "alerts", "hunt", "compliance", "policy", "audit", "share",
-          "demo", "incident", "pcap", "timeline", "triage", "report", "playbook"]
+          "demo", "incident", "pcap", "timeline", "triage", "report", "playbook", "integrity"]
 for _name in GROUPS:
     _module = importlib.import_module(f"soc_cli.{_name}")
     app.add_typer(_module.app, name=_name)

@@ -326,6 +326,8 @@ NOT_READING = {
     "sensor live": "writes captured events; prints counts",
     "logs ingest": "writes the given log's events; prints counts",
     "compliance scan": "writes this host's scan; compares with the previous scan internally, prints this scan only",
+    "integrity baseline": "writes this host's baseline of the watched files; prints its entry count",
+    "integrity scan": "compares the watched files with the stored baseline internally; prints this scan's changes",
     "audit verify": "prints whether the chain is intact and the seq numbers of problems, no content",
     "audit anchor": "exports the chain's head (seq and hash), no content",
     "triage": "interactive; its reads go through the gate and are tested in tests/triage/test_console.py",

@@ -1,0 +1,117 @@
+"""Walk a watched folder read-only under a root (sensors.compliance.rootfs confinement) and take each entry's
+attributes. Entries come in one fixed order (depth first, names sorted: the order of their path components), so a
+walk and a stored baseline are compared by a streaming merge and nothing holds the tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from sensors.compliance.rootfs import RootFS, Unreadable, _open_readonly
+from sensors.integrity.policy import Watch
+
+_CHUNK = 1 << 20
+_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+          stat.S_IFSOCK: "socket", stat.S_IFCHR: "char", stat.S_IFBLK: "block"}
+
+
+class Entry(NamedTuple):
+    """One path's attributes (a tuple: compact in memory and as stored JSON)."""
+
+    path: str
+    type: str
+    mode: int  # permission and special bits (stat.S_IMODE)
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None  # regular files, when the watch asks for it
+    target: str | None  # symbolic links
+
+
+def sort_key(path: str) -> list[str]:
+    """The walk order: by path components (so `/a/b` comes before `/a-c`, as depth-first with sorted names)."""
+    return path.split("/")
+
+
+def entry_of(fs: RootFS, path: str, st: os.stat_result, real: str, hash_files: bool) -> Entry:
+    """The attributes of `path` (lstat `st`, real path `real` under the root)."""
+    fmt = stat.S_IFMT(st.st_mode)
+    digest = target = None
+    if fmt == stat.S_IFREG and hash_files:
+        digest = sha256_of(real)
+    elif fmt == stat.S_IFLNK:
+        try:
+            target = os.readlink(real)
+        except OSError:
+            target = None
+    return Entry(path, _KINDS.get(fmt, "other"), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+                 st.st_mtime_ns, st.st_ino, digest, target)
+
+
+def sha256_of(real: str) -> str | None:
+    """SHA-256 of a regular file's content (opened O_NOFOLLOW|O_NONBLOCK, no atime update); None if unreadable."""
+    try:
+        fd = _open_readonly(real)
+    except OSError:
+        return None
+    try:
+        h = hashlib.sha256()
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        while n := os.readv(fd, [buf]):
+            h.update(view[:n])
+        return h.hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset()) -> Iterator[Entry]:
+    """Every entry of the watched folder (itself first), in `sort_key` order, ignored paths and `skip` (other
+    watches nested inside this one) left out; one filesystem, no symlink followed, nothing written."""
+    try:
+        real = fs.host_path(watch.path)
+        st = os.lstat(real)
+    except (FileNotFoundError, Unreadable, OSError):
+        return
+    hash_files = "sha256" in watch.attributes
+    yield entry_of(fs, watch.path, st, real, hash_files)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    base = watch.path.rstrip("/")
+    prefix = len(base) + 1
+    ignore = watch.ignore
+    dev = st.st_dev
+    stack: list[Iterator[os.DirEntry[str]]] = [_sorted(real)]
+    dirs: list[str] = [base]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            dirs.pop()
+            continue
+        path = f"{dirs[-1]}/{entry.name}"
+        if path in skip or (ignore.regex is not None and ignore.match(path[prefix:], entry.name)):
+            continue
+        try:
+            est = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        yield entry_of(fs, path, est, entry.path, hash_files)
+        if stat.S_ISDIR(est.st_mode) and est.st_dev == dev:
+            stack.append(_sorted(entry.path))
+            dirs.append(path)
+
+
+def _sorted(real: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(real) as it:
+            return iter(sorted(it, key=lambda e: e.name))
+    except OSError:
+        return iter(())
