@@ -17,7 +17,8 @@ from __future__ import annotations
 import operator
 import statistics
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sigma.correlations import (
@@ -55,11 +56,16 @@ class Firing:
     end: float
 
 
-@dataclass(slots=True)
 class _Window:
-    entries: deque = field(default_factory=deque)  # (ts, ref index, value, event)
-    values: dict = field(default_factory=dict)  # value -> how many entries hold it
-    last: float = 0.0
+    """One group's matches: ``entries`` (ts, ref index, value, event), ``values`` value -> how many entries hold
+    it (value correlations only), ``last`` the newest event time."""
+
+    __slots__ = ("entries", "values", "last")
+
+    def __init__(self, last: float) -> None:
+        self.entries: deque = deque()
+        self.values: dict = {}
+        self.last = last
 
 
 class Correlation:
@@ -88,12 +94,16 @@ class Correlation:
         # per referenced rule: the event fields of the group-by (aliases resolved) and of the aggregated value
         self.fields = [[self._field(g, i) for g in self.group_by] for i in range(len(ref_ids))]
         self.value_fields = [self._field(self.fieldref, i) if self.fieldref else "" for i in range(len(ref_ids))]
+        self.keys = [_key_of(fs) for fs in self.fields]  # per referenced rule: event -> group key (a tuple)
         t = rule.type
         self._holds = (self._event_count if t == SigmaCorrelationType.EVENT_COUNT else
                        self._value_count if t == SigmaCorrelationType.VALUE_COUNT else
                        self._temporal if t in (SigmaCorrelationType.TEMPORAL,
                                                SigmaCorrelationType.TEMPORAL_ORDERED) else
                        self._aggregate)
+        # fewer entries than this cannot satisfy the condition (a count of at least N needs N matches): the
+        # condition is not evaluated before (most feeds are below the threshold)
+        self.min_entries = _min_entries(t, cond, len(ref_ids))
         self.groups: OrderedDict[Any, _Window] = OrderedDict()  # group key (value, or tuple of values) -> window
         self.max_groups = max_groups
         self.max_entries = max_entries
@@ -105,8 +115,7 @@ class Correlation:
         return m.get(ref, name) if m else name
 
     def feed(self, event: dict[str, Any], ref: int, ts: float) -> Firing | None:
-        fields = self.fields[ref]
-        key: Any = tuple(map(event.get, fields))
+        key: Any = self.keys[ref](event)
         groups = self.groups
         try:
             w = groups.get(key)
@@ -114,17 +123,18 @@ class Correlation:
             key = tuple([_hashable(v) for v in key])
             w = groups.get(key)
         if w is None:
-            w = groups[key] = _Window()
+            w = groups[key] = _Window(ts)
             if len(groups) > self.max_groups:
                 groups.popitem(last=False)
                 self.evicted += 1
         else:
             groups.move_to_end(key)
-            if ts < w.last - self.span:
+            last = w.last
+            if ts < last - self.span:
                 self.late += 1
                 return None
-        if ts > w.last:
-            w.last = ts
+            if ts > last:
+                w.last = ts
         entries = w.entries
         if self.fieldref:
             value = event.get(self.value_fields[ref])
@@ -137,13 +147,16 @@ class Correlation:
             entries.append((ts, ref, None, event))
         if entries[0][0] < w.last - self.span or len(entries) > self.max_entries:
             self._trim(w, w.last - self.span)
+        if len(entries) < self.min_entries:
+            return None
         hit, agg = self._holds(w)
         if not hit:
             return None
         entries = list(w.entries)
         del self.groups[key]
-        group = {g: event.get(f) for g, f in zip(self.group_by, fields, strict=True)}
-        return Firing(self.rule, {g: v for g, v in group.items() if v is not None},
+        group = {g: v for g, f in zip(self.group_by, self.fields[ref], strict=True)
+                 if (v := event.get(f)) is not None}
+        return Firing(self.rule, group,
                       [e for _, _, _, e in entries], agg, entries[0][0], entries[-1][0])
 
     def _trim(self, w: _Window, lo: float) -> None:
@@ -205,6 +218,31 @@ class Correlation:
 
     def size(self) -> tuple[int, int]:
         return len(self.groups), sum(len(w.entries) for w in self.groups.values())
+
+
+def _key_of(fields: list[str]) -> Callable[[dict[str, Any]], tuple]:
+    """The group key of an event: the tuple of its group-by fields' values (None when absent)."""
+    if len(fields) == 1:
+        a, = fields
+        return lambda e: (e.get(a),)
+    if len(fields) == 2:
+        a, b = fields
+        return lambda e: (e.get(a), e.get(b))
+    return lambda e: tuple(map(e.get, fields))
+
+
+def _min_entries(t: SigmaCorrelationType, cond: Any, refs: int) -> int:
+    """Fewest window entries with which the condition can hold: every referenced rule for temporal ones; for
+    counts (events, distinct values: never more than the entries) compared with >, >= or ==, the count itself."""
+    if t in (SigmaCorrelationType.TEMPORAL, SigmaCorrelationType.TEMPORAL_ORDERED):
+        return refs
+    count = getattr(cond, "count", None)
+    if t in (SigmaCorrelationType.EVENT_COUNT, SigmaCorrelationType.VALUE_COUNT) and isinstance(count, int):
+        if cond.op == Op.GT:
+            return count + 1
+        if cond.op in (Op.GTE, Op.EQ):
+            return count
+    return 1
 
 
 def _number(v: Any) -> float | None:
