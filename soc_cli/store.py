@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
-from correlator.store import StoreUnavailable, spool_for
+from correlator.events import to_utc_iso
+from correlator.store import StoreError, StoreUnavailable, parse_retention, spool_for
 from soc_cli.common import ClearanceOpt, ExitCode, JsonOpt, StoreOpt, console, die, get_store, open_reader, print_ndjson
 
 app = typer.Typer(help="Create and inspect the store (SQLite file or Elasticsearch cluster).\n\n"
@@ -70,3 +74,35 @@ def replay(store: StoreOpt = None, json: JsonOpt = False) -> None:
         print_ndjson(done)
     else:
         console.print(f"replayed {done['events']} events ({done['new_events']} new) and {done['alerts']} alerts")
+
+
+@app.command()
+def prune(
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Delete events older than this (90d, 12h, 2w); default: the store URI's retention=.")]
+    = None,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete events older than an age (retention), oldest first; audited. Alerts and incidents are kept.
+
+    Exit 2 when no age is given and the store URI sets no retention=.
+
+    Example: soc store prune --older-than 90d --store sqlite:///tmp/soc.db
+    """
+    s = get_store(store)
+    age = older_than or getattr(s, "retention", None)
+    if not age:
+        die(f"{s.uri}: no --older-than and no retention= in the store URI (e.g. sqlite:///path.db?retention=90d)")
+    try:
+        before = datetime.now(UTC) - parse_retention(age)
+    except ValueError as exc:
+        die(f"--older-than {exc}" if older_than else f"{s.uri}: retention {exc}")
+    try:
+        deleted = s.prune(before)
+    except StoreError as exc:
+        die(str(exc), ExitCode.FAILURE)
+    if json:
+        print_ndjson({"store": s.uri, "before": to_utc_iso(before), "deleted_events": deleted})
+    else:
+        console.print(f"deleted {deleted} events older than {to_utc_iso(before)} from {s.uri}")

@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
+from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable, parse_retention
 from correlator.store.spool import Spool
 
 __all__ = [
     "Store", "StoreError", "StoreMissing", "StoreRejected", "StoreUnavailable", "Spool", "open_store", "default_uri",
-    "data_dir", "spool_for",
+    "data_dir", "spool_for", "parse_retention",
 ]
 
-URI_HELP = "use sqlite:///abs/path.db, sqlite:relative/path.db, or http(s)://host:port for Elasticsearch"
+URI_HELP = ("use sqlite:///abs/path.db[?retention=90d], sqlite:relative/path.db, or http(s)://host:port for "
+            "Elasticsearch")
 
 
 def data_dir() -> Path:
@@ -63,9 +64,16 @@ def open_store(uri: str | None = None, create: bool = True) -> Store:
             timeout = int(options.pop("busy_timeout", ["10000"])[0])
         except ValueError:
             raise StoreError(f"store URI {uri!r}: busy_timeout must be milliseconds") from None
+        retention = options.pop("retention", [None])[0]
+        if retention is not None:
+            try:
+                parse_retention(retention)
+            except ValueError as exc:
+                raise StoreError(f"store URI {uri!r}: retention {exc}") from None
         if options:
-            raise StoreError(f"store URI {uri!r}: unknown option(s) {', '.join(options)}; known: busy_timeout")
-        return SQLiteStore(Path(parsed.path), uri, busy_timeout_ms=timeout, create=create)
+            raise StoreError(f"store URI {uri!r}: unknown option(s) {', '.join(options)}; known: busy_timeout, "
+                             "retention")
+        return SQLiteStore(Path(parsed.path), uri, busy_timeout_ms=timeout, create=create, retention=retention)
     if parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise StoreError(f"store URI {uri!r}: no host; {URI_HELP}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,18 @@ class StoreRejected(StoreError):
         super().__init__(message)
         self.new = new
         self.problems = problems
+
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_retention(text: str) -> timedelta:
+    """A retention or age such as `90d`, `12h`, `2w` (s, m, h, d, w); ValueError names what is expected."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m or int(m[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 90d, 12h or 2w")
+    return timedelta(seconds=int(m[1]) * _UNITS[m[2]])
 
 
 class Store(ABC):
@@ -172,6 +185,12 @@ class Store(ABC):
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """Health, counts and versions."""
+
+    def prune(self, before: datetime) -> int:
+        """Delete the events whose @timestamp is before `before` (retention), audited; return how many. A backend
+        whose server applies retention itself (Elasticsearch ILM: the URI's `retention=`) raises StoreError."""
+        raise StoreError(f"{self.uri}: this store's retention is applied by the server (retention= in the store URI); "
+                         "soc store prune applies to SQLite stores")
 
     def purpose(self) -> str | None:
         """What the store was created for, when not ordinary events (`demo` for `soc demo`'s own store)."""

@@ -35,7 +35,7 @@ from correlator.query import (
 )
 from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION = "soc"
 
 # Each migration takes the database from version i to i + 1 (index 0 creates version 1).
@@ -119,6 +119,30 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX alerts_status_rank ON alerts (workflow_status, rank);
     """,
+    # 7: backbone scale (issue 16): an event's label rank as a column at the end of every index, so a count under
+    # the reader's clearance (and the withheld count) reads index entries only, never a JSON document
+    """
+    ALTER TABLE events ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET rank = json_extract(doc, '$."gov.label.rank"') WHERE json_extract(doc, '$."gov.label.rank"') <> 0;
+    DROP INDEX events_ts;
+    DROP INDEX events_kind;
+    DROP INDEX events_dataset;
+    DROP INDEX events_src_ip;
+    DROP INDEX events_dst_ip;
+    DROP INDEX events_src_port;
+    DROP INDEX events_dst_port;
+    DROP INDEX events_host;
+    DROP INDEX events_observer;
+    CREATE INDEX events_ts ON events (ts, rank);
+    CREATE INDEX events_kind ON events (kind, ts, rank);
+    CREATE INDEX events_dataset ON events (dataset, ts, rank);
+    CREATE INDEX events_src_ip ON events (src_ip, rank);
+    CREATE INDEX events_dst_ip ON events (dst_ip, rank);
+    CREATE INDEX events_src_port ON events (src_port, rank);
+    CREATE INDEX events_dst_port ON events (dst_port, rank);
+    CREATE INDEX events_host ON events (host, rank);
+    CREATE INDEX events_observer ON events (observer, rank);
+    """,
 ]
 
 # Query fields served by hot columns; the rest go through json_each over `doc`.
@@ -132,6 +156,7 @@ HOT_COLUMNS = {
     "destination.port": "dst_port",
     "host.name": "host",
     "observer.name": "observer",
+    "gov.label.rank": "rank",
 }
 ALERT_COLUMNS = {"soc.alert.workflow_status": "workflow_status", "soc.alert.severity": "severity",
                  "soc.alert.rule.uuid": "rule_id", "gov.label.rank": "rank", "source.ip": "src_ip",
@@ -175,10 +200,26 @@ def _column(value: Any) -> str | int | float | None:
     return None
 
 
+def _rank(value: Any) -> Any:
+    """The rank column's value, as `coalesce(json_extract(doc, '$."gov.label.rank"'), 0)` compares: unlabelled 0, a
+    label SQLite cannot hold as a number above every clearance."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    column = _column(value)
+    return 2**62 if column is None else column
+
+
 def _has_tokens(doc: str, words_json: str) -> bool:
     """True when every word is a token of some string value of the JSON document."""
     have = set(tokens(searchable_text(json.loads(doc))))
     return all(w in have for w in json.loads(words_json))
+
+
+def _text_of(doc: str) -> str:
+    """The free-text index's text of a stored event, exactly as `write_events` indexed it (to delete it)."""
+    return searchable_text(json.loads(doc))
 
 
 def _path(field: str) -> str:
@@ -191,10 +232,12 @@ class SQLiteStore(Store):
     hunt_language = "sqlite"
 
     def __init__(self, path: str | Path, uri: str | None = None, busy_timeout_ms: int = 10_000,
-                 create: bool = True) -> None:
+                 create: bool = True, retention: str | None = None) -> None:
         """Open (with `create`, creating the file when missing) the database at `path`; `create=False` is a read:
-        a missing file, or one with no tables, raises StoreMissing and nothing is created."""
+        a missing file, or one with no tables, raises StoreMissing and nothing is created. `retention` (`90d`) is
+        what `soc store prune` keeps when given no age."""
         self.path = Path(path)
+        self.retention = retention
         self.uri = uri or f"sqlite:///{self.path}"
         missing = StoreMissing.at(self.path)
         if self.path.is_dir():
@@ -223,6 +266,7 @@ class SQLiteStore(Store):
         self._check_identity(tables)
         self.db.create_function("soc_ip", 1, ip_bytes, deterministic=True)
         self.db.create_function("soc_has_tokens", 2, _has_tokens, deterministic=True)
+        self.db.create_function("soc_text", 1, _text_of, deterministic=True)
 
     def _check_identity(self, tables: set[str]) -> None:
         if not tables:
@@ -282,7 +326,7 @@ class SQLiteStore(Store):
                 ev["event.id"], ev["@timestamp"], _column(ev.get("event.kind")), _category(ev.get("event.category")),
                 _column(ev.get("event.dataset")), ip_bytes(ev.get("source.ip")), _column(ev.get("source.port")),
                 ip_bytes(ev.get("destination.ip")), _column(ev.get("destination.port")), _column(ev.get("host.name")),
-                _column(ev.get("observer.name")), doc,
+                _column(ev.get("observer.name")), doc, _rank(ev.get("gov.label.rank")),
             ))
             texts.append(searchable_text(ev))
         new = self._insert(rows, texts) if rows else 0
@@ -303,7 +347,7 @@ class SQLiteStore(Store):
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events (id, ts, kind, category, dataset, src_ip, src_port, dst_ip, dst_port,"
-                " host, observer, doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " host, observer, doc, rank) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             new = db.total_changes - before
@@ -478,7 +522,7 @@ class SQLiteStore(Store):
 
     def hunt(self, query: str, since: datetime | None, until: datetime | None, limit: int = 1000,
              clauses: tuple[Clause, ...] = ()) -> list[dict]:
-        where, params = self._where(Query(tuple(clauses), since, until), {})
+        where, params = self._where(Query(tuple(clauses), since, until), {"gov.label.rank": "rank"})
         sql = f"SELECT doc FROM events WHERE {where} AND ({query}) ORDER BY ts DESC, id ASC LIMIT ?"
         try:
             return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
@@ -531,6 +575,25 @@ class SQLiteStore(Store):
             for r in rows
         ]
 
+    def prune(self, before: datetime, batch: int = 50_000) -> int:
+        """Delete the events whose @timestamp is before `before`, oldest first, about `batch` per transaction
+        (one range of the `ts` index; each event's free-text entry goes with it): a kill -9 leaves every batch whole
+        and a re-run finishes the rest. Freed pages are reused by later writes. Audited; returns how many."""
+        cutoff = to_utc_iso(before)
+        deleted = 0
+        while True:
+            with self._tx():
+                row = self.db.execute("SELECT ts FROM events WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+                                      (cutoff, batch - 1)).fetchone()
+                where, bound = ("ts <= ?", row[0]) if row else ("ts < ?", cutoff)  # ties at the bound go together
+                self.db.execute("INSERT INTO events_fts (events_fts, rowid, text) "
+                                f"SELECT 'delete', rowid, soc_text(doc) FROM events WHERE {where}", (bound,))
+                deleted += self.db.execute(f"DELETE FROM events WHERE {where}", (bound,)).rowcount
+            if row is None:
+                break
+        self.audit("store-prune", {"before": cutoff, "events": deleted})
+        return deleted
+
     def status(self) -> dict[str, Any]:
         one = self.db.execute
         span = one("SELECT min(ts), max(ts) FROM events").fetchone()
@@ -547,6 +610,7 @@ class SQLiteStore(Store):
             "first_event": span[0],
             "last_event": span[1],
             "size_bytes": self.path.stat().st_size if self.path.exists() else 0,
+            "retention": self.retention,
         }
 
     def purpose(self) -> str | None:

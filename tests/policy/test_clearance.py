@@ -321,6 +321,7 @@ level: medium
 NOT_READING = {
     "store init": "creates the schema; prints the URI",
     "store replay": "writes spooled batches; prints counts of what it wrote",
+    "store prune": "deletes events older than an age; prints how many, no content",
     "events ingest": "writes the given file's events; prints counts",
     "sensor pcap": "writes the given capture's events; prints counts",
     "sensor live": "writes captured events; prints counts",
@@ -328,6 +329,7 @@ NOT_READING = {
     "compliance scan": "writes this host's scan; compares with the previous scan internally, prints this scan only",
     "integrity baseline": "writes this host's baseline of the watched files; prints its entry count",
     "integrity scan": "compares the watched files with the stored baseline internally; prints this scan's changes",
+    "integrity web": "fetches the pages now, compares with their stored fingerprints internally; prints this check",
     "audit verify": "prints whether the chain is intact and the seq numbers of problems, no content",
     "audit anchor": "exports the chain's head (seq and hash), no content",
     "triage": "interactive; its reads go through the gate and are tested in tests/triage/test_console.py",
