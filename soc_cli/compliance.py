@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from correlator.pipeline import Pipeline
 from correlator.query import Query, QueryError, Term, parse_time
@@ -16,7 +17,7 @@ from correlator.store import StoreUnavailable
 from sensors.compliance import PolicyError, Scanner, load_policy
 from sensors.compliance.events import DATASET, StateChangeDetector, to_events
 from sensors.compliance.policy import SEVERITIES
-from sensors.compliance.report import rollup, summary, to_html, to_markdown
+from sensors.compliance.report import evidence_lines, rollup, summary, to_html, to_markdown
 from sensors.compliance.scanner import FAILED, PASSED
 from soc_cli.common import (
     ClearanceOpt,
@@ -173,11 +174,13 @@ def scan(
 
 def _print_table(result, host: str, org: str | None) -> None:
     table = Table(title=f"{result.policy.name} — {host}" + (f" ({org})" if org else ""))
-    for col in ("ID", "Severity", "Result", "Check", "Reason"):
+    for col in ("ID", "Severity", "Result", "Check"):
         table.add_column(col)
+    table.add_column("Reason / evidence", overflow="fold")
     for r in result.results:
         style = _STYLE.get(r.status, "")
-        table.add_row(str(r.check.id), r.check.severity, f"[{style}]{r.status}[/]", r.check.title, r.reason)
+        why = "\n".join(([r.reason] if r.reason else []) + evidence_lines(r))  # file text: never markup
+        table.add_row(str(r.check.id), r.check.severity, f"[{style}]{r.status}[/]", r.check.title, Text(why))
     console.print(table)
     s = summary(result, host, org)
     score = "n/a" if s["score"] is None else f"{s['score']}%"

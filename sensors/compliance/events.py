@@ -56,6 +56,9 @@ def to_events(scan: ScanResult, host: str, org: str | None) -> list[dict[str, An
         if res.reason:
             ev["event.reason"] = res.reason
             ev["soc.compliance.check.reason"] = res.reason
+        if res.evidence:
+            ev["soc.compliance.check.evidence"] = list(res.evidence)
+            ev["soc.compliance.check.evidence_more"] = res.evidence_more
         if check.remediation:
             ev["soc.compliance.check.remediation"] = check.remediation
         if check.references:
@@ -118,7 +121,8 @@ class StateChangeDetector:
             "soc.compliance.previous_scan.id": self.previous_scan,
         }
         for field in ("host.name", "organization.name", "rule.id", "rule.name", "rule.ruleset",
-                      "soc.compliance.check.id", "soc.compliance.check.result", "soc.compliance.scan.id"):
+                      "soc.compliance.check.id", "soc.compliance.check.result", "soc.compliance.scan.id",
+                      "soc.compliance.check.evidence", "soc.compliance.check.evidence_more"):
             if field in ev:
                 alert[field] = ev[field]
         return alert

@@ -1,7 +1,9 @@
 """Typed locations: each turns host state under a RootFS into text lines that SCA content operators test.
 
 A probe returns the lines of one target, None when the target does not exist, or raises Unreadable with the
-reason the target could not be examined (the rule is then not applicable).
+reason the target could not be examined (the rule is then not applicable). Probes whose lines are values taken from
+configuration return `Lines`, which also name where each value came from (`file:line`, a default), so a failed
+check can show the evidence (`Probes.evidence`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,32 @@ PWQUALITY_DEFAULTS = {"minlen": "8", "minclass": "0", "dcredit": "0", "ucredit":
                       "ocredit": "0", "maxrepeat": "0", "dictcheck": "1", "enforcing": "1", "retry": "1"}
 _PAM_UNIX_HASHES = ("md5", "bigcrypt", "sha256", "sha512", "blowfish", "gost_yescrypt", "yescrypt")
 TLS_VERSIONS = (("TLSv1", "TLSv1"), ("TLSv1.1", "TLSv1_1"), ("TLSv1.2", "TLSv1_2"), ("TLSv1.3", "TLSv1_3"))
+# Kinds whose lines are the values of one setting (shown as evidence when none matches); the others are listings
+# (a file, a tree, sockets, processes), of which only matching lines are evidence.
+VALUE_KINDS = frozenset({"sysctl", "sshd", "pkg", "svc", "stat", "pwpolicy", "tls"})
+EVIDENCE_WIDTH = 240  # characters of one evidence item (a minified file line is cut, marked with …)
+
+
+class Lines(list):
+    """A probe's lines with, per line, where it came from (`/etc/sysctl.d/60.conf:3`, `default`)."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, lines: list[str], where: list[str]) -> None:
+        super().__init__(lines)
+        self.where = where
+
+
+def _valued(pairs: list[tuple[str, str]] | None) -> Lines | None:
+    """(value, source) pairs as Lines; None stays None."""
+    return None if pairs is None else Lines([v for v, _ in pairs], [w for _, w in pairs])
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line (controls escaped as in a repr), cut to EVIDENCE_WIDTH characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= EVIDENCE_WIDTH else text[: EVIDENCE_WIDTH - 1] + "…"
 
 
 class Probes:
@@ -62,6 +90,24 @@ class Probes:
         if isinstance(value, Unreadable):
             raise value
         return value
+
+    def evidence(self, kind: str, target: str, lines: list[str], index: int) -> str:
+        """Line `index` of a probe's `lines` as evidence naming its place: `/etc/x.conf:3: text`,
+        `/etc/shadow: mode 0666, owner root, group root`, `net.ipv4.ip_forward = 1 (/proc/sys/net/ipv4/ip_forward)`."""
+        line = lines[index]
+        where = lines.where[index] if isinstance(lines, Lines) else ""
+        if kind == "f":
+            text = f"{target}:{index + 1}: {line}"
+        elif kind == "stat":  # one summary per path: every matching attribute line gives the same item
+            attrs = dict(item.split(" ", 1) for item in lines)
+            text = f"{target}: mode {attrs['mode']}, owner {attrs['owner']}, group {attrs['group']}"
+        elif kind == "sysctl":
+            text = f"{target} = {line} ({where})"
+        elif kind in ("sshd", "pwpolicy"):
+            text = f"{target.lower()} {line} ({where})" if target else f"{line} ({where})"
+        else:
+            text = _EVIDENCE[kind].format(target=target, line=line)
+        return one_line(text)
 
     # -- files, processes -------------------------------------------------------------------------------
     def _f(self, path: str) -> list[str] | None:
@@ -92,26 +138,26 @@ class Probes:
         dotted = key.replace("/", ".")
         proc = "/proc/sys/" + dotted.replace(".", "/")
         if self.fs.is_file(proc):
-            return [" ".join(self.fs.read_text(proc).split())]
+            return Lines([" ".join(self.fs.read_text(proc).split())], [proc])
         value = self._sysctl_config.get(dotted)
-        return None if value is None else [" ".join(value.split())]
+        return None if value is None else Lines([" ".join(value[0].split())], [value[1]])
 
     @cached_property
-    def _sysctl_config(self) -> dict[str, str]:
+    def _sysctl_config(self) -> dict[str, tuple[str, str]]:
         """What `sysctl --system` applies at boot: *.conf by name across the sysctl.d directories, then sysctl.conf."""
         chosen: dict[str, str] = {}
         for directory in SYSCTL_DIRS:  # earlier directories shadow files of the same name
             for name in self.fs.listdir(directory):
                 if name.endswith(".conf"):
                     chosen.setdefault(name, f"{directory}/{name}")
-        values: dict[str, str] = {}
+        values: dict[str, tuple[str, str]] = {}  # key -> (value, file:line)
         for path in [chosen[n] for n in sorted(chosen)] + ["/etc/sysctl.conf"]:
-            for line in self._f(path) or []:
+            for number, line in enumerate(self._f(path) or [], 1):
                 line = line.strip()
                 if not line or line[0] in "#;" or "=" not in line:
                     continue
                 k, _, v = line.partition("=")
-                values[k.strip().lstrip("-").replace("/", ".")] = v.strip()
+                values[k.strip().lstrip("-").replace("/", ".")] = (v.strip(), f"{path}:{number}")
         return values
 
     # -- sshd -----------------------------------------------------------------------------------------------
@@ -120,22 +166,23 @@ class Probes:
         if config is None:
             return None
         if not keyword:
-            return [f"{k} {v}" for k, values in sorted(config.items()) for v in values]
-        return config.get(keyword.lower())
+            return _valued([(f"{k} {v}", w) for k, values in sorted(config.items()) for v, w in values])
+        return _valued(config.get(keyword.lower()))
 
     @cached_property
-    def _sshd_effective(self) -> dict[str, list[str]] | None:
-        """Global settings as sshd applies them: Includes expanded in place, first value wins, Match excluded."""
+    def _sshd_effective(self) -> dict[str, list[tuple[str, str]]] | None:
+        """Global settings as sshd applies them: Includes expanded in place, first value wins, Match excluded.
+        Each value comes with its `file:line` (or `default`)."""
         if not self.fs.is_file("/etc/ssh/sshd_config"):
             return None
-        found: dict[str, list[str]] = {}
+        found: dict[str, list[tuple[str, str]]] = {}
         self._sshd_file("/etc/ssh/sshd_config", found, depth=0)
-        return {k: [v] for k, v in SSHD_DEFAULTS.items()} | found
+        return {k: [(v, "default")] for k, v in SSHD_DEFAULTS.items()} | found
 
-    def _sshd_file(self, path: str, found: dict[str, list[str]], depth: int) -> None:
+    def _sshd_file(self, path: str, found: dict[str, list[tuple[str, str]]], depth: int) -> None:
         if depth > 16:
             raise Unreadable(f"sshd Include nesting too deep at {path}")
-        for raw in self.fs.read_lines(path):
+        for number, raw in enumerate(self.fs.read_lines(path), 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
@@ -155,9 +202,9 @@ class Probes:
                             self._sshd_file(f"{directory}/{name}", found, depth + 1)
                 continue
             if key in _SSHD_MULTI:
-                found.setdefault(key, []).append(value)
+                found.setdefault(key, []).append((value, f"{path}:{number}"))
             elif key not in found:  # sshd: the first obtained value wins
-                found[key] = [value]
+                found[key] = [(value, f"{path}:{number}")]
 
     # -- packages, services ---------------------------------------------------------------------------------
     def _pkg(self, name: str) -> list[str] | None:
@@ -291,50 +338,60 @@ class Probes:
 
     # -- password policy ------------------------------------------------------------------------------------
     def _pwpolicy(self, key: str) -> list[str] | None:
-        policy = self._password_policy
-        value = policy.get(key.lower())
-        return None if value is None else [value]
+        value = self._password_policy.get(key.lower())
+        return None if value is None else Lines([value[0]], [value[1]])
 
     @cached_property
-    def _password_policy(self) -> dict[str, str]:
-        """login.defs settings plus the effective PAM password rules of /etc/pam.d/common-password."""
-        policy: dict[str, str] = {}
-        for line in self._f("/etc/login.defs") or []:
+    def _password_policy(self) -> dict[str, tuple[str, str]]:
+        """login.defs settings plus the effective PAM password rules of /etc/pam.d/common-password, each value
+        with where it was set (`file:line`, or the module's default)."""
+        policy: dict[str, tuple[str, str]] = {}
+        for number, line in enumerate(self._f("/etc/login.defs") or [], 1):
             cols = line.split()
             if len(cols) >= 2 and not cols[0].startswith("#"):
-                policy[cols[0].lower()] = cols[1]
-        modules = dict(_pam_stack(self._f("/etc/pam.d/common-password") or [], "password"))
+                policy[cols[0].lower()] = (cols[1], f"/etc/login.defs:{number}")
+        pam_file = "/etc/pam.d/common-password"
+        modules = {name: (args, f"{pam_file}:{number}")
+                   for name, args, number in _pam_stack(self._f(pam_file) or [], "password")}
         quality = next((m for m in ("pam_pwquality.so", "pam_cracklib.so") if m in modules), None)
         if quality:
-            policy.update(PWQUALITY_DEFAULTS)
+            module = quality.removesuffix(".so")
+            policy.update({k: (v, f"{module} default") for k, v in PWQUALITY_DEFAULTS.items()})
             conf = ["/etc/security/pwquality.conf"] + [
                 f"/etc/security/pwquality.conf.d/{n}" for n in self.fs.listdir("/etc/security/pwquality.conf.d")
                 if n.endswith(".conf")]
             for path in conf:
-                for line in self._f(path) or []:
+                for number, line in enumerate(self._f(path) or [], 1):
                     k, sep, v = line.split("#", 1)[0].partition("=")
                     if sep:
-                        policy[k.strip().lower()] = v.strip()
-            policy.update(_pam_args(modules[quality]))
-            policy["pam_quality_module"] = quality.removesuffix(".so")
+                        policy[k.strip().lower()] = (v.strip(), f"{path}:{number}")
+            args, where = modules[quality]
+            policy.update({k: (v, where) for k, v in _pam_args(args).items()})
+            policy["pam_quality_module"] = (module, where)
         elif "pam_unix.so" in modules:
-            policy["minlen"] = _pam_args(modules["pam_unix.so"]).get("minlen", "6")
+            args, where = modules["pam_unix.so"]
+            minlen = _pam_args(args).get("minlen")
+            policy["minlen"] = (minlen, where) if minlen else ("6", "pam_unix default")
         if "pam_unix.so" in modules:
-            args = modules["pam_unix.so"]
-            policy["hash"] = next((a for a in args if a in _PAM_UNIX_HASHES), "default")
-            policy["remember"] = _pam_args(args).get("remember", "0")
+            args, where = modules["pam_unix.so"]
+            algorithm = next((a for a in args if a in _PAM_UNIX_HASHES), None)
+            policy["hash"] = (algorithm, where) if algorithm else ("default", "pam_unix default")
+            remember = _pam_args(args).get("remember")
+            policy["remember"] = (remember, where) if remember else ("0", "pam_unix default")
         if "pam_pwhistory.so" in modules:
-            policy["remember"] = _pam_args(modules["pam_pwhistory.so"]).get("remember", "10")
+            args, where = modules["pam_pwhistory.so"]
+            remember = _pam_args(args).get("remember")
+            policy["remember"] = (remember, where) if remember else ("10", "pam_pwhistory default")
         return policy
 
 
-def _pam_stack(lines: list[str], kind: str) -> list[tuple[str, list[str]]]:
-    """(module file name, arguments) of the `kind` lines of a PAM file; `[a=b c=d]` controls are skipped."""
+def _pam_stack(lines: list[str], kind: str) -> list[tuple[str, list[str], int]]:
+    """(module file name, arguments, line number) of the `kind` lines of a PAM file; `[a=b c=d]` controls skipped."""
     out = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         rest = re.sub(r"\[[^\]]*\]", "ctl", line.split("#", 1)[0]).split()
         if len(rest) >= 3 and rest[0] == kind:
-            out.append((os.path.basename(rest[2]), rest[3:]))
+            out.append((os.path.basename(rest[2]), rest[3:], number))
     return out
 
 
@@ -360,3 +417,7 @@ def _cert_lines(der: bytes) -> list[str]:
     return [f"cert_not_after {not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}", f"cert_days_left {int(days)}",
             f"cert_expired {'yes' if days < 0 else 'no'}", f"cert_subject {cert.subject.rfc4514_string()}",
             f"cert_self_signed {'yes' if cert.issuer == cert.subject else 'no'}"]
+
+
+_EVIDENCE = {"pkg": "package {target}: {line}", "svc": "unit {target}: {line}", "port": "listening: {line}",
+             "find": "{line}", "tls": "{target}: {line}", "processes": "process {line}"}

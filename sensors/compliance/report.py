@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+import re
 from collections import defaultdict
 from typing import Any
 
-from sensors.compliance.scanner import ERROR, FAILED, NOT_APPLICABLE, PASSED, ScanResult
+from sensors.compliance.scanner import ERROR, FAILED, NOT_APPLICABLE, PASSED, CheckResult, ScanResult
 
 
 def _score(passed: int, failed: int) -> float | None:
@@ -26,6 +27,19 @@ def _rows(scan: ScanResult) -> list[tuple[str, ...]]:
             for r in scan.results]
 
 
+def evidence_lines(result: CheckResult) -> list[str]:
+    """The result's evidence items, then `… and N more` when the list was capped."""
+    more = [f"… and {result.evidence_more} more"] if result.evidence_more else []
+    return [*result.evidence, *more]
+
+
+def _code(text: str) -> str:
+    """`text` as a Markdown code span whatever backticks it holds."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def to_markdown(scan: ScanResult, host: str, org: str | None) -> str:
     s = summary(scan, host, org)
     score = "n/a" if s["score"] is None else f"{s['score']}%"
@@ -38,10 +52,17 @@ def to_markdown(scan: ScanResult, host: str, org: str | None) -> str:
         out += [f"> {scan.requirements_reason}", ""]
     out += ["| ID | Severity | Result | Check | Reason | Compliance |", "|---|---|---|---|---|---|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(scan)]
-    failed = [r for r in scan.results if r.status == FAILED and r.check.remediation]
-    if failed:
-        out += ["", "## Remediation", ""]
-        out += [f"- **{r.check.id} {r.check.title}**: {r.check.remediation}" for r in failed]
+    findings = [r for r in scan.results if r.status in (FAILED, ERROR)]
+    if findings:
+        out += ["", "## Findings (evidence and remediation)"]
+    for r in findings:
+        out += ["", f"### {r.check.id} {r.check.title} ({r.status}, {r.check.severity})", ""]
+        if r.reason:
+            out += [f"Reason: {r.reason}", ""]
+        if r.check.remediation and r.status == FAILED:
+            out += [f"Remediation: {r.check.remediation}", ""]
+        out += [f"- {_code(item)}" for item in r.evidence]
+        out += [f"- … and {r.evidence_more} more"] if r.evidence_more else []
     return "\n".join(out) + "\n"
 
 
@@ -50,8 +71,11 @@ def to_html(scan: ScanResult, host: str, org: str | None) -> str:
     esc = html.escape
     score = "n/a" if s["score"] is None else f"{s['score']}%"
     rows = "\n".join(
-        f'<tr class="{esc(row[2]).replace(" ", "-")}">' + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-        for row in _rows(scan))
+        f'<tr class="{esc(row[2]).replace(" ", "-")}">' + "".join(f"<td>{esc(c)}</td>" for c in row)
+        + "<td>" + ("<ul>" + "".join(f"<li><code>{esc(e)}</code></li>" for e in r.evidence)
+                    + (f"<li>… and {r.evidence_more} more</li>" if r.evidence_more else "") + "</ul>"
+                    if r.evidence else "") + "</td></tr>"
+        for row, r in zip(_rows(scan), scan.results, strict=True))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Compliance scan: {esc(scan.policy.name)}</title>
 <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px}}
@@ -60,7 +84,8 @@ def to_html(scan: ScanResult, host: str, org: str | None) -> str:
 <p>Host: {esc(host)}{f" ({esc(org)})" if org else ""} — policy <code>{esc(scan.policy.id)}</code> —
 root <code>{esc(scan.root)}</code> — score <strong>{score}</strong>: {s['passed']} passed, {s['failed']} failed,
 {s['not_applicable']} not applicable, {s['error']} errors.</p>
-<table><thead><tr><th>ID</th><th>Severity</th><th>Result</th><th>Check</th><th>Reason</th><th>Compliance</th></tr>
+<table><thead><tr><th>ID</th><th>Severity</th><th>Result</th><th>Check</th><th>Reason</th><th>Compliance</th>
+<th>Evidence</th></tr>
 </thead><tbody>
 {rows}
 </tbody></table></body></html>

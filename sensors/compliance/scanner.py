@@ -10,20 +10,26 @@ from dataclasses import dataclass, field
 
 from sensors.compliance.osregex import compile_osmatch, compile_osregex
 from sensors.compliance.policy import Check, Policy
-from sensors.compliance.probes import UNIT_NOT_FOUND, Probes
+from sensors.compliance.probes import UNIT_NOT_FOUND, VALUE_KINDS, Probes, one_line
 from sensors.compliance.rootfs import RootFS, Unreadable
 from sensors.compliance.rules import Minterm, Rule
 
 FOUND, NOT_FOUND, INVALID = 1, 0, -1
 PASSED, FAILED, NOT_APPLICABLE, ERROR = "passed", "failed", "not applicable", "error"
+EVIDENCE_CAP = 20  # evidence items kept per result; the rest are counted in `evidence_more`
 _OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
 @dataclass(slots=True)
 class CheckResult:
+    """One check's result; a failed or error result names what failed it: `evidence` (files, `file:line: text`,
+    values found; at most EVIDENCE_CAP items) and `evidence_more` (how many more there were)."""
+
     check: Check
     status: str
     reason: str = ""
+    evidence: list[str] = field(default_factory=list)
+    evidence_more: int = 0
 
 
 @dataclass(slots=True)
@@ -82,6 +88,7 @@ class Scanner:
         self.allow_commands = allow_commands
         self.command_timeout = command_timeout
         self.probes = Probes(self.fs, self.fs.is_live if probe_tls is None else probe_tls)
+        self._outputs: dict[str, list[str] | str] = {}  # command -> output lines or why it gave none (run once)
 
     def scan(self, policy: Policy, on_check=None) -> ScanResult:
         result = ScanResult(policy, self.fs.root, dt.datetime.now(dt.UTC))
@@ -110,7 +117,8 @@ class Scanner:
             except Unreadable as exc:
                 found, why = INVALID, str(exc)
             except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the scan
-                return CheckResult(check, ERROR, f"{rule.text}: {type(exc).__name__}: {exc}")
+                return CheckResult(check, ERROR, f"{rule.text}: {type(exc).__name__}: {exc}",
+                                   [one_line(f"rule {rule.text}")])
             if found != INVALID and rule.negated:
                 found = 1 - found
             if (check.condition == "all" and found == NOT_FOUND) or (check.condition != "all" and found == FOUND):
@@ -123,7 +131,109 @@ class Scanner:
             agg = 1 - agg
         if agg == INVALID:
             return CheckResult(check, NOT_APPLICABLE, reason)
-        return CheckResult(check, PASSED if agg == FOUND else FAILED)
+        if agg == FOUND:
+            return CheckResult(check, PASSED)
+        items = self.evidence(check)
+        return CheckResult(check, FAILED, "", items[:EVIDENCE_CAP], max(0, len(items) - EVIDENCE_CAP))
+
+    def evidence(self, check: Check) -> list[str]:
+        """What makes `check` fail, every item once, in rule order: for each rule that counts against it (not
+        found under `all`/`any`, found under `none`), the matching lines when the rule found something, else what
+        was found instead (values, near misses, or that nothing matched). Run only for failed checks."""
+        items: dict[str, None] = {}
+        for rule in check.rules:
+            try:
+                found, _ = self.eval_rule(rule)
+            except Exception:  # noqa: BLE001, S112 - evidence is best effort; the result itself is decided
+                continue
+            if found == INVALID:
+                continue
+            effective = 1 - found if rule.negated else found
+            if (effective == FOUND) == (check.condition == "none"):
+                items.update(dict.fromkeys(self._rule_evidence(rule, found == FOUND)))
+        return list(items)
+
+    def _rule_evidence(self, rule: Rule, found: bool) -> list[str]:
+        """The lines that match `rule` (found), or what its targets hold instead (not found)."""
+        kind, content = rule.type, rule.content
+        wanted = one_line(rule.text.rpartition(" -> ")[2]) if content is not None else ""
+        if kind == "c":
+            lines = self._outputs.get(rule.location)
+            lines = lines if isinstance(lines, list) else []
+            hits = [one_line(f"`{rule.location}`: {line}") for line in lines if line_matches(line, content)]
+            return hits if found else [one_line(f"no output line of `{rule.location}` matches {wanted}")]
+        if kind == "d":
+            return self._directory_evidence(rule, found, wanted)
+        if kind == "p":
+            kind, targets, wanted = "processes", [""], one_line(rule.location)
+        elif kind in ("f", "stat", "find"):
+            targets = [t.strip() for t in rule.location.split(",")]
+        else:
+            targets = [rule.location]
+        if rule.type == "f" and content is None:
+            return [f"file {t} {'exists' if found else 'not found'}" for t in targets if self._is_file(t) == found]
+        out: list[str] = []
+        for target in targets:
+            try:
+                lines = self.probes.lines(kind, target)
+            except Unreadable:
+                continue
+            if lines is None:
+                if not found:
+                    out.append(one_line(f"{_NAMES[kind]} {target} not found" if kind != "pkg"
+                                        else f"package {target} not installed"))
+                continue
+            where = range(len(lines))
+            if found:
+                where = [i for i in where if content is None or line_matches(lines[i], content)]
+            elif content is not None:
+                near = [i for i in where if _near_miss(lines[i], content)]
+                if near:
+                    where = near
+                elif kind not in VALUE_KINDS:
+                    label = "process" if kind == "processes" else f"line of {_NAMES[kind]} {target}"
+                    out.append(one_line(f"no {label} matches {wanted}"))
+                    continue
+            out += [self.probes.evidence(kind, target, lines, i) for i in where]
+        return out
+
+    def _is_file(self, path: str) -> bool | None:
+        try:
+            return self.fs.is_file(path)
+        except Unreadable:
+            return None
+
+    def _directory_evidence(self, rule: Rule, found: bool, wanted: str) -> list[str]:
+        out: list[str] = []
+        for directory in (d.strip() for d in rule.location.split(",")):
+            if rule.file is None:
+                if self.fs.is_dir(directory) == found:
+                    out.append(f"directory {directory} {'exists' if found else 'not found'}")
+                continue
+            if not self.fs.is_dir(directory):
+                continue
+            name_re = (compile_osregex(rule.file[2:]) if rule.file[:2].lower() == "r:"
+                       else compile_osmatch(rule.file))
+            named = 0
+            for path, st in self.fs.walk(directory):
+                if not name_re.search(path.rsplit("/", 1)[1]) or stat.S_ISDIR(st.st_mode):
+                    continue
+                named += 1
+                if not found:
+                    continue
+                if rule.content is None:
+                    out.append(one_line(f"file {path}"))
+                    continue
+                try:
+                    lines = self.probes.lines("f", path) or []
+                except Unreadable:
+                    continue
+                out += [self.probes.evidence("f", path, lines, i) for i, line in enumerate(lines)
+                        if line_matches(line, rule.content)]
+            if not found:
+                what = f"has a line matching {wanted}" if rule.content is not None and named else ""
+                out.append(one_line(f"no file under {directory} named {rule.file} {what}".rstrip()))
+        return out
 
     def eval_rule(self, rule: Rule) -> tuple[int, str]:
         """FOUND / NOT_FOUND / INVALID (with reason) for one rule, before its `not`."""
@@ -214,16 +324,28 @@ class Scanner:
             return INVALID, "command rules run only with --allow-commands"
         if not self.fs.is_live:
             return INVALID, "command rules run on the live host only, not under --root"
-        try:
-            proc = subprocess.run(rule.location, shell=True, stdout=subprocess.PIPE,  # noqa: S602
-                                  stderr=subprocess.STDOUT, text=True, errors="replace",
-                                  timeout=self.command_timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return INVALID, f"timeout running command '{rule.location}'"
-        if proc.returncode == 127:
-            return INVALID, f"command not found: '{rule.location}'"
-        lines = [line.rstrip("\r") for line in proc.stdout.split("\n")]
+        output = self._outputs.get(rule.location)
+        if output is None:
+            try:
+                proc = subprocess.run(rule.location, shell=True, stdout=subprocess.PIPE,  # noqa: S602
+                                      stderr=subprocess.STDOUT, text=True, errors="replace",
+                                      timeout=self.command_timeout, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                output = f"timeout running command '{rule.location}'"
+            else:
+                output = (f"command not found: '{rule.location}'" if proc.returncode == 127
+                          else [line.rstrip("\r") for line in proc.stdout.split("\n")])
+            self._outputs[rule.location] = output
+        if isinstance(output, str):
+            return INVALID, output
+        lines = output
         return (FOUND if any(line_matches(line, rule.content) for line in lines) else NOT_FOUND), ""
+
+
+def _near_miss(line: str, content: tuple[Minterm, ...]) -> bool:
+    """A line holding the value a numeric minterm looks for, out of range (`MaxAuthTries 6` for `<= 4`)."""
+    return any(t.kind == "n" and not t.negated and (m := t.regex.search(line)) and m.group(1) is not None
+               for t in content)
 
 
 _NAMES = {"f": "file", "sysctl": "sysctl key", "sshd": "sshd configuration", "pkg": "package", "svc": "unit",

@@ -2,7 +2,8 @@
 
 The compliant tree is one compact spec; each check has one or more mutations of it. A mutation must flip its own
 check to "failed" and leave every other check "passed" (so a rule that silently matches the wrong thing fails
-here, the class of bug Wazuh shipped in its CIS policies, wazuh/wazuh#10600 and #32443).
+here, the class of bug Wazuh shipped in its CIS policies, wazuh/wazuh#10600 and #32443), and the failed result must
+name what failed it: its evidence holds the place the mutation broke (EVIDENCE).
 """
 
 from __future__ import annotations
@@ -42,11 +43,20 @@ COMMON_PASSWORD = ("password requisite pam_pwquality.so retry=3\n"
                    "password [success=1 default=ignore] pam_unix.so obscure use_authtok yescrypt remember=5\n"
                    "password requisite pam_deny.so\n")
 
+PASSWD = f"root:x:{UID}:{GID}:root:/root:/bin/bash\n"
+SHADOW = "root:*:19800:0:99999:7:::\n"
+
 GOOD: dict = {
     "/etc/debian_version": "12.5\n",
     "/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n',
-    "/etc/passwd": f"root:x:{UID}:{GID}:root:/root:/bin/bash\n",
+    "/etc/passwd": PASSWD,
+    "/etc/passwd-": PASSWD,
     "/etc/group": f"root:x:{GID}:\n",
+    "/etc/group-": f"root:x:{GID}:\n",
+    "/etc/shadow": ("file", SHADOW, 0o640),
+    "/etc/shadow-": ("file", SHADOW, 0o600),
+    "/etc/gshadow": ("file", "root:*::\n", 0o640),
+    "/etc/gshadow-": ("file", "root:*::\n", 0o400),
     "/etc/ssh/sshd_config": ("file", SSHD, 0o600),
     "/etc/ssh/sshd_config.d": ("dir", 0o755),
     "/etc/login.defs": "PASS_MAX_DAYS 365\nPASS_MIN_DAYS 1\nPASS_WARN_AGE 7\nENCRYPT_METHOD YESCRYPT\n",
@@ -93,8 +103,7 @@ MUTATIONS: dict[int, list[tuple[dict, dict | None]]] = {
              None)],
     10006: [(sshd_drop_in("LogLevel QUIET"), None)],
     10007: [({"/etc/ssh/sshd_config": ("file", SSHD, 0o644)}, None),
-            ({"/etc/ssh/sshd_config": ("file", SSHD, 0o620)}, None),
-            ({"/etc/passwd": f"admin:x:{UID}:{GID}::/home/admin:/bin/sh\n"}, None)],
+            ({"/etc/ssh/sshd_config": ("file", SSHD, 0o620)}, None)],
     10008: [(sshd_drop_in("ClientAliveInterval 0"), None), (sshd_drop_in("ClientAliveInterval 3600"), None)],
     10101: [({"/etc/login.defs": "PASS_MAX_DAYS 99999\nPASS_MIN_DAYS 1\nENCRYPT_METHOD YESCRYPT\n"}, None)],
     10102: [({"/etc/login.defs": "PASS_MAX_DAYS 365\nPASS_MIN_DAYS 0\nENCRYPT_METHOD YESCRYPT\n"}, None)],
@@ -131,6 +140,50 @@ MUTATIONS: dict[int, list[tuple[dict, dict | None]]] = {
             ({"/proc/sys": None, "/etc/sysctl.d/99-router.conf": "net.ipv4.ip_forward = 1\n",
               "/etc/sysctl.conf": "kernel.randomize_va_space = 2\n"}, None)],
     10802: [({"/proc/sys/kernel/randomize_va_space": "0\n"}, None)],
+    # identity files: modes outside 0644 / 0640 that are not world-writable (that is 10601's failure)
+    10901: [({"/etc/passwd": ("file", PASSWD, 0o664)}, None), ({"/etc/passwd": ("file", PASSWD, 0o744)}, None)],
+    10902: [({"/etc/passwd-": ("file", PASSWD, 0o654)}, None)],
+    10903: [({"/etc/group": ("file", f"root:x:{GID}:\n", 0o654)}, None)],
+    10904: [({"/etc/group-": ("file", f"root:x:{GID}:\n", 0o645)}, None)],
+    10905: [({"/etc/shadow": ("file", SHADOW, 0o644)}, None), ({"/etc/shadow": ("file", SHADOW, 0o660)}, None),
+            ({"/etc/shadow": ("file", SHADOW, 0o740)}, None)],
+    10906: [({"/etc/shadow-": ("file", SHADOW, 0o604)}, None)],
+    10907: [({"/etc/gshadow": ("file", "root:*::\n", 0o650)}, None)],
+    10908: [({"/etc/gshadow-": ("file", "root:*::\n", 0o644)}, None)],
+}
+
+# (check, variant) -> a text its evidence must contain: the file, file:line or value the mutation put there.
+EVIDENCE: dict[tuple[int, int], str] = {
+    (10001, 0): "permitrootlogin yes (/etc/ssh/sshd_config.d/00-local.conf:1)",
+    (10001, 1): "permitrootlogin prohibit-password (default)",
+    (10003, 0): "maxauthtries 6 (/etc/ssh/sshd_config.d/00-local.conf:1)",
+    (10005, 1): "kbdinteractiveauthentication yes (default)",
+    (10007, 0): "/etc/ssh/sshd_config: mode 0644",
+    (10101, 0): "pass_max_days 99999 (/etc/login.defs:1)",
+    (10103, 0): "minlen 8 (/etc/security/pwquality.conf:1)",
+    (10103, 1): "minlen 10 (/etc/pam.d/common-password:1)",
+    (10104, 1): "hash md5 (/etc/pam.d/common-password:2)",
+    (10201, 0): "package nftables not installed",
+    (10202, 1): "unit nftables.service: masked",
+    (10203, 0): "listening: tcp 127.0.0.1:23",
+    (10204, 0): "package telnetd: version 1.0",
+    (10302, 0): "no file under /etc/audit/rules.d named r:.rules$ has a line matching r:^-w /etc/shadow -p wa",
+    (10303, 0): "no line of file /etc/systemd/journald.conf matches r:^Storage=persistent",
+    (10304, 0): "no process matches auditd",
+    (10501, 0): "protocol TLSv1",
+    (10502, 0): "cert_days_left 9",
+    (10601, 0): "-rw-rw-rw- /srv/share/notes.txt",
+    (10601, 1): "drwxrwxrwx /srv/drop",
+    (10602, 0): "-rwsr-xr-x /usr/local/bin/helper",
+    (10801, 0): "net.ipv4.ip_forward = 1 (/proc/sys/net/ipv4/ip_forward)",
+    (10801, 1): "net.ipv4.ip_forward = 1 (/etc/sysctl.d/99-router.conf:1)",
+    (10802, 0): "kernel.randomize_va_space = 0 (/proc/sys/kernel/randomize_va_space)",
+    (10901, 0): "/etc/passwd: mode 0664, owner root, group root",
+    (10901, 1): "/etc/passwd: mode 0744",
+    (10902, 0): "/etc/passwd-: mode 0654",
+    (10905, 0): "/etc/shadow: mode 0644, owner root, group root",
+    (10905, 2): "/etc/shadow: mode 0740",
+    (10908, 0): "/etc/gshadow-: mode 0644",
 }
 
 
@@ -156,7 +209,11 @@ def test_mutation_fails_only_its_check(make_tree, tls_server, check_id, variant)
     overrides, tls_options = MUTATIONS[check_id][variant]
     root = make_tree(GOOD, overrides)
     results = scan(root, tls_server(**(tls_options or {})).endpoint)
-    assert results[check_id].status == "failed", results[check_id].reason
+    result = results[check_id]
+    assert result.status == "failed", result.reason
+    assert result.evidence, f"{check_id} failed without naming what failed it"
+    if (check_id, variant) in EVIDENCE:
+        assert any(EVIDENCE[check_id, variant] in item for item in result.evidence), result.evidence
     others = {cid: (r.status, r.reason) for cid, r in results.items() if cid != check_id and r.status != "passed"}
     assert others == {}
 
@@ -184,3 +241,22 @@ def test_requirements_gate_the_policy(make_tree, tls_server):
     results = scan(root, tls_server().endpoint)
     assert {r.status for r in results.values()} == {"not applicable"}
     assert all("requirements not met" in r.reason for r in results.values())
+
+
+IDENTITY = range(10901, 10909)
+
+
+def test_owner_and_group_names_of_the_identity_files(make_tree, tls_server):
+    """Owner and group are read as names from the tree's own /etc/passwd and /etc/group: renaming the tree's
+    owner fails every owner check at once, and group "shadow" is accepted for shadow and gshadow only."""
+    endpoint = tls_server().endpoint
+    admin = make_tree(GOOD, {"/etc/passwd": f"admin:x:{UID}:{GID}::/home/admin:/bin/sh\n"})
+    results = scan(admin, endpoint)
+    assert {cid for cid, r in results.items() if r.status != "passed"} == {10007, *IDENTITY}
+    for cid in IDENTITY:
+        assert results[cid].status == "failed" and "owner admin" in results[cid].evidence[0]
+
+    shadow = make_tree(GOOD, {"/etc/group": f"shadow:x:{GID}:\n"})
+    results = scan(shadow, endpoint)
+    assert {cid for cid, r in results.items() if r.status != "passed"} == {10901, 10902, 10903, 10904}
+    assert results[10903].evidence == ["/etc/group: mode 0644, owner root, group shadow"]

@@ -91,7 +91,8 @@ def test_json_and_reports(env, make_tree, tmp_path: Path):
     md, html = tmp_path / "r.md", tmp_path / "r.html"
     assert scan(env, root, "--no-store", "--format", "md", "-o", str(md)).exit_code == 1
     text = md.read_text()
-    assert "| 10103 | high | failed |" in text and "## Remediation" in text
+    assert "| 10103 | high | failed |" in text and "## Findings" in text
+    assert "Remediation: Enable pam_pwquality" in text and "- `minlen 8 (/etc/security/pwquality.conf:1)`" in text
     assert scan(env, root, "--no-store", "--format", "html", "-o", str(html)).exit_code == 1
     assert '<tr class="failed"><td>10103</td>' in html.read_text()
 
@@ -194,3 +195,76 @@ def test_a_list_as_check_id_is_one_located_problem(tmp_path: Path):
     assert res.exit_code == 2, res.exception
     assert f"{bad}:11: checks[1].id: must be a positive integer" in res.stderr
     assert f"{bad}:15: checks[2].id: must be a positive integer" in res.stderr
+
+
+def test_world_writable_shadow_is_listed_in_every_output(env, make_tree, tmp_path: Path, monkeypatch):
+    """Issue 14's test: a 0666 /etc/shadow fails the shadow check, and the table, --json, md and html name the file
+    (so does the world-writable check, whose remediation says "chmod o-w the listed files")."""
+    from soc_cli import common
+
+    root = make_tree(GOOD, {"/etc/shadow": ("file", "root:*:19800:0:99999:7:::\n", 0o666)})
+    shadow_item = "/etc/shadow: mode 0666, owner root, group root"
+    listed = "-rw-rw-rw- /etc/shadow"
+
+    monkeypatch.setattr(common.console, "width", 250)  # a wide terminal: each evidence item on one table line
+    res = scan(env, root, "--no-store")
+    assert res.exit_code == 1
+    rows = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if line.count("│") > 5}
+    assert "failed" in rows["10905"] and shadow_item in rows["10905"]
+    assert "failed" in rows["10601"] and listed in rows["10601"]
+    assert "passed" in rows["10907"]
+
+    res = scan(env, root, "--no-store", "--json")
+    checks = {d["rule"]["id"]: d["soc"]["compliance"]["check"] for d in map(json.loads, res.stdout.splitlines())}
+    assert (checks["10905"]["result"], checks["10905"]["evidence"], checks["10905"]["evidence_more"]) == (
+        "failed", [shadow_item], 0)
+    assert checks["10601"]["evidence"] == [listed]
+    assert {cid for cid, c in checks.items() if c["result"] != "passed"} == {"10905", "10601"}
+    assert all("evidence" not in c for cid, c in checks.items() if c["result"] == "passed")
+
+    md, html = tmp_path / "shadow.md", tmp_path / "shadow.html"
+    assert scan(env, root, "--no-store", "--format", "md", "-o", str(md)).exit_code == 1
+    section = md.read_text().split("### 10905 ", 1)[1].split("\n### ", 1)[0]
+    assert "(failed, high)" in section and f"- `{shadow_item}`" in section and "chown root:shadow" in section
+    assert scan(env, root, "--no-store", "--format", "html", "-o", str(html)).exit_code == 1
+    row = next(r for r in html.read_text().splitlines() if r.startswith('<tr class="failed"><td>10905</td>'))
+    assert f"<li><code>{shadow_item}</code></li>" in row
+
+
+def test_evidence_is_capped_with_a_count_and_stored(env, make_tree, tmp_path: Path):
+    """25 world-writable files: 20 are listed, "… and 5 more" says the rest, in every output and in the store."""
+    from sensors.compliance.scanner import EVIDENCE_CAP
+
+    files = {f"/srv/share/f{i:02}.txt": ("file", "x", 0o666) for i in range(25)}
+    root = make_tree(GOOD, files)
+    res = scan(env, root, "--json", "--host", "cap01")
+    assert res.exit_code == 1
+    (check,) = [d["soc"]["compliance"]["check"] for d in map(json.loads, res.stdout.splitlines())
+                if d["rule"]["id"] == "10601"]
+    assert check["evidence"] == [f"-rw-rw-rw- /srv/share/f{i:02}.txt" for i in range(EVIDENCE_CAP)]
+    assert check["evidence_more"] == 25 - EVIDENCE_CAP
+    (event,) = stored(env, host_name="cap01", rule_id="10601")
+    assert event["soc.compliance.check.evidence"] == check["evidence"]
+    assert event["soc.compliance.check.evidence_more"] == 5
+    md = tmp_path / "cap.md"
+    scan(env, root, "--no-store", "--format", "md", "-o", str(md))
+    assert "- … and 5 more" in md.read_text()
+    html = tmp_path / "cap.html"
+    scan(env, root, "--no-store", "--format", "html", "-o", str(html))
+    assert "<li>… and 5 more</li>" in html.read_text()
+    table = scan(env, root, "--no-store")
+    assert "… and 5 more" in table.stdout
+
+
+def test_evidence_never_becomes_markup_or_terminal_control(env, make_tree, tmp_path: Path, monkeypatch):
+    """A file name is host data: `[bold]`, backticks and an escape character are shown, not interpreted."""
+    from soc_cli import common
+
+    name = "/srv/x[bold]`y`\x1b[31m.txt"
+    root = make_tree(GOOD, {name: ("file", "x", 0o666)})
+    monkeypatch.setattr(common.console, "width", 250)
+    res = scan(env, root, "--no-store")
+    assert "\x1b" not in res.stdout and "-rw-rw-rw- /srv/x[bold]`y`\\x1b[31m.txt" in res.stdout
+    md = tmp_path / "odd.md"
+    scan(env, root, "--no-store", "--format", "md", "-o", str(md))
+    assert "- ``-rw-rw-rw- /srv/x[bold]`y`\\x1b[31m.txt``" in md.read_text()
