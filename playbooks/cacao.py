@@ -7,7 +7,9 @@ backoff}`; `playbook_extensions` under the same key binds external variables to 
 
 `validate` reports every problem at once, each with its JSON path: the OASIS schemas (playbooks/schemas, JSON
 Schema 2019-09 keywords, resolved from a local registry, never the network) and soc's checks: unknown action,
-missing variable, unreachable step, cycle outside a while, approval missing on a destructive step.
+missing variable, unreachable step, cycle outside a while, approval missing on a destructive step, and for a
+playbook-action step the called playbook (in the library or next to the caller's file), its own problems and no
+cycle between playbooks.
 """
 
 from __future__ import annotations
@@ -183,8 +185,6 @@ def soc_problems(doc: dict[str, Any], registry: dict[str, Any]) -> list[Problem]
             if s not in wf:
                 out.append(Problem(f"{base}.next_steps[{i}]", f"{s} is not a step of the workflow"))
         local = set(step.get("step_variables") or {})
-        if step.get("type") == "playbook-action":
-            out.append(Problem(f"{base}.type", "soc does not run sub-playbooks (playbook-action) yet"))
         if step.get("type") == "action":
             act = soc_step(step)
             if act is None:
@@ -256,9 +256,78 @@ def _graph_problems(wf: dict[str, Any], start: str | None) -> list[Problem]:
     return out
 
 
-def validate(doc: dict[str, Any], registry: dict[str, Any] | None = None) -> list[Problem]:
-    """Every problem with the playbook: the OASIS schemas' and soc's (empty: valid)."""
+def validate(doc: dict[str, Any], registry: dict[str, Any] | None = None, near: Path | None = None,
+             chain: tuple[tuple[str, str], ...] = ()) -> list[Problem]:
+    """Every problem with the playbook: the OASIS schemas' and soc's, and those of the playbooks it calls
+    (playbook-action, found by `resolve` from `near`, the playbook's file) (empty: valid)."""
     if registry is None:
         from playbooks.actions import load_all
         registry = load_all()
-    return list(dict.fromkeys(schema_problems(doc) + soc_problems(doc, registry)))
+    here = (*chain, (str(doc.get("id")), near.stem if near else str(doc.get("name"))))
+    return list(dict.fromkeys(schema_problems(doc) + soc_problems(doc, registry) + call_problems(doc, registry, near,
+                                                                                                 here)))
+
+
+def resolve(playbook_id: str, near: Path | None = None) -> Path:
+    """The file of the playbook with this CACAO id: in the library, else next to `near` (the calling playbook's
+    file: the set it was written or imported with)."""
+    for folder in (LIBRARY, *((near.parent,) if near and near.parent.resolve() != LIBRARY.resolve() else ())):
+        found = _ids(folder, folder == LIBRARY).get(playbook_id)
+        if found:
+            return found
+    where = f"{LIBRARY}" + (f" nor in {near.parent}" if near else "")
+    raise PlaybookError(f"no playbook with id {playbook_id} in {where}")
+
+
+def _ids(folder: Path, fixed: bool) -> dict[str, Path]:
+    """{CACAO id: file} of the playbooks in `folder` (the library's once; unreadable files are not playbooks)."""
+    return _library_ids() if fixed else _scan(folder)
+
+
+@cache
+def _library_ids() -> dict[str, Path]:
+    return _scan(LIBRARY)
+
+
+def _scan(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.suffix in (".yml", ".yaml", ".json") and p.is_file():
+            try:
+                doc = read(p)
+            except PlaybookError:
+                continue
+            if doc.get("type") == "playbook" and isinstance(doc.get("id"), str):
+                out.setdefault(doc["id"], p)
+    return out
+
+
+def call_problems(doc: dict[str, Any], registry: dict[str, Any], near: Path | None,
+                  chain: tuple[tuple[str, str], ...]) -> list[Problem]:
+    """playbook-action steps: the playbook found, no cycle between playbooks, in_args/out_args declared by the
+    called playbook, and its own problems (each under the step's `playbook_id`)."""
+    out: list[Problem] = []
+    wf = doc.get("workflow") if isinstance(doc.get("workflow"), dict) else {}
+    for sid, step in wf.items():
+        if not isinstance(step, dict) or step.get("type") != "playbook-action" or not isinstance(
+                step.get("playbook_id"), str):
+            continue
+        at = f"$.workflow[{sid!r}]"
+        try:
+            path = resolve(step["playbook_id"], near)
+            child = read(path)
+        except PlaybookError as exc:
+            out.append(Problem(f"{at}.playbook_id", str(exc)))
+            continue
+        if any(step["playbook_id"] == pid for pid, _ in chain):
+            loop = " → ".join([name for _, name in chain] + [path.stem])
+            out.append(Problem(f"{at}.playbook_id", f"a cycle between playbooks: {loop}"))
+            continue
+        declared = set(child.get("playbook_variables") or {})
+        for field in ("in_args", "out_args"):
+            for i, name in enumerate(step.get(field) or []):
+                if name not in declared:
+                    out.append(Problem(f"{at}.{field}[{i}]", f"{path.stem} does not declare {name}"))
+        for p in validate(child, registry, path, chain):
+            out.append(Problem(f"{at}.playbook_id", f"{path.stem}: {p}"))
+    return out

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import ast
 import json
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from correlator.gate import Gate, Read
 from correlator.store import data_dir
+from correlator.store.base import Store
 from playbooks import cacao
 from playbooks.actions import Action, ActionError, Context, Result, load_all
 from playbooks.cacao import PlaybookError
@@ -30,6 +31,8 @@ from playbooks.cacao import PlaybookError
 KIND = "playbook-run"
 MAX_LOOPS = 100  # iterations of one while-condition per run
 MAX_STEPS = 10_000
+GRACE = 1.0  # seconds an action may run past its step's deadline before it is reported left running
+MAIN = "main"  # the run's first branch (a parallel step's branches are `<step key>#<n>`)
 
 
 def _now() -> str:
@@ -74,12 +77,64 @@ def condition(text: str, variables: dict[str, Any]) -> bool:
 
 # -- runs ------------------------------------------------------------------------------------------------------------
 
+class _Serialized:
+    """The store as a run's parallel branches share it: one call at a time (a SQLite connection must not carry two
+    threads' transactions at once; an Elasticsearch client does not mind)."""
+
+    def __init__(self, store: Store, lock: threading.RLock) -> None:
+        self._store, self._lock = store, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kw)
+        return call
+
+
+@dataclass
+class _Call:
+    """An action step ready to run outside the run's lock."""
+
+    key: str
+    action: Action
+    ctx: Context
+    args: dict[str, Any]
+    timeout: float | None
+    retries: int
+    backoff: float
+
+
+def _key(scope: str, sid: str | None) -> str | None:
+    """A step's key in the run: its id, under the keys of the playbook-action steps that led into it."""
+    return None if sid is None else (f"{scope}/{sid}" if scope else sid)
+
+
+def _scope(key: str) -> str:
+    return key.rpartition("/")[0]
+
+
+def _branch(cursor: str | None, parent: str | None = None) -> dict[str, Any]:
+    return {"cursor": cursor, "stack": [], "status": "running", "join": None, "kids": [], "parent": parent,
+            "pending": None}
+
+
 class Engine:
-    """Runs playbooks for the reader of `gate` (the actor is `gate.reader.user`)."""
+    """Runs playbooks for the reader of `gate` (the actor is `gate.reader.user`).
+
+    A run walks branches: `main`, and one per `next_steps` entry of a parallel step, run on threads of their own
+    and joined before the parallel step's on_completion. Every change to the run's state and every store call
+    happens under one lock; actions run outside it. A playbook-action step runs the referenced playbook inside the
+    same run: its steps are recorded under keys `<playbook-action step>/<step id>`, with variables of its own."""
 
     def __init__(self, gate: Gate, home: Path | None = None,
                  registry: dict[str, type[Action]] | None = None) -> None:
-        self.gate, self.store, self.policy = gate, gate.store, gate.policy
+        self._lock = threading.RLock()
+        self.store = cast(Store, _Serialized(gate.store, self._lock))
+        self.gate, self.policy = Gate(self.store, gate.reader, gate.policy), gate.policy
         self.home = home or data_dir()
         self.rules = self.policy.response  # the policy owners' rules: approvals, protected assets
         self.registry = registry if registry is not None else load_all()
@@ -102,17 +157,17 @@ class Engine:
         if not read.items:
             raise PlaybookError(f"no playbook run {run_id} in {self.store.uri}"
                                 + (" you may read" if read.withheld else ""))
-        return read.items[0]
+        return _upgrade(read.items[0])
 
     # -- starting ----------------------------------------------------------------------------------------------------
 
     def start(self, name: str, alert: str | None = None, incident: int | None = None, execute: bool = False,
               values: dict[str, str] | None = None) -> dict[str, Any]:
-        """Validate the playbook, bind its variables from the alert/incident (then `values`, for variables that
-        are not external) and walk it: a dry run unless `execute`."""
+        """Validate the playbook (and the playbooks it calls), bind its variables from the alert/incident (then
+        `values`, for variables that are not external) and walk it: a dry run unless `execute`."""
         path = cacao.find(name)
         doc = cacao.read(path)
-        problems = cacao.validate(doc, self.registry)
+        problems = cacao.validate(doc, self.registry, near=path)
         if problems:
             raise PlaybookError(f"{path}: {len(problems)} problem(s)", [str(p) for p in problems])
         source, rank, ref = self._source(alert, incident)
@@ -123,14 +178,31 @@ class Engine:
                 raise PlaybookError(f"--var {var}: not a settable variable of {path.stem} (declared, not external "
                                     "nor constant)")
             variables[var] = _typed(value, spec.get("type"), var)
+        docs: dict[str, Any] = {}
+        initial: dict[str, Any] = {}
+        self._children(doc, "", path, source, docs, initial)
         run = {"id": f"run-{uuid.uuid4().hex[:12]}", "playbook": path.stem, "playbook_id": doc["id"],
                "path": str(path), "execute": execute, "actor": self.actor, "alert": alert, "incident": incident,
                "gov.label.rank": rank, "source": ref, "status": "running" if execute else "dry-run",
                "created": _now(), "updated": _now(), "variables": variables, "steps": {}, "order": [],
-               "cursor": doc["workflow_start"], "stack": [], "pending": None, "doc": doc}
+               "branches": {MAIN: _branch(doc["workflow_start"])}, "pending": None, "doc": doc, "docs": docs,
+               "initial": initial, "scopes": {}}
         self.store.audit("playbook-run", {"run": run["id"], "playbook": run["playbook"], "execute": execute,
                                           "source": ref, "max_rank": rank}, actor=self.actor)
-        return self._advance(run)
+        return self._go(run)
+
+    def _children(self, doc: dict[str, Any], scope: str, path: Path, source: dict[str, Any],
+                  docs: dict[str, Any], initial: dict[str, Any]) -> None:
+        """The playbooks `doc` calls (validated: found, no cycle), by the key of their playbook-action step, with
+        their variables bound from the same alert or incident."""
+        for sid, step in doc["workflow"].items():
+            if step.get("type") != "playbook-action":
+                continue
+            key = cast(str, _key(scope, sid))
+            child_path = cacao.resolve(step["playbook_id"], path)
+            docs[key] = child = cacao.read(child_path)
+            initial[key] = self._bind(child, source)
+            self._children(child, key, child_path, source, docs, initial)
 
     def _source(self, alert: str | None, incident: int | None) -> tuple[dict[str, Any], int, str]:
         if (alert is None) == (incident is None):
@@ -163,15 +235,21 @@ class Engine:
     # -- approvals, resume, undo --------------------------------------------------------------------------------------
 
     def decide(self, run_id: str, step: str, approve: bool) -> dict[str, Any]:
-        """Approve or deny the step a run waits on, then continue the run in this process."""
+        """Approve or deny a step the run waits on, then continue the run in this process."""
         run = self._load(run_id)
-        seen, pending = run["updated"], run.get("pending")
-        wf = run["doc"]["workflow"]
-        if run["status"] != "waiting" or not pending:
+        seen = run["updated"]
+        waiting = [(bid, b) for bid, b in run["branches"].items() if b.get("pending")]
+        if run["status"] != "waiting" or not waiting:
             raise PlaybookError(f"run {run_id} is {run['status']}, not waiting for an approval")
+        match = [(bid, b) for bid, b in waiting
+                 if step in (b["pending"]["step"], _step(run, b["pending"]["step"]).get("name"))]
+        if not match:
+            on = ", ".join(f"{b['pending']['step']} ({_step(run, b['pending']['step']).get('name')})"
+                           for _, b in waiting)
+            raise PlaybookError(f"run {run_id} waits on step {on}, not {step}")
+        bid, branch = match[0]
+        pending = branch["pending"]
         sid = pending["step"]
-        if step not in (sid, wf[sid].get("name")):
-            raise PlaybookError(f"run {run_id} waits on step {sid} ({wf[sid].get('name')}), not {step}")
         if approve and self.rules.two_person_rule and self.actor == run["actor"]:
             raise PlaybookError(f"two-person rule: {self.actor} started run {run_id} and cannot approve it")
         rec = run["steps"][sid]
@@ -183,17 +261,23 @@ class Engine:
             rec["approval"] = {"decision": decision, "by": self.actor, "at": _now()}
             if not approve:
                 rec.update(status="denied", ended=_now())
-        run["pending"] = None
-        run["status"] = "running"
+        branch["pending"] = None
+        up: str | None = bid
+        while up is not None:  # the branch and the parallel steps waiting on it walk again
+            run["branches"][up]["status"] = "running"
+            up = run["branches"][up]["parent"]
+        run["pending"], run["status"] = None, "running"
         self._claim(run, seen, "decided")
         self.store.audit("playbook-approval", {"run": run_id, "step": sid, "decision": decision,
                                                "max_rank": run["gov.label.rank"]}, actor=self.actor)
         if decision != "approved":
             run["failed"] = True
-            run["cursor"] = wf[sid].get("on_failure")
-            if run["cursor"] is None:
-                return self._finish(run)
-        return self._advance(run)
+            nxt = _step(run, sid).get("on_failure")
+            if nxt is None:
+                self._unwind(run, branch)
+            else:
+                branch["cursor"] = _key(_scope(sid), nxt)
+        return self._go(run)
 
     def _claim(self, run: dict[str, Any], seen: str, what: str) -> None:
         """Store `run` only if the stored run is still the version this process read (its `updated`): of two
@@ -214,18 +298,20 @@ class Engine:
         if run["status"] in ("succeeded", "dry-run", "undone", "waiting"):
             raise PlaybookError(f"run {run_id} is {run['status']}: nothing to resume")
         if run["status"] == "failed":
-            sid = run.get("failed_step")
-            if not sid:
+            sid, at = run.get("failed_step"), run.get("failed_at")
+            if not sid or not at:
                 raise PlaybookError(f"run {run_id} failed with no step to retry")
-            run["cursor"], run["failed"], run["status"] = sid, False, "running"
+            for bid, state in at.items():  # the failed step's branch and the parallel steps above it, as they were
+                run["branches"][bid] = state | {"status": "running"}
+            run["failed"], run["status"] = False, "running"
             run["steps"][sid]["status"] = "retrying"
         self._claim(run, seen, "resumed or changed")
-        self.store.audit("playbook-resume", {"run": run_id, "at": run["cursor"],
+        self.store.audit("playbook-resume", {"run": run_id, "at": _cursors(run),
                                              "max_rank": run["gov.label.rank"]}, actor=self.actor)
-        return self._advance(run)
+        return self._go(run)
 
     def undo(self, run_id: str) -> dict[str, Any]:
-        """Run the recorded inverses of the run's done steps, last first."""
+        """Run the recorded inverses of the run's done steps (sub-playbooks' too), last first."""
         run = self._load(run_id)
         if not run["execute"]:
             raise PlaybookError(f"run {run_id} was a dry run: nothing to undo")
@@ -255,69 +341,177 @@ class Engine:
 
     # -- walking ------------------------------------------------------------------------------------------------------
 
-    def _ctx(self, run: dict[str, Any], sid: str, execute: bool) -> Context:
-        return Context(self.store, self.gate, self.policy, run["id"], sid, execute, run["variables"],
-                       int(run["gov.label.rank"]), self.actor, self.home)
+    def _ctx(self, run: dict[str, Any], sid: str, execute: bool, deadline: float | None = None) -> Context:
+        return Context(self.store, self.gate, self.policy, run["id"], sid, execute, _vars(run, sid),
+                       int(run["gov.label.rank"]), self.actor, self.home, deadline)
 
-    def _advance(self, run: dict[str, Any]) -> dict[str, Any]:
-        wf = run["doc"]["workflow"]
+    def _go(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Walk the main branch as far as it goes, then store the run: waiting, or finished."""
+        self._walk(run, MAIN)
+        with self._lock:
+            waiting = [b["pending"] for b in run["branches"].values() if b.get("pending")]
+            if run["branches"][MAIN]["status"] == "waiting" and waiting:
+                run["status"], run["pending"] = "waiting", waiting[0]
+                run["updated"] = _now()
+                return self._save(run)
+            return self._finish(run)
+
+    def _walk(self, run: dict[str, Any], bid: str) -> None:
+        """Walk branch `bid` until it ends, fails or waits for an approval."""
+        b = run["branches"][bid]
         for _ in range(MAX_STEPS):
-            sid = run["cursor"]
-            if sid is None:
-                if run["stack"]:
-                    run["cursor"] = run["stack"].pop()
-                    continue
-                return self._finish(run)
-            step = wf[sid]
-            kind = step["type"]
-            rec = run["steps"].setdefault(sid, {"name": step.get("name"), "type": kind})
-            if sid not in run["order"]:
-                run["order"].append(sid)
-            nxt = step.get("on_success") or step.get("on_completion")
-            if kind == "end":
-                rec["status"] = "done"
-                nxt = None
-            elif kind == "start":
-                rec["status"] = "done"
-            elif kind == "parallel":
-                if step.get("on_completion"):
-                    run["stack"].append(step["on_completion"])
-                run["stack"] += list(reversed(step.get("next_steps") or []))
-                rec["status"], nxt = "done", None
-            elif kind in ("if-condition", "while-condition"):
-                try:
-                    value = condition(step["condition"], run["variables"])
-                except PlaybookError as exc:
-                    run["cursor"] = self._fail(run, sid, step, rec, str(exc))
-                    continue
-                rec.setdefault("evaluations", []).append(value)
-                if kind == "while-condition" and value and len(rec["evaluations"]) > MAX_LOOPS:
-                    value = False
-                    rec["error"] = f"stopped after {MAX_LOOPS} iterations"
-                rec["status"] = "done"
-                nxt = step["on_true"] if value else (step.get("on_false") or nxt)
-            elif kind == "switch-condition":
-                value = str(render(step["switch"], run["variables"]))
-                rec.update(status="done", value=value)
-                cases = step.get("cases") or {}
-                nxt = cases.get(value, cases.get("default", nxt))
-            elif kind == "action":
-                nxt = self._action(run, sid, step, rec)
-                if run["status"] == "waiting":
-                    return self._save(run)
-            run["cursor"] = nxt
-            run["updated"] = _now()
-            if run["execute"]:
-                self._save(run)  # after each step: a killed run resumes here
-        raise PlaybookError(f"run {run['id']}: more than {MAX_STEPS} steps")
+            if b["status"] != "running":
+                return
+            if b.get("join"):
+                self._join(run, bid)
+                continue
+            with self._lock:
+                call = self._next(run, bid, b)
+            if call is not None:
+                outcome = self._execute(call)
+                with self._lock:
+                    self._record(run, b, call, outcome)
+        raise PlaybookError(f"run {run['id']}: more than {MAX_STEPS} steps in branch {bid}")
 
-    def _action(self, run: dict[str, Any], sid: str, step: dict[str, Any], rec: dict[str, Any]) -> str | None:
-        """Plan or run one action step; return the next step (on_failure after a failure)."""
+    def _join(self, run: dict[str, Any], bid: str) -> None:
+        """Run the parallel step's unfinished branches at once (a thread each), wait for all, then go on."""
+        b = run["branches"][bid]
+        todo = [k for k in b["kids"] if run["branches"][k]["status"] == "running"]
+        errors: list[BaseException] = []
+
+        def walk(kid: str) -> None:
+            try:
+                self._walk(run, kid)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the joining thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=walk, args=(k,), name=f"soc-{run['id']}-{k}") for k in todo[1:]]
+        for t in threads:
+            t.start()
+        if todo:
+            walk(todo[0])
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        with self._lock:
+            par = b["join"]
+            statuses = {k: run["branches"][k]["status"] for k in b["kids"]}
+            if "waiting" in statuses.values():
+                b["status"] = "waiting"
+                return
+            step, rec = _step(run, par), run["steps"][par]
+            failed = "failed" in statuses.values()
+            rec.update(status="failed" if failed else "done", branches=statuses, ended=_now())
+            b["join"] = None
+            if not failed:
+                b["cursor"] = _key(_scope(par), step.get("on_success") or step.get("on_completion"))
+            elif step.get("on_failure"):
+                b["cursor"] = _key(_scope(par), step["on_failure"])
+            else:
+                self._unwind(run, b)
+            self._checkpoint(run)
+
+    def _next(self, run: dict[str, Any], bid: str, b: dict[str, Any]) -> _Call | None:
+        """Take branch `b` one step on (under the lock); an action to run is returned, not run."""
+        key = b["cursor"]
+        if key is None:
+            if b["stack"]:
+                self._return(run, b, b["stack"].pop()["return"])
+            else:
+                b["status"] = "done"
+            return None
+        scope, step = _scope(key), _step(run, key)
+        kind = step["type"]
+        rec = run["steps"].setdefault(key, {"name": step.get("name"), "type": kind})
+        if key not in run["order"]:
+            run["order"].append(key)
+        nxt = step.get("on_success") or step.get("on_completion")
+        variables = _vars(run, key)
+        if kind == "end":
+            rec["status"], nxt = "done", None
+        elif kind == "start":
+            rec["status"] = "done"
+        elif kind == "parallel":
+            b["kids"] = [f"{key}#{i}" for i in range(len(step.get("next_steps") or []))]
+            for kid, first in zip(b["kids"], step.get("next_steps") or [], strict=True):
+                run["branches"][kid] = _branch(_key(scope, first), parent=bid)
+            b["join"] = key
+            rec.update(status="running", started=_now())
+            self._checkpoint(run)
+            return None
+        elif kind in ("if-condition", "while-condition"):
+            try:
+                value = condition(step["condition"], variables)
+            except PlaybookError as exc:
+                self._fail(run, b, key, rec, str(exc))
+                self._checkpoint(run)
+                return None
+            rec.setdefault("evaluations", []).append(value)
+            if kind == "while-condition" and value and len(rec["evaluations"]) > MAX_LOOPS:
+                value = False
+                rec["error"] = f"stopped after {MAX_LOOPS} iterations"
+            rec["status"] = "done"
+            nxt = step["on_true"] if value else (step.get("on_false") or nxt)
+        elif kind == "switch-condition":
+            value = str(render(step["switch"], variables))
+            rec.update(status="done", value=value)
+            cases = step.get("cases") or {}
+            nxt = cases.get(value, cases.get("default", nxt))
+        elif kind == "playbook-action":
+            self._enter(run, b, key, step, rec)
+            return None
+        elif kind == "action":
+            return self._prepare(run, b, key, step, rec)
+        b["cursor"] = _key(scope, nxt)
+        self._checkpoint(run)
+        return None
+
+    def _enter(self, run: dict[str, Any], b: dict[str, Any], key: str, step: dict[str, Any],
+               rec: dict[str, Any]) -> None:
+        """A playbook-action step: the referenced playbook's variables (its own bindings, then in_args from the
+        caller), its steps under `key/`; the branch returns here when it ends."""
+        child = run["docs"][key]
+        outer = _vars(run, key)
+        inner = json.loads(json.dumps(run["initial"][key]))
+        for name in step.get("in_args") or []:
+            inner[name] = outer.get(name)
+        run["scopes"][key] = inner
+        rec.update(status="running", playbook=child["id"], playbook_name=child.get("name"), started=_now(),
+                   in_args={n: inner.get(n) for n in step.get("in_args") or []})
+        b["stack"].append({"return": key})
+        b["cursor"] = _key(key, child["workflow_start"])
+        self._checkpoint(run)
+
+    def _return(self, run: dict[str, Any], b: dict[str, Any], key: str) -> None:
+        """The called playbook ended: out_args back to the caller; the step failed if one of its steps did."""
+        step, rec = _step(run, key), run["steps"][key]
+        inner, outer = run["scopes"][key], _vars(run, key)
+        for name in step.get("out_args") or []:
+            if name in inner:
+                outer[name] = inner[name]
+        bad = [k for k, r in run["steps"].items() if k.startswith(key + "/") and r.get("status") in FAILED]
+        rec["out_args"] = {n: inner.get(n) for n in step.get("out_args") or []}
+        if bad:  # resume retries the failed step inside, not the whole called playbook
+            self._fail(run, b, key, rec, f"step(s) of the called playbook failed: {', '.join(bad)}", retry=False)
+        else:
+            rec.update(status="succeeded" if run["execute"] else "planned", ended=_now())
+            if run["execute"]:
+                self.store.audit("playbook-step", {"run": run["id"], "step": key, "playbook": rec.get("playbook"),
+                                                   "status": "succeeded", "max_rank": run["gov.label.rank"]},
+                                 actor=self.actor)
+            b["cursor"] = _key(_scope(key), step.get("on_success") or step.get("on_completion"))
+        self._checkpoint(run)
+
+    def _prepare(self, run: dict[str, Any], b: dict[str, Any], sid: str, step: dict[str, Any],
+                 rec: dict[str, Any]) -> _Call | None:
+        """Plan an action step, or make it wait for approval, or refuse it; else return it to be run."""
         soc = cacao.soc_step(step) or {}
         cls = self.registry[soc["action"]]
         action = cls()
-        args = render(dict(soc.get("args") or {}), run["variables"])
-        ok_next = step.get("on_success") or step.get("on_completion")
+        args = render(dict(soc.get("args") or {}), _vars(run, sid))
+        scope = _scope(sid)
+        ok_next = _key(scope, step.get("on_success") or step.get("on_completion"))
         ctx = self._ctx(run, sid, run["execute"])
         rec.update(action=cls.name, args=args)
         protected = [v for v in _values(args) if self.rules.protects(v)] if cls.destructive else []
@@ -332,76 +526,151 @@ class Engine:
             rec["status"] = "refused" if protected else ("would-wait-approval" if needs_approval else "planned")
             if protected:
                 rec["error"] = f"protected asset(s) {', '.join(map(str, protected))}: never contained"
-            return ok_next if not protected else (step.get("on_failure") or step.get("on_completion") or ok_next)
+                ok_next = _key(scope, step.get("on_failure") or step.get("on_completion")) or ok_next
+            b["cursor"] = ok_next
+            return None
         if protected:
-            return self._fail(run, sid, step, rec, f"protected asset(s) {', '.join(map(str, protected))}: "
-                                                   "never contained")
+            self._fail(run, b, sid, rec, f"protected asset(s) {', '.join(map(str, protected))}: never contained")
+            self._checkpoint(run)
+            return None
         approval = rec.get("approval") or {}
         if needs_approval and (approval.get("decision") != "approved" or approval.get("used")):
             expires = datetime.now(UTC) + timedelta(seconds=self.rules.approval_ttl)
-            run["pending"] = {"step": sid, "requested": _now(), "expires": expires.isoformat()}
-            run["status"] = "waiting"
+            b["pending"] = {"step": sid, "requested": _now(), "expires": expires.isoformat()}
+            b["status"] = "waiting"
             rec["status"] = "waiting-approval"
             rec["plan"] = action.plan(ctx, args)
             self.store.audit("playbook-approval-requested", {"run": run["id"], "step": sid, "action": cls.name,
                                                              "args": args, "expires": expires.isoformat(),
                                                              "max_rank": run["gov.label.rank"]}, actor=self.actor)
-            return sid
-        retries, backoff = int(soc.get("retries") or 0), float(soc.get("backoff") or 1.0)
-        timeout = (step.get("timeout") or 0) / 1000 or None  # CACAO: milliseconds
+            return None
         if needs_approval:
             approval["used"] = True  # one approval, one execution (a loop asks again)
         rec.update(status="running", started=_now())
         self._save(run)
+        timeout = (step.get("timeout") or 0) / 1000 or None  # CACAO: milliseconds
+        return _Call(sid, action, ctx, args, timeout, int(soc.get("retries") or 0), float(soc.get("backoff") or 1.0))
+
+    def _execute(self, call: _Call) -> tuple[int, Result | None, str]:
+        """Run an action (outside the lock) with its retries; (attempts, result, error)."""
         error = ""
-        for attempt in range(retries + 1):
-            rec["attempts"] = attempt + 1
+        for attempt in range(call.retries + 1):
             try:
-                res = _call(action, ctx, args, timeout)
-                break
-            except FutureTimeout:
-                error = f"timed out after {timeout:g} s"
+                return attempt + 1, _call(call.action, call.ctx, call.args, call.timeout), ""
             except ActionError as exc:
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - an action bug is a failed step, recorded
                 error = f"{type(exc).__name__}: {exc}"
-            if attempt < retries:
-                time.sleep(backoff * 2 ** attempt)
-        else:
-            return self._fail(run, sid, step, rec, error)
-        outputs = dict(res.outputs) | {"gov.label.rank": run["gov.label.rank"]}
-        rec.update(status="succeeded", outputs=outputs, inverse=res.inverse, ended=_now())
-        for name in step.get("out_args") or []:
-            if name in res.outputs:
-                run["variables"][name] = res.outputs[name]
-        self.store.audit("playbook-step", {"run": run["id"], "step": sid, "action": cls.name, "args": args,
-                                           "status": "succeeded", "inverse": res.inverse,
-                                           "max_rank": run["gov.label.rank"]}, actor=self.actor)
-        return ok_next
+            if attempt < call.retries:
+                time.sleep(call.backoff * 2 ** attempt)
+        return call.retries + 1, None, error
 
-    def _fail(self, run: dict[str, Any], sid: str, step: dict[str, Any], rec: dict[str, Any], error: str) -> str | None:
+    def _record(self, run: dict[str, Any], b: dict[str, Any], call: _Call,
+                outcome: tuple[int, Result | None, str]) -> None:
+        attempts, res, error = outcome
+        sid, step, rec = call.key, _step(run, call.key), run["steps"][call.key]
+        rec["attempts"] = attempts
+        if res is None:
+            self._fail(run, b, sid, rec, error)
+        else:
+            outputs = dict(res.outputs) | {"gov.label.rank": run["gov.label.rank"]}
+            rec.update(status="succeeded", outputs=outputs, inverse=res.inverse, ended=_now())
+            variables = _vars(run, sid)
+            for name in step.get("out_args") or []:
+                if name in res.outputs:
+                    variables[name] = res.outputs[name]
+            self.store.audit("playbook-step", {"run": run["id"], "step": sid, "action": call.action.name,
+                                               "args": call.args, "status": "succeeded", "inverse": res.inverse,
+                                               "max_rank": run["gov.label.rank"]}, actor=self.actor)
+            b["cursor"] = _key(_scope(sid), step.get("on_success") or step.get("on_completion"))
+        self._checkpoint(run)
+
+    def _fail(self, run: dict[str, Any], b: dict[str, Any], sid: str, rec: dict[str, Any], error: str,
+              retry: bool = True) -> None:
+        """Record a failed step; the branch follows its on_failure, else unwinds (see `_unwind`). Where the run
+        stood (this branch and the parallel steps above it) is kept for `resume` to retry the step."""
         rec.update(status="failed", error=error, ended=_now())
-        run["failed"], run["failed_step"] = True, sid
+        run["failed"] = True
+        if retry:
+            at: dict[str, Any] = {}
+            bid: str | None = next(k for k, v in run["branches"].items() if v is b)
+            while bid is not None:
+                at[bid] = json.loads(json.dumps(run["branches"][bid] | ({"cursor": sid} if not at else {})))
+                bid = run["branches"][bid]["parent"]
+            run["failed_step"], run["failed_at"] = sid, at
         self.store.audit("playbook-step", {"run": run["id"], "step": sid, "action": rec.get("action"),
                                            "status": "failed", "error": error,
                                            "max_rank": run["gov.label.rank"]}, actor=self.actor)
-        nxt = step.get("on_failure")
+        nxt = _step(run, sid).get("on_failure")
         if nxt is None:
-            run["stack"] = []
-        return nxt
+            self._unwind(run, b)
+        else:
+            b["cursor"] = _key(_scope(sid), nxt)
+
+    def _unwind(self, run: dict[str, Any], b: dict[str, Any]) -> None:
+        """A failure with no on_failure ends the called playbook it is in, which fails its playbook-action step
+        (whose on_failure is followed, if any, and so on up); at the top the branch stops, failed."""
+        while b["stack"]:
+            key = b["stack"].pop()["return"]
+            rec = run["steps"][key]
+            rec.update(status="failed", error="the called playbook failed", ended=_now())
+            nxt = _step(run, key).get("on_failure")
+            if nxt is not None:
+                b["cursor"] = _key(_scope(key), nxt)
+                return
+        b["cursor"], b["status"] = None, "failed"
+
+    def _checkpoint(self, run: dict[str, Any]) -> None:
+        run["updated"] = _now()
+        if run["execute"]:
+            self._save(run)  # after each step: a killed run resumes here
 
     def _finish(self, run: dict[str, Any]) -> dict[str, Any]:
         if run["execute"]:
-            run["status"] = "failed" if run.get("failed") else "succeeded"
+            failed = run.get("failed") or run["branches"][MAIN]["status"] == "failed"
+            run["status"] = "failed" if failed else "succeeded"
         run["updated"] = _now()
         self.store.audit("playbook-run-end", {"run": run["id"], "status": run["status"],
                                               "max_rank": run["gov.label.rank"]}, actor=self.actor)
         return self._save(run)
 
     def _save(self, run: dict[str, Any]) -> dict[str, Any]:
-        summary = _summary(run)
-        self.store.put_record(KIND, run["id"], summary | {"state": json.dumps(run, default=str)})
+        with self._lock:
+            summary = _summary(run)
+            self.store.put_record(KIND, run["id"], summary | {"state": json.dumps(run, default=str)})
         return run
+
+
+FAILED = ("failed", "denied", "expired", "refused")
+
+
+def _step(run: dict[str, Any], key: str) -> dict[str, Any]:
+    """The workflow step a key names (in the playbook, or in the called playbook its scope names)."""
+    scope, _, sid = key.rpartition("/")
+    return (run["docs"][scope] if scope else run["doc"])["workflow"][sid]
+
+
+def _vars(run: dict[str, Any], key: str) -> dict[str, Any]:
+    """The variables a step sees: the playbook's, or those of the called playbook it belongs to."""
+    scope = _scope(key)
+    return run["scopes"][scope] if scope else run["variables"]
+
+
+def _cursors(run: dict[str, Any]) -> list[str]:
+    return [b["cursor"] for b in run["branches"].values() if b["status"] == "running" and b["cursor"]]
+
+
+def _upgrade(run: dict[str, Any]) -> dict[str, Any]:
+    """A run stored before branches and called playbooks (one cursor, one pending) in today's shape."""
+    if "branches" not in run:
+        main = _branch(run.pop("cursor", None))
+        run.pop("stack", None)
+        if run.get("pending"):
+            main.update(status="waiting", pending=run["pending"])
+        if run.get("failed_step"):
+            run["failed_at"] = {MAIN: main | {"cursor": run["failed_step"]}}
+        run.update(branches={MAIN: main}, docs={}, initial={}, scopes={})
+    return run
 
 
 _TYPES: dict[str, Any] = {"integer": int, "long": int, "float": float,
@@ -419,13 +688,30 @@ def _typed(value: Any, kind: Any, var: str) -> Any:
 
 
 def _call(action: Action, ctx: Context, args: dict[str, Any], timeout: float | None) -> Result:
+    """Run the action; with a CACAO timeout it gets `ctx.deadline` for its own I/O (socket, SMTP, HTTP, subprocess
+    timeouts), so it ends by itself and the step is recorded after it has. An action that finished after its
+    deadline with an error timed out; one still running GRACE s past it is reported left running."""
     if timeout is None:
         return action.run(ctx, args)
-    pool = ThreadPoolExecutor(1)
-    try:
-        return pool.submit(action.run, ctx, args).result(timeout)
-    finally:
-        pool.shutdown(wait=False)
+    ctx.deadline = time.monotonic() + timeout
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = action.run(ctx, args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the engine's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name=f"soc-action-{ctx.run_id}-{ctx.step_id}")
+    worker.start()
+    worker.join(timeout + GRACE)
+    if worker.is_alive():
+        raise ActionError(f"timed out after {timeout:g} s; the action ignored its deadline and was left running")
+    if "result" in box:
+        return box["result"]
+    if time.monotonic() >= ctx.deadline:
+        raise ActionError(f"timed out after {timeout:g} s") from box["error"]
+    raise box["error"]
 
 
 def _values(node: Any) -> list[Any]:

@@ -253,3 +253,90 @@ def _table(events: list[dict[str, Any]], host: str) -> None:
         new = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in ev.items() if k.startswith("soc.integrity.new."))
         table.add_row(ev["event.action"], ev["file.path"], ", ".join(ev.get("soc.integrity.changed", [])), old, new)
     console.print(table)
+
+
+@app.command()
+def web(
+    url: Annotated[list[str], typer.Option("--url", help="A page of the state's own site (repeat for more).")],
+    take_baseline: Annotated[bool, typer.Option("--baseline", help="Record the pages' fingerprints.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Compare the pages with their fingerprints.")] = False,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="Watch policy whose web: section names "
+                                                                       "dynamic regions and known domains.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per page.", min=0.1)] = 10.0,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Website defacement: fingerprint pages (--baseline) or compare them with their fingerprints (--check):
+    changed text or title, new external scripts, links or frames to unknown domains become events, and alerts.
+
+    Exit 0: all pages fetched (and, with --check, unchanged); 1: a page changed or could not be fetched.
+
+    Example: soc integrity web --url https://www.mof.gov.example/ --check --policy rules/integrity/example-watch.yml
+    """
+    from sensors.integrity.policy import WebPolicy
+    from sensors.integrity.web import KIND, FetchError, fetch, mac, normalize, web_event
+
+    if take_baseline == check:
+        die("give exactly one of --baseline and --check")
+    bad_urls = [u for u in url if not u.startswith(("http://", "https://"))]
+    if bad_urls:
+        die(f"--url {bad_urls[0]}: expected an http:// or https:// URL")
+    wpol = _load(policy).web if policy else WebPolicy()
+    levels = _levels()
+    label = (wpol.label, *levels[wpol.label]) if wpol.label else None
+    key = _key(create=take_baseline)
+    st = get_store(store, create=True)
+    failed = changed = 0
+    events: list[dict[str, Any]] = []
+    now = _now()
+    host = socket.gethostname()
+    try:
+        stored = {r.get("url"): r for r in st.records(KIND)} if check else {}
+        for u in url:
+            try:
+                page = normalize(u, *fetch(u, timeout), wpol)
+            except FetchError as exc:
+                err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+                failed += 1
+                continue
+            if take_baseline:
+                st.put_record(KIND, u, page.record(key, now.isoformat()))
+                st.audit("integrity-web-baseline", {"url": u, "title": page.title}, actor=audit.current_actor())
+                row = {"url": u, "title": page.title, "scripts": len(page.scripts), "domains": len(page.domains)}
+                if json_out:
+                    print_ndjson(row)
+                else:
+                    console.print(f"fingerprint of {u}: title {page.title!r}, {len(page.scripts)} external scripts, "
+                                  f"{len(page.domains)} linked domains", highlight=False, markup=False)
+                continue
+            old = stored.get(u)
+            if old is None:
+                err_console.print(f"error: {u}: no fingerprint (soc integrity web --url {u} --baseline takes it)",
+                                  highlight=False, markup=False, soft_wrap=True)
+                failed += 1
+                continue
+            from sensors.integrity.web import compare
+
+            if old.get("mac") != mac(key, old):
+                events.append(web_event(page, {}, now, host, label, tampered=True))
+            findings = compare(old, page, wpol)
+            if findings:
+                changed += 1
+                events.append(web_event(page, findings, now, host, label))
+            elif not json_out:
+                console.print(f"unchanged {u}", highlight=False, markup=False)
+        if events:
+            pipeline = build_pipeline(st)
+            pipeline.enrichers.append(LabelEnricher())
+            _run(pipeline, events, json_out)
+            if not json_out:
+                console.print(f"{changed} of {len(url)} pages changed; {pipeline.stats.alerts} alerts",
+                              highlight=False)
+            if pipeline.stats.spooled:
+                raise typer.Exit(ExitCode.PARTIAL)
+    except StoreUnavailable as exc:
+        die(f"store unavailable: {exc}", ExitCode.FAILURE)
+    finally:
+        st.close()
+    if failed or events:
+        raise typer.Exit(ExitCode.FAILURE)

@@ -48,11 +48,14 @@ def _fail(exc: Exception, code: int = ExitCode.USAGE) -> None:
     die(str(exc), code)
 
 
+INTERNAL = ("steps", "doc", "docs", "initial", "order", "branches", "scopes", "failed_at")  # the engine's state
+
+
 def _report(run: dict[str, Any], json: bool) -> None:
     """Print a run (NDJSON: the run, then one line per step) and exit by its status."""
     steps = [{"step": sid, **run["steps"][sid]} for sid in run["order"]]
     if json:
-        print_ndjson({k: v for k, v in run.items() if k not in ("steps", "doc", "order", "stack")})
+        print_ndjson({k: v for k, v in run.items() if k not in INTERNAL})
         for s in steps:
             print_ndjson({"run": run["id"], **s})
     else:
@@ -139,7 +142,7 @@ def validate(files: Annotated[list[str], typer.Argument(help="Playbook files (YA
     for f in files:
         try:
             path = cacao.find(f)
-            problems = [str(p) for p in cacao.validate(cacao.read(path))]
+            problems = [str(p) for p in cacao.validate(cacao.read(path), near=path)]
         except PlaybookError as exc:
             path, problems = Path(f), [str(exc)]
         bad += bool(problems)
@@ -164,7 +167,7 @@ def import_(file: Annotated[Path, typer.Argument(help="A CACAO 2.0 JSON playbook
     Example: soc playbook import /tmp/scanning.json -o my-scanning.yml
     """
     doc = _call(cacao.read, file)
-    problems = [str(p) for p in cacao.validate(doc)]
+    problems = [str(p) for p in cacao.validate(doc, near=file)]
     if problems:
         for p in problems:
             typer.echo(f"{file}: {p}", err=True)

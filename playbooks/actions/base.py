@@ -6,6 +6,7 @@ Actions never check protected assets, approvals or clearance themselves: the eng
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -33,6 +34,17 @@ class Context:
     label_rank: int
     actor: str
     home: Path  # $SOC_HOME (secrets, state)
+    deadline: float | None = None  # time.monotonic() by which the step's CACAO timeout ends (None: no timeout)
+
+    def remaining(self, default: float) -> float:
+        """The seconds an action's own I/O may wait (socket, SMTP, HTTP, subprocess timeout): `default`, capped by
+        what is left of the step's timeout; ActionError once that is spent."""
+        if self.deadline is None:
+            return default
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ActionError("timed out (the step's CACAO timeout is spent)")
+        return min(default, left)
 
 
 @dataclass

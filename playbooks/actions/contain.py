@@ -46,12 +46,17 @@ def prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns, "nft"] if netns else ["nft"]
 
 
-def nft(netns: str | None, *argv: str, stdin: str | None = None, ok_missing: bool = False) -> bool:
-    """Run one nft command; False when `ok_missing` and nft said the object is not there; ActionError otherwise."""
+def nft(netns: str | None, *argv: str, stdin: str | None = None, ok_missing: bool = False,
+        timeout: float = 30.0) -> bool:
+    """Run one nft command (killed after `timeout` s); False when `ok_missing` and nft said the object is not
+    there; ActionError otherwise."""
     if shutil.which("nft") is None:
         raise ActionError("contain: `nft` not found (apt-get install nftables)")
     cmd = [*prefix(netns), *argv]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ActionError(f"contain: `{' '.join(cmd)}` timed out after {timeout:g} s (killed)") from None
     if proc.returncode == 0:
         return True
     if ok_missing and ("No such file or directory" in proc.stderr or "does not exist" in proc.stderr):
@@ -59,8 +64,8 @@ def nft(netns: str | None, *argv: str, stdin: str | None = None, ok_missing: boo
     raise ActionError(f"contain: `{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
-def table_exists(netns: str | None) -> bool:
-    return nft(netns, "list", "table", *TABLE.split(), ok_missing=True)
+def table_exists(netns: str | None, timeout: float = 30.0) -> bool:
+    return nft(netns, "list", "table", *TABLE.split(), ok_missing=True, timeout=timeout)
 
 
 def element(ip: str, timeout: int | None = None) -> str:
@@ -101,9 +106,9 @@ class BlockIp(Action):
         timeout = _timeout(args)
         if not ctx.execute:
             return Result({"planned": True, **self.plan(ctx, args)})
-        if not table_exists(netns):
-            nft(netns, "-f", "-", stdin=RULESET)
-        nft(netns, "add", "element", *TABLE.split(), set_name, element(ip, timeout))
+        if not table_exists(netns, ctx.remaining(30)):
+            nft(netns, "-f", "-", stdin=RULESET, timeout=ctx.remaining(30))
+        nft(netns, "add", "element", *TABLE.split(), set_name, element(ip, timeout), timeout=ctx.remaining(30))
         return Result({"blocked": ip, "set": f"{TABLE} {set_name}", "timeout_s": timeout, "netns": netns},
                       self.inverse(args))
 
@@ -122,7 +127,8 @@ class UnblockIp(Action):
         ip, set_name, netns = target(args)
         if not ctx.execute:
             return Result({"planned": True, **self.plan(ctx, args)})
-        removed = table_exists(netns) and nft(netns, "delete", "element", *TABLE.split(), set_name, element(ip),
-                                              ok_missing=True)
+        removed = table_exists(netns, ctx.remaining(30)) and nft(
+            netns, "delete", "element", *TABLE.split(), set_name, element(ip), ok_missing=True,
+            timeout=ctx.remaining(30))
         return Result({"unblocked": ip, "was_blocked": bool(removed), "netns": netns},
                       {"action": BlockIp.name, "args": dict(args)})

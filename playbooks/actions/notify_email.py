@@ -50,7 +50,7 @@ class NotifyEmail(Action):
         user = os.environ.get("SOC_SMTP_USER")
         password = _common.secret(ctx, "SOC_SMTP_PASSWORD", "smtp") if user else None
         try:
-            with smtplib.SMTP(host, port, timeout=float(args.get("timeout", 30))) as smtp:
+            with smtplib.SMTP(host, port, timeout=ctx.remaining(float(args.get("timeout", 30)))) as smtp:
                 if args.get("starttls"):
                     smtp.starttls()
                 if user:

@@ -41,7 +41,7 @@ class NotifyWebhook(Action):
             headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(url, json.dumps(payload).encode(), headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=float(args.get("timeout", 30))) as resp:
+            with urllib.request.urlopen(req, timeout=ctx.remaining(float(args.get("timeout", 30)))) as resp:
                 status = resp.status
         except urllib.error.HTTPError as exc:
             raise ActionError(f"notify.webhook: POST {url}: HTTP {exc.code} {exc.reason}") from None
