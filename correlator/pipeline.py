@@ -35,6 +35,7 @@ class PipelineStats:
     spooled_events: int = 0
     spooled_alerts: int = 0
     replayed_events: int = 0
+    store_errors: int = 0  # writes the store refused or could not take
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -130,6 +131,7 @@ class Pipeline:
                     except StoreRejected as exc:  # the rest of the batch was written
                         new, refused = exc.new, len(exc.problems)
                         stats.rejected += refused
+                        stats.store_errors += 1
                         stats.errors.extend(f"store refused {p}" for p in exc.problems)
                     stats.written += new
                     stats.duplicates += len(events) - new - refused
@@ -137,9 +139,11 @@ class Pipeline:
                     try:
                         self.store.write_alerts(alerts)
                     except StoreRejected as exc:
+                        stats.store_errors += 1
                         stats.errors.extend(f"store refused alert {p}" for p in exc.problems)
                 return
             except StoreUnavailable as exc:
+                stats.store_errors += 1
                 self._down_until = time.monotonic() + self.RETRY_AFTER
                 stats.errors.append(f"store unavailable, spooling to {self.spool.directory}: {exc}")
         if events:

@@ -79,11 +79,13 @@ def _attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None
 
 
 def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = lambda: False,
-         stats: dict | None = None, on_ready: Callable[[], None] | None = None) -> Iterator[Record]:
+         stats: dict | None = None, on_ready: Callable[[], None] | None = None,
+         idle: Callable[[], None] | None = None) -> Iterator[Record]:
     """Capture on an interface with scapy's Linux L2 listen socket, `bpf` compiled for the interface's link type and
-    attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s).
-    `stats["kernel_drops"]` gets the socket's drop count at the end. ValueError when libpcap cannot compile the
-    filter for this link type."""
+    attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s); `idle()` is
+    called after each 0.2 s without a packet. `stats["kernel_drops"]` is the socket's drop count so far, kept current
+    (every 1024 packets, when idle, at the end). ValueError when libpcap cannot compile the filter for this link
+    type."""
     import select
 
     import scapy.arch  # noqa: F401 - picks this platform's sockets (conf.L2listen)
@@ -102,25 +104,34 @@ def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = la
             raise
     stats = stats if stats is not None else {}
     _kernel_drops(sock)  # reading the statistics resets them: drops while the socket was set up do not count
+    stats["kernel_drops"] = 0
     if on_ready:
         on_ready()
+    n = 0
     try:
         while not stop():
             if not select.select([sock.ins], [], [], 0.2)[0]:
+                stats["kernel_drops"] += _kernel_drops(sock)
+                if idle is not None:
+                    idle()
                 continue
             try:
                 _cls, data, ts = sock.recv_raw(SNAPLEN)
             except (OSError, InterruptedError):
                 continue
             if data is not None:
+                n += 1
+                if not n & 1023:
+                    stats["kernel_drops"] += _kernel_drops(sock)
                 yield (ts or time.time()), data, len(data), linktype
     finally:
-        stats["kernel_drops"] = _kernel_drops(sock)
+        stats["kernel_drops"] += _kernel_drops(sock)
         sock.close()
 
 
 def _kernel_drops(sock: object) -> int:
-    """PACKET_STATISTICS drops for a Linux packet socket (0 when unavailable)."""
+    """PACKET_STATISTICS drops for a Linux packet socket since the last call (the kernel resets them on each read;
+    0 when unavailable)."""
     try:
         raw = sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # struct tpacket_stats: packets, drops
     except OSError:

@@ -17,6 +17,7 @@ from correlator.store import data_dir
 from correlator.triage import parse_duration
 from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
 from sensors.engine import Sensor
+from sensors.metrics import serve as serve_metrics
 from soc_cli.common import (
     ExitCode,
     JsonOpt,
@@ -225,10 +226,16 @@ def live_capture(
                                                                       "the interface).")] = 512,
     ring_keep: Annotated[str, typer.Option("--ring-keep", help="Delete rolling-capture files older than this "
                                                                "(30m, 24h, 7d).")] = "24h",
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535, help="Serve the counters (packets, kernel drops, events, alerts, spool "
+                                                 "depth, store errors) in the Prometheus text format on this port "
+                                                 "(0: any free port, printed on stderr).")] = None,
+    metrics_address: Annotated[str, typer.Option("--metrics-address", help="Address the metrics port listens on.")]
+    = "127.0.0.1",
     json_out: JsonOpt = False,
 ) -> None:
-    """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; open flows
-    are flushed on stop and kernel drops are reported.
+    """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; events are
+    stored within a second, open flows are flushed on stop and kernel drops are reported.
 
     Example: soc sensor live --iface lo --bpf 'not port 22' --duration 5
     """
@@ -263,7 +270,7 @@ def live_capture(
     def records() -> Iterator[Record]:
         try:
             ready = lambda: err_console.print(f"capturing on {iface}", highlight=False)  # noqa: E731
-            for rec in live(iface, flt, stop, cap_stats, on_ready=ready):
+            for rec in live(iface, flt, stop, cap_stats, on_ready=ready, idle=flush):
                 seen["n"] += 1
                 yield rec
                 if stop():
@@ -275,9 +282,42 @@ def live_capture(
 
     pipeline = open_pipeline(store)  # the policy first: a refused run creates no store
     st = pipeline.store
+    pending: list[dict] = []
+    flushed = [time.monotonic()]
+
+    def flush() -> None:
+        """Store what is pending: a live stream is stored within a second, not once a batch has gathered."""
+        if pending:
+            pipeline.process(pending)
+            pending.clear()
+        flushed[0] = time.monotonic()
+
+    def snapshot() -> dict:
+        run = pipeline.stats
+        return {"packets": seen["n"], "kernel_drops": cap_stats.get("kernel_drops", 0), "events": dict(sensor.events),
+                "stored": run.written, "alerts": run.alerts, "store_errors": run.store_errors,
+                "spool_depth": run.spooled_events + run.spooled_alerts}
+
+    server = None
     try:
-        run = pipeline.run(sensor.run(keeper.records(records()) if keeper else records())).as_dict()
+        if metrics_port is not None:
+            try:
+                server = serve_metrics(snapshot, metrics_port, metrics_address)
+            except OSError as exc:
+                die(f"--metrics-port {metrics_port} on {metrics_address}: {exc}", ExitCode.USAGE)
+            err_console.print(f"metrics on http://{metrics_address}:{server.port}/metrics", highlight=False)
+        pipeline.replay()
+        batch_size = pipeline.batch_size
+        for ev in sensor.run(keeper.records(records()) if keeper else records()):
+            pending.append(ev)
+            if len(pending) >= batch_size or time.monotonic() - flushed[0] >= 1.0:
+                flush()
+        flush()
+        pipeline.finish()
+        run = pipeline.stats.as_dict()
     finally:
+        if server is not None:
+            server.close()
         st.close()
         for s, h in old.items():
             signal.signal(s, h)
