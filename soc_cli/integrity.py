@@ -137,7 +137,8 @@ def scan_cmd(
     """Compare the watched files with the stored baseline: each difference (and any edit of the stored baseline
     itself) is an event through the pipeline, where the shipped rules and the policy decide alerts.
 
-    Exit 0: no difference; 1: differences found (or no baseline); 3: events spooled (store unavailable).
+    Exit 0: no difference (--follow: stopped by SIGINT/SIGTERM); 1: differences found (or no baseline); 3: events
+    spooled (store unavailable).
 
     Example: soc integrity scan --policy rules/integrity/example-watch.yml --root /srv/web01 --host web01
     """
@@ -179,7 +180,7 @@ def scan_cmd(
         st.close()
     if pipeline.stats.spooled:
         raise typer.Exit(ExitCode.PARTIAL)
-    if found:
+    if found and not follow:  # a follow stopped by a signal did its job: what it found went to the pipeline
         raise typer.Exit(ExitCode.FAILURE)
 
 
