@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import pickle
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -83,17 +87,92 @@ class Pipeline:
         self.finish()
         return self.stats
 
-    def process(self, batch: list[Event]) -> None:
-        """Normalize, enrich, detect and store one batch."""
-        stats = self.stats
+    def run_parallel(self, events: Iterable[Event], open_store: Callable[[], Store]) -> PipelineStats:
+        """`run` on two cores: this process iterates `events` (the producer: packet decoding) and normalizes them;
+        a forked child enriches, detects and stores them batch by batch, in the same order, into the store
+        `open_store()` opens there (a database connection is never shared across fork). The results are `run`'s;
+        the child's statistics are returned (and become `self.stats`). A producer error or Ctrl-C still stores
+        and flushes every batch already sent."""
+        ctx = multiprocessing.get_context("fork")
+        conn, child_conn = ctx.Pipe()
+        child = ctx.Process(target=self._consume, args=(child_conn, open_store), name="soc-pipeline", daemon=True)
+        child.start()
+        child_conn.close()
+        produced = 0
+        try:
+            for batch in batched(events, self.batch_size):
+                good, errors = self._normalized(batch, produced + 1)
+                produced += len(batch)
+                conn.send_bytes(pickle.dumps((len(batch), good, errors), pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child stopped: its result says why
+        finally:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                conn.send_bytes(b"")  # end of stream
+            try:
+                result = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own child
+            except EOFError:
+                child.join()
+                result = RuntimeError(f"the pipeline process ended with exit code {child.exitcode}")
+            child.join()
+            conn.close()
+        if isinstance(result, BaseException):
+            raise result
+        self.stats = result
+        return result
+
+    def _consume(self, conn: Any, open_store: Callable[[], Store]) -> None:
+        """The child of `run_parallel`: enrich, detect and store each batch received, then finish."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the producer; the child stores what it got
+        result: Any
+        try:
+            self.store = open_store()
+            self.replay()
+            stats = self.stats
+            while data := conn.recv_bytes():
+                n, good, errors = pickle.loads(data)  # noqa: S301 - from our parent
+                stats.events_in += n
+                stats.rejected += len(errors)
+                stats.errors.extend(errors)
+                self._enrich_detect_store(good)
+            self.finish()
+            self.store.close()
+            result = self.stats
+        except EOFError:  # the producer died: store what arrived
+            self.finish()
+            self.store.close()
+            result = self.stats
+        except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            result = exc
+        try:
+            data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            data = pickle.dumps(RuntimeError(f"pipeline process: {result!r}"))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.send_bytes(data)
+
+    def _normalized(self, batch: list[Event], first: int) -> tuple[list[Event], list[str]]:
+        """The batch's events made conform (`normalize`) and an error for each it rejects (numbered from
+        `first`)."""
         good: list[Event] = []
-        for n, ev in enumerate(batch, stats.events_in + 1):
+        errors: list[str] = []
+        for n, ev in enumerate(batch, first):
             try:
                 good.append(normalize(ev))
             except (ValueError, TypeError) as exc:
-                stats.rejected += 1
-                stats.errors.append(f"event {n}: {exc}")
+                errors.append(f"event {n}: {exc}")
+        return good, errors
+
+    def process(self, batch: list[Event]) -> None:
+        """Normalize, enrich, detect and store one batch."""
+        stats = self.stats
+        good, errors = self._normalized(batch, stats.events_in + 1)
+        stats.rejected += len(errors)
+        stats.errors.extend(errors)
         stats.events_in += len(batch)
+        self._enrich_detect_store(good)
+
+    def _enrich_detect_store(self, good: list[Event]) -> None:
         for enrich in self.enrichers:
             enrich(good)
         alerts = [a for d in self.detectors for a in d.detect(good)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from soc_cli.common import (
     console,
     die,
     err_console,
+    get_store,
     make_progress,
     print_ndjson,
     state,
@@ -140,6 +142,10 @@ def pcap(
     time_shift: Annotated[float, typer.Option(
         "--time-shift", help="Add SECONDS (may be negative) to every packet's time, as editcap -t does: replay an "
                              "old capture as recent traffic.")] = 0.0,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, max=2, help="1: decode, detect and store in one process; 2: decoding in this one, "
+                                          "detection and storage in a second (same results; default: 2 on a "
+                                          "machine with two or more cores).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
@@ -172,8 +178,13 @@ def pcap(
                     stats["bpf"] = flt.expression
                 per_file.append(stats)
 
+    if processes is None:
+        processes = 2 if (os.cpu_count() or 1) > 1 else 1
     try:
-        run = pipeline.run(events()).as_dict()
+        if processes == 2:  # the child opens its own connection to the same store
+            run = pipeline.run_parallel(events(), lambda: get_store(store, init=False, create=True)).as_dict()
+        else:
+            run = pipeline.run(events()).as_dict()
     finally:
         st.close()
     for stats in per_file:
