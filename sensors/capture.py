@@ -21,6 +21,7 @@ from .pcapfile import quiet_scapy as _quiet_scapy
 
 __all__ = ["SNAPLEN", "BpfFilter", "CaptureError", "Record", "file_size", "live", "read_file"]
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
 
 
 class BpfFilter:
@@ -80,12 +81,14 @@ def _attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None
 
 def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = lambda: False,
          stats: dict | None = None, on_ready: Callable[[], None] | None = None,
-         idle: Callable[[], None] | None = None) -> Iterator[Record]:
+         idle: Callable[[], None] | None = None, buffer_bytes: int | None = None) -> Iterator[Record]:
     """Capture on an interface with scapy's Linux L2 listen socket, `bpf` compiled for the interface's link type and
     attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s); `idle()` is
-    called after each 0.2 s without a packet. `stats["kernel_drops"]` is the socket's drop count so far, kept current
-    (every 1024 packets, when idle, at the end). ValueError when libpcap cannot compile the filter for this link
-    type."""
+    called after each 0.2 s without a packet. `buffer_bytes` sizes the socket's receive queue (what absorbs a burst
+    while the reader is busy; scapy's own is 64 KiB): SO_RCVBUFFORCE with CAP_NET_ADMIN, else SO_RCVBUF up to
+    net.core.rmem_max; `stats["buffer_bytes"]` is what the kernel granted. `stats["kernel_drops"]` is the socket's
+    drop count so far, kept current (every 1024 packets, when idle, at the end). ValueError when libpcap cannot
+    compile the filter for this link type."""
     import select
 
     import scapy.arch  # noqa: F401 - picks this platform's sockets (conf.L2listen)
@@ -103,6 +106,12 @@ def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = la
             sock.close()
             raise
     stats = stats if stats is not None else {}
+    if buffer_bytes:
+        try:
+            sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)
+        except OSError:  # no CAP_NET_ADMIN: the unprivileged call, capped by net.core.rmem_max
+            sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+    stats["buffer_bytes"] = sock.ins.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     _kernel_drops(sock)  # reading the statistics resets them: drops while the socket was set up do not count
     stats["kernel_drops"] = 0
     if on_ready:

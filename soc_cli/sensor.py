@@ -243,6 +243,9 @@ def live_capture(
                                                  "(0: any free port, printed on stderr).")] = None,
     metrics_address: Annotated[str, typer.Option("--metrics-address", help="Address the metrics port listens on.")]
     = "127.0.0.1",
+    buffer_size: Annotated[int, typer.Option(
+        "--buffer-size", min=1, max=2047, help="The capture socket's receive queue in MB: it absorbs bursts while the "
+                                               "pipeline is busy (dumpcap's default is 2).")] = 32,
     json_out: JsonOpt = False,
 ) -> None:
     """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; events are
@@ -281,7 +284,7 @@ def live_capture(
     def records() -> Iterator[Record]:
         try:
             ready = lambda: err_console.print(f"capturing on {iface}", highlight=False)  # noqa: E731
-            for rec in live(iface, flt, stop, cap_stats, on_ready=ready, idle=flush):
+            for rec in live(iface, flt, stop, cap_stats, on_ready=ready, idle=flush, buffer_bytes=buffer_size << 20):
                 seen["n"] += 1
                 yield rec
                 if stop():
@@ -333,6 +336,7 @@ def live_capture(
         for s, h in old.items():
             signal.signal(s, h)
     stats = sensor.stats() | {"interface": iface, "kernel_drops": cap_stats.get("kernel_drops", 0),
+                              "capture_buffer_bytes": cap_stats.get("buffer_bytes", 0),
                               "stopped_by": stopping["signal"] or ("count" if count else "duration")}
     if json_out:
         print_ndjson({"type": "capture"} | stats | {"store": run})

@@ -158,6 +158,7 @@ def test_metrics_scraped_while_running_match_the_summary(netns: tuple[str, str],
             if proc.poll() is None:
                 proc.kill()
     assert m["soc_sensor_packets_total"] == report["packets_read"] == 201
+    assert report["capture_buffer_bytes"] == 64 << 20  # --buffer-size 32 (MB) by default, doubled by the kernel
     assert m["soc_sensor_kernel_drops_total"] == report["kernel_drops"] == 0
     assert m["soc_sensor_events_total{dataset=soc.dns}"] == report["events"]["soc.dns"] == 5
     assert "soc_sensor_events_total{dataset=soc.flow}" not in m  # open flows are emitted on stop
@@ -170,25 +171,26 @@ def test_metrics_scraped_while_running_match_the_summary(netns: tuple[str, str],
 
 @pytest.mark.netns
 def test_kernel_drops_are_the_sockets_count(netns: tuple[str, str], tmp_path: Path) -> None:
-    """The reader is stopped (SIGSTOP) while 3000 datagrams arrive: the socket's queue holds some, the kernel drops
-    the rest; every datagram sent is either read or counted as dropped, in the summary and in the metrics."""
+    """The reader is stopped (SIGSTOP) while 5000 datagrams arrive: the socket's 1 MB queue holds some, the kernel
+    drops the rest; every datagram sent is either read or counted as dropped, in the summary and in the metrics."""
     ns_a, ns_b = netns
-    cap = _start(ns_b, tmp_path)
-    sender = _sender(ns_a, 3000, 0)
+    cap = _start(ns_b, tmp_path, "--buffer-size", "1")
+    sender = _sender(ns_a, 5000, 0)
     try:
         cap.send_signal(signal.SIGSTOP)
         sender.communicate("go\n", timeout=300)
         assert sender.returncode == 0
         cap.send_signal(signal.SIGCONT)
         # the queue is read, and the drops are read from the socket when it goes idle
-        m = _wait_for(ns_b, cap, lambda m: m["soc_sensor_packets_total"] + m["soc_sensor_kernel_drops_total"] == 3000,
-                      "read + dropped = 3000 sent")
+        m = _wait_for(ns_b, cap, lambda m: m["soc_sensor_packets_total"] + m["soc_sensor_kernel_drops_total"] == 5000,
+                      "read + dropped = 5000 sent")
         report, err = _stop(cap)
     finally:
         for proc in (cap, sender):
             if proc.poll() is None:
                 proc.kill()
-    assert report["kernel_drops"] > 0 and report["packets_read"] + report["kernel_drops"] == 3000
+    assert report["kernel_drops"] > 0 and report["packets_read"] + report["kernel_drops"] == 5000
+    assert report["capture_buffer_bytes"] == 2 << 20  # the kernel doubles what is asked for its bookkeeping
     assert m["soc_sensor_kernel_drops_total"] == report["kernel_drops"]
     assert report["events"]["soc.flow"] == report["packets_read"]
 
