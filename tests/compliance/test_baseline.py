@@ -260,3 +260,22 @@ def test_owner_and_group_names_of_the_identity_files(make_tree, tls_server):
     results = scan(shadow, endpoint)
     assert {cid for cid, r in results.items() if r.status != "passed"} == {10901, 10902, 10903, 10904}
     assert results[10903].evidence == ["/etc/group: mode 0644, owner root, group shadow"]
+
+
+def test_identity_mode_rules_agree_with_mode_arithmetic(make_tree):
+    """Oracle: for all 4096 modes, "0644 (0640) or stricter" holds exactly when no bit outside 0644 (0640) is set."""
+    import dataclasses
+
+    policy = load_policy(BASELINE)
+    policy = dataclasses.replace(policy, checks=tuple(c for c in policy.checks if c.id in (10901, 10905)))
+    root = make_tree(GOOD)
+    disagree = []
+    for mode in range(0o10000):
+        os.chmod(root / "etc/passwd", mode)
+        os.chmod(root / "etc/shadow", mode)
+        got = {r.check.id: r.status for r in Scanner(str(root)).scan(policy).results}
+        want = {10901: "passed" if mode & ~0o644 == 0 else "failed",
+                10905: "passed" if mode & ~0o640 == 0 else "failed"}
+        if got != want:
+            disagree.append((oct(mode), got))
+    assert disagree == []

@@ -64,6 +64,7 @@ def test_scan_stores_state_events_and_alerts_only_on_change(env, make_tree):
     (alert,) = alerts(env)
     assert alert["rule.id"] == "10001" and alert["soc.alert.severity"] == "high"
     assert "changed from passed to failed" in alert["soc.alert.reason"]
+    assert alert["soc.compliance.check.evidence"] == ["permitrootlogin yes (/etc/ssh/sshd_config.d/00-local.conf:1)"]
 
     assert scan(env, good, "--host", "web01", "--org", "MinFin").exit_code == 0
     reasons = sorted(a["soc.alert.reason"] for a in alerts(env))

@@ -137,6 +137,44 @@ def test_condition_truth_table(tree, condition, rules, status):
     assert bool(reason) == (status == "not applicable")
 
 
+def check_result(root, rules: list[str], condition: str = "all", **scanner):
+    import yaml
+
+    doc = {"policy": {"id": "t", "name": "t", "description": "t"},
+           "checks": [{"id": 1, "title": "t", "condition": condition, "rules": rules}]}
+    return Scanner(str(root), **scanner).scan(parse_policy(yaml.safe_dump(doc))).results[0]
+
+
+@pytest.mark.parametrize(("rules", "condition", "evidence"), [
+    (["not f:/etc/ssh_config -> r:Protocol"], "all",                 # every matching line, file:line
+     ["/etc/ssh_config:1: # Protocol 1", "/etc/ssh_config:3:   Protocol 2"]),
+    ([r"f:/etc/login.defs -> n:^PASS_MAX_DAYS\s+(\d+) compare < 90"], "all",  # the value out of range
+     ["/etc/login.defs:1: PASS_MAX_DAYS 90"]),
+    (["f:/etc/ssh_config -> r:^Protocol"], "all", ["no line of file /etc/ssh_config matches r:^Protocol"]),
+    (["f:/etc/login.defs", "f:/etc/absent"], "all", ["file /etc/absent not found"]),  # only the rule that failed
+    (["f:/etc/absent", "f:/etc/gone"], "any", ["file /etc/absent not found", "file /etc/gone not found"]),
+    ([MISSING, FOUND], "none", ["file /etc/login.defs exists"]),
+    (["d:/etc -> ssh_config -> r:UMASK"], "all", ["no file under /etc named ssh_config has a line matching r:UMASK"]),
+    (["not d:/etc -> r:^login -> r:UMASK"], "all", ["/etc/login.defs:2: UMASK 022"]),
+    (["d:/nothing"], "all", ["directory /nothing not found"]),
+    (["f:/etc/login.defs"], "all", []),                                # passed: no evidence
+])
+def test_evidence_names_what_failed_the_check(tree, rules, condition, evidence):
+    result = check_result(tree, rules, condition)
+    assert result.status == ("passed" if not evidence else "failed")
+    assert (result.evidence, result.evidence_more) == (evidence, 0)
+
+
+def test_command_evidence_reuses_the_output(tmp_path):
+    """The evidence of a failed `c:` check is its matching output; the command is not run a second time for it."""
+    log = tmp_path / "runs.log"
+    result = check_result("/", [f"not c:sh -c 'echo run >> {log}; printf \"a\\nb\\n\"' -> r:^b"],
+                          allow_commands=True)
+    assert result.status == "failed"
+    assert [item.rpartition("`: ")[2] for item in result.evidence] == ["b"]
+    assert log.read_text() == "run\n"
+
+
 def test_commands_need_opt_in_and_the_live_host(tmp_path):
     import yaml
 
@@ -193,6 +231,7 @@ def test_a_crashing_probe_is_an_error_result_not_a_crash(tree, monkeypatch):
                       {"id": 2, "title": "b", "condition": "all", "rules": ["f:/etc/login.defs"]}]}
     first, second = Scanner(str(tree)).scan(parse_policy(yaml.safe_dump(doc))).results
     assert first.status == "error" and "RuntimeError: corrupt database" in first.reason
+    assert first.evidence == ["rule pkg:openssh-server"]
     assert second.status == "passed"
 
 

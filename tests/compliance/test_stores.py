@@ -47,6 +47,9 @@ def test_change_alerts_and_rollup_on_each_store(store_uri, make_tree, soc_env):
     finally:
         store.close()
     assert alert["soc.alert.rule.uuid"] == "soc-compliance-state-change" and alert["rule.id"] == "10802"
+    assert alert["soc.compliance.check.evidence"] == [
+        "kernel.randomize_va_space = 0 (/proc/sys/kernel/randomize_va_space)"]
+    assert alert["soc.compliance.check.evidence_more"] == 0
     report = runner.invoke(app, ["compliance", "report", "--by", "host", "--json", "--store", store_uri])
     (row,) = [json.loads(line) for line in report.stdout.splitlines()]
     assert (row["host"], row["failed"], row["not_applicable"]) == ("h1", 1, 2)
