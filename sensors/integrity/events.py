@@ -44,18 +44,25 @@ def diff(old: Iterable[Entry], new: Iterable[Entry],
     """(event type, old, new, changed attributes) for each difference; both inputs in walk order."""
     olds, news = iter(old), iter(new)
     o, n = next(olds, None), next(news, None)
+    ok = sort_key(o.path) if o is not None else None
+    nk = sort_key(n.path) if n is not None else None
     while o is not None or n is not None:
-        if n is None or (o is not None and sort_key(o.path) < sort_key(n.path)):
+        if n is None or (o is not None and ok < nk):  # type: ignore[operator]
             yield "deletion", o, None, []
             o = next(olds, None)
-        elif o is None or sort_key(n.path) < sort_key(o.path):
+            ok = sort_key(o.path) if o is not None else None
+        elif o is None or nk < ok:  # type: ignore[operator]
             yield "creation", None, n, []
             n = next(news, None)
+            nk = sort_key(n.path) if n is not None else None
         else:
-            changed = changed_attributes(o, n, attributes)
-            if changed:
-                yield "change", o, n, changed
+            if o != n:
+                changed = changed_attributes(o, n, attributes)
+                if changed:
+                    yield "change", o, n, changed
             o, n = next(olds, None), next(news, None)
+            ok = sort_key(o.path) if o is not None else None
+            nk = sort_key(n.path) if n is not None else None
 
 
 def _values(e: Entry, attributes: frozenset[str]) -> dict[str, Any]:

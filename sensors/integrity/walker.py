@@ -13,7 +13,8 @@ from typing import NamedTuple
 from sensors.compliance.rootfs import RootFS, Unreadable, _open_readonly
 from sensors.integrity.policy import Watch
 
-_CHUNK = 1 << 20
+_BUF = bytearray(1 << 18)  # one read buffer for every file (a per-file allocation costs more than hashing small files)
+_VIEW = memoryview(_BUF)
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
           stat.S_IFSOCK: "socket", stat.S_IFCHR: "char", stat.S_IFBLK: "block"}
 
@@ -61,10 +62,8 @@ def sha256_of(real: str) -> str | None:
         return None
     try:
         h = hashlib.sha256()
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := os.readv(fd, [buf]):
-            h.update(view[:n])
+        while n := os.readv(fd, [_BUF]):
+            h.update(_VIEW[:n])
         return h.hexdigest()
     except OSError:
         return None
