@@ -230,6 +230,7 @@ class Sensor:
         ev["event.duration"] = round((flow.last - flow.start) * 1e9)
         ev["source.packets"], ev["source.bytes"], ev["destination.packets"], ev["destination.bytes"] = p0, b0, p1, b1
         ev["network.packets"], ev["network.bytes"] = p0 + p1, b0 + b1
+        ev["soc.flow.source_payload_bytes"], ev["soc.flow.destination_payload_bytes"] = flow.payload
         ev["soc.flow.state"], ev["soc.flow.end_reason"] = outcome, flow.end_reason
         if app is not None and app.proto:
             ev["network.protocol"] = app.proto

@@ -1,6 +1,8 @@
 """Bidirectional flow table: 5-tuple + VLAN stack, TCP state and outcome, idle/active timeouts, bounded size.
 
-Packets and bytes count whole frames (`wirelen`, link header included) each way, as tshark, Suricata and Arkime do.
+Packets and bytes count whole frames (`wirelen`, link header included) each way, as tshark, Suricata and Arkime do;
+`payload` counts transport payload bytes each way (TCP/UDP data, ICMP beyond its 8-byte header, the whole segment of
+other protocols), as Zeek's orig_bytes/resp_bytes: which side sent data, whatever the headers weigh.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Flow:
     """One bidirectional flow; index 0 is the originator (sender of the first packet), 1 the responder."""
 
     __slots__ = ("key", "version", "proto", "src", "dst", "sport", "dport", "vlans", "start", "last", "pkts", "bytes",
-                 "flags", "part", "app", "first_packet", "end_reason", "icmp", "meta", "queue", "isn")
+                 "flags", "part", "app", "first_packet", "end_reason", "icmp", "meta", "queue", "isn", "payload")
 
     def __init__(self, key: tuple, d: Decoded, ts: float, ordinal: int, part: int = 0) -> None:
         self.key = key
@@ -31,6 +33,7 @@ class Flow:
         self.pkts = [0, 0]
         self.bytes = [0, 0]
         self.flags = [0, 0]
+        self.payload = [0, 0]
         self.part = part
         self.app = None
         self.first_packet = ordinal
@@ -94,12 +97,16 @@ class FlowTable:
         """Account one packet; return its flow and direction (0 from the originator, 1 towards it)."""
         if ts >= self.next_sweep:
             self.sweep(ts)
-        _, src, dst, proto, sport, dport, vlans, flags, _, _, _, _ = d
+        _, src, dst, proto, sport, dport, vlans, flags, _, payload, l4len, cut = d
         if proto in PORT_PROTOS:  # inline of key() for the common case
             key = ((proto, src, sport, dst, dport, vlans) if src < dst or (src == dst and sport <= dport)
                    else (proto, dst, dport, src, sport, vlans))
+            data = len(payload)
+            if cut and not data:  # headers cut by the snaplen: count what the IP header declares (fail closed)
+                data = max(0, l4len - (20 if proto == TCP else 8))
         else:
             key = self.key(d)
+            data = max(0, l4len - 8) if proto in (ICMP, ICMPV6) else l4len
         flow = self.flows.get(key)
         if flow is not None:
             direction = 0 if sport == flow.sport and src == flow.src else 1
@@ -121,6 +128,7 @@ class FlowTable:
         flow.last = ts
         flow.pkts[direction] += 1
         flow.bytes[direction] += wirelen
+        flow.payload[direction] += data
         if flags:
             flow.flags[direction] |= flags
             if flags & FIN_RST and flow.queue == 1 and flow.closed:

@@ -321,6 +321,7 @@ def zeek_event(rec: dict, kind: str) -> dict:
         for side, who in (("source", "orig"), ("destination", "resp")):
             _put(ev, f"{side}.packets", rec.get(f"{who}_pkts"))
             _put(ev, f"{side}.bytes", rec.get(f"{who}_ip_bytes"))  # Zeek counts IP bytes, not frames
+            _put(ev, f"soc.flow.{side}_payload_bytes", rec.get(f"{who}_bytes"))  # payload, as the sensor's
         if "orig_pkts" in rec and "resp_pkts" in rec:
             ev["network.packets"] = rec["orig_pkts"] + rec["resp_pkts"]
         if "orig_ip_bytes" in rec and "resp_ip_bytes" in rec:

@@ -1,7 +1,8 @@
 """Applies a policy to events: where each endpoint is, what the flow's label is, and which rules it breaks.
 
 `PolicyEngine.enrich` (a pipeline enricher) adds the `gov.*` namespace to every event; the per-flow part of the
-verdict is cached by (source, destination, port, name, vlan, sensor) so repeated flows cost one dict lookup.
+verdict is cached by (source, destination, port, name, vlan, sensor, who sent payload) so repeated flows cost one
+dict lookup. Data-flow rules judge the data that moved: `senders` says which side sent payload.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ PORT_PROTOCOLS = {21: "ftp", 23: "telnet", 80: "http", 8080: "http", 139: "smb1"
 ICMP_REPLIES = frozenset({0, 14, 16, 18, 129})  # echo/timestamp/info/mask replies, ICMPv6 echo reply
 NO_DATA = frozenset({"rejected", "unanswered"})  # TCP flows that carried no data: nothing can have leaked
 APP_DATASETS = {"soc.http": "http", "soc.tls": "tls", "soc.ssh": "ssh", "soc.dns": "dns"}
+ICMP_ERRORS = {"icmp": frozenset({3, 4, 5, 11, 12}), "ipv6-icmp": frozenset({1, 2, 3, 4})}  # quote a header, no data
+# Which side of an application event sent a message: (field the client's message sets, field the server's sets).
+APP_SENDERS = {"soc.http": ("http.request.method", "http.response.status_code"),
+               "soc.ssh": ("soc.ssh.client.banner", "soc.ssh.server.banner"),
+               "soc.tls": ("@timestamp", "tls.server.ja3s")}  # a TLS event starts with the ClientHello
+SRC, DST, BOTH = 1, 2, 3  # payload senders in the event's orientation (`senders`)
+CLIENT, SERVER = 1, 2  # and in the flow's (the verdict's `sent`)
+DIRECTIONS = {0: "none", CLIENT: "client-to-server", SERVER: "server-to-client", CLIENT | SERVER: "both"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,8 @@ class FlowVerdict:
     dst: Zone
     service: Asset | None
     service_level: Level
-    label: Level
+    label: Level  # the high-water mark of everything the flow touches: the event's own classification
+    moved: Level | None  # the label of the data that moved (None: no payload either way)
     violations: tuple[Violation, ...]
     fields: dict[str, Any]
 
@@ -117,29 +127,40 @@ class PolicyEngine:
 
     # --- the per-flow verdict --------------------------------------------------------------------------------
     def _flow(self, src_ip: str | None, dst_ip: str | None, port: int | None, name: str | None,
-              vlan: str | None, sensor: str | None) -> FlowVerdict:
+              vlan: str | None, sensor: str | None, sent: int = CLIENT | SERVER) -> FlowVerdict:
+        """The verdict on a flow whose payload was sent by `sent` (CLIENT | SERVER bits): the data that moved is
+        the sender's (a client's: its asset level or zone floor; a server's: its service level and zone floor, the
+        high-water mark of both when both sent), judged where it arrived."""
         p = self.policy
         src = self.zone_of(src_ip, vlan, sensor)  # the initiator is on the segment the sensor sees
         dst = self.zone_of(dst_ip) if dst_ip else src
         service = self.service(dst_ip, port, name)
         service_level = service.level if service else dst.max_level  # unknown service: fail closed
         held = self.ips.get(src_ip) if src_ip else None  # a client that is itself an asset sends its data
-        label = max(service_level, held.level if held else src.floor, src.floor, dst.floor, key=lambda lv: lv.rank)
+        rank = lambda lv: lv.rank  # noqa: E731
+        label = max(service_level, held.level if held else src.floor, src.floor, dst.floor, key=rank)
+        client_data = max(held.level if held else src.floor, src.floor, key=rank)
+        server_data = max(service_level, dst.floor, key=rank)
+        moved = (label if sent == CLIENT | SERVER else client_data if sent == CLIENT else server_data if sent else None)
+        # (side, receiving zone, its organization) for each receiver of payload; the assets whose data moved
+        receivers = ([("source", src)] if sent & SERVER else []) + ([("destination", dst)] if sent & CLIENT else [])
+        senders = [a for a, bit in ((service, SERVER), (held, CLIENT)) if a is not None and sent & bit]
         v: list[Violation] = []
-        for side, zone in (("source", src), ("destination", dst)):
-            if label.rank > zone.max_level.rank:
-                v.append(Violation("write-down", f"{label.name} data reaches {side} zone {zone.id} accredited up to "
+        for side, zone in receivers if moved is not None else ():
+            if moved.rank > zone.max_level.rank:
+                v.append(Violation("write-down", f"{moved.name} data reaches {side} zone {zone.id} accredited up to "
                                                  f"{zone.max_level.name}"))
         a, b = src.organization, dst.organization
-        if a and b and a != b and label.rank > p.agreement_free_up_to.rank:
+        if moved is not None and a and b and a != b and moved.rank > p.agreement_free_up_to.rank:
             allowed = self.agreed.get(frozenset((a, b)), -1)
-            if allowed < label.rank:
+            if allowed < moved.rank:
                 up_to = f"only up to {p.levels[allowed].name}" if allowed >= 0 else "no agreement"
-                v.append(Violation("cross-organization", f"{label.name} flow {a} -> {b}: {up_to}"))
-        for asset in (service, held):
-            for c in asset.caveats if asset is not None else ():
+                v.append(Violation("cross-organization", f"{moved.name} flow {a} -> {b}: {up_to}"))
+        orgs = (a, b) if sent == CLIENT | SERVER else tuple(z.organization for _, z in receivers)
+        for asset in senders:
+            for c in asset.caveats:
                 members = p.caveats[c].organizations
-                for org in (a, b):
+                for org in orgs:
                     if org not in members:
                         v.append(Violation("caveat", f"{c} data of {asset.id} reaches {org or 'the internet'}"))
         fields: dict[str, Any] = {
@@ -147,7 +168,10 @@ class PolicyEngine:
             "gov.destination.zone": dst.id, "gov.destination.level": dst.max_level.name,
             "gov.service.level": service_level.name, "gov.service.known": service is not None,
             "gov.label.level": label.name, "gov.label.ar": label.ar, "gov.label.rank": label.rank,
+            "gov.data.direction": DIRECTIONS[sent],
         }
+        if moved is not None:
+            fields["gov.data.level"] = moved.name
         if a:
             fields["gov.source.organization"] = a
         if b:
@@ -159,26 +183,70 @@ class PolicyEngine:
         caveats = sorted({c for asset in (service, held) if asset is not None for c in asset.caveats})
         if caveats:
             fields["gov.label.caveats"] = caveats
-        return FlowVerdict(src, dst, service, service_level, label, tuple(v), fields)
+        return FlowVerdict(src, dst, service, service_level, label, moved, tuple(v), fields)
 
     @staticmethod
-    def orient(ev: Event) -> tuple[Any, Any, int | None]:
+    def flipped(ev: Event) -> bool:
+        """True when the event's source is the server: a DNS answer, an ICMP reply, or source port < 1024 <= the
+        destination port."""
+        sport, dport = ev.get("source.port"), ev.get("destination.port")
+        return (ev.get("dns.type") == "answer" or ev.get("soc.icmp.type") in ICMP_REPLIES
+                or (isinstance(sport, int) and isinstance(dport, int) and sport < 1024 <= dport))
+
+    @classmethod
+    def orient(cls, ev: Event) -> tuple[Any, Any, int | None]:
         """(client ip, server ip, service port): answers and replies sent by the server are turned around."""
         src, dst = ev.get("source.ip") or ev.get("host.ip"), ev.get("destination.ip")
         if isinstance(src, list):
             src = src[0] if src else None
-        sport, dport = ev.get("source.port"), ev.get("destination.port")
-        if (ev.get("dns.type") == "answer" or ev.get("soc.icmp.type") in ICMP_REPLIES
-                or (isinstance(sport, int) and isinstance(dport, int) and sport < 1024 <= dport)):
+        if cls.flipped(ev):
+            sport = ev.get("source.port")
             return dst, src, sport if isinstance(sport, int) else None
+        dport = ev.get("destination.port")
         return src, dst, dport if isinstance(dport, int) else None
 
-    def verdict(self, ev: Event) -> FlowVerdict:
-        """The per-flow verdict for an event (cached)."""
+    @staticmethod
+    def senders(ev: Event) -> int:
+        """Which side of the event sent payload (SRC | DST bits, event orientation), from what the event shows:
+        ICMP errors carry none; flow records count payload each way (the sensor's and Zeek's
+        `soc.flow.*_payload_bytes`), else TCP `rejected`/`unanswered` carried none, else a side that sent no
+        packet sent nothing (Suricata flows); a DNS message or ICMP packet is its source's; an HTTP, TLS or SSH
+        event shows each side's messages; an event naming a destination but no source can only show data that
+        reached the destination. Nothing known: both (fail closed, the high-water mark)."""
+        itype = ev.get("soc.icmp.type")
+        if itype is not None and itype in ICMP_ERRORS.get(ev.get("network.transport"), ()):
+            return 0
+        sent = ev.get("soc.flow.source_payload_bytes")
+        if sent is not None:
+            return (SRC if sent else 0) | (DST if ev.get("soc.flow.destination_payload_bytes") else 0)
+        if ev.get("soc.flow.state") in NO_DATA:
+            return 0
+        ds = ev.get("event.dataset")
+        if ds == "soc.icmp":
+            return SRC if ev.get("soc.icmp.payload_bytes", 1) else 0
+        if ds == "soc.dns":
+            return SRC
+        app = APP_SENDERS.get(ds)
+        if app is not None:
+            return (SRC if app[0] in ev else 0) | (DST if app[1] in ev else 0)
+        sp, dp = ev.get("source.packets"), ev.get("destination.packets")
+        if isinstance(sp, int) and isinstance(dp, int):
+            return (SRC if sp else 0) | (DST if dp else 0)
+        if not (ev.get("source.ip") or ev.get("host.ip")) and ev.get("destination.ip"):
+            return SRC  # no source named (a summary over many senders, as soc.flood): only the destination received
+        return BOTH
+
+    def verdict(self, ev: Event, sent: int | None = None) -> FlowVerdict:
+        """The per-flow verdict for an event (cached); `sent`: the SRC | DST senders (default `senders(ev)`)."""
         client, server, port = self.orient(ev)
+        if sent is None:
+            sent = self.senders(ev)
+        if sent in (SRC, DST) and self.flipped(ev):
+            sent ^= BOTH  # the event's source is the server
         name = ev.get("tls.client.server_name") or ev.get("url.domain")
         vlan = ev.get("network.vlan.id")
-        return self.flow(client, server, port, name, str(vlan) if vlan is not None else None, ev.get("observer.name"))
+        return self.flow(client, server, port, name, str(vlan) if vlan is not None else None, ev.get("observer.name"),
+                         sent)
 
     # --- per-event rules ------------------------------------------------------------------------------------
     def channel(self, ev: Event) -> tuple[str, tuple[int, ...] | None] | None:
@@ -248,7 +316,7 @@ class PolicyEngine:
     def decide(self, ev: Event) -> tuple[FlowVerdict, list[Violation], list[tuple[Violation, PolicyException]]]:
         """(verdict, violations in force, violations covered by an exception) for one event."""
         fv = self.verdict(ev)
-        violations = list(fv.violations) + self.protection(ev, fv.label)
+        violations = list(fv.violations) + (self.protection(ev, fv.moved) if fv.moved is not None else [])
         if not violations or not self.policy.exceptions:
             return fv, violations, []
         open_, covered = [], []
@@ -263,11 +331,11 @@ class PolicyEngine:
     def enrich(self, events: list[Event]) -> None:
         """Pipeline enricher: add `gov.*` (zones, organizations, label, policy decision) to each event in place."""
         for ev in events:
-            if ev.get("soc.flow.state") in NO_DATA:
-                ev.update(self.verdict(ev).fields)
+            fv, violations, covered = self.decide(ev)
+            if fv.moved is None:
+                ev.update(fv.fields)
                 ev["gov.policy.decision"] = "no-data"
                 continue
-            fv, violations, covered = self.decide(ev)
             ev.update(fv.fields)
             expired = [(v, x) for v, x in covered if _expired(ev, x)]
             if violations or expired:
