@@ -77,22 +77,34 @@ class RuleResult:
 class RuleRunner:
     """Matches events with rules compiled per schema on demand, correlations included."""
 
-    def __init__(self, ruleset: RuleSet, placeholders: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, ruleset: RuleSet | None, placeholders: dict[str, list[str]] | None = None,
+                 cached: tuple[list[str | Path], str, SigmaEngine] | None = None) -> None:
+        """From a parsed ``ruleset``, or (``cached``: paths, schema, engine) from the compiled cache: the rules under
+        those paths, already compiled for that schema; other schemas are then compiled (or read) from the cache
+        too, no rule being parsed when the cache holds them."""
         self.ruleset = ruleset
         self.placeholders = placeholders
         self.engines: dict[str, SigmaEngine] = {}
-        self.correlation = CorrelationEngine(ruleset.correlations)
+        self.paths = cached[0] if cached else None
+        if cached:
+            self.engines[cached[1]] = cached[2]
+        self.correlation = CorrelationEngine(cached[2].correlations if cached else ruleset.correlations)
         self.results: dict[str, RuleResult] = {}
         for c in self.correlation.correlations:
             info = RuleInfo.of(c.rule)
             self.results[info.id] = RuleResult(info.id, info.title, info.path)
         self.corr_ids = {id(c.rule): RuleInfo.of(c.rule).id for c in self.correlation.correlations}
+        self._listed: dict[str, bool] = {}  # schemas whose rules are in ``results``
 
     def engine(self, schema: str) -> SigmaEngine:
         eng = self.engines.get(schema)
-        if eng is None:
-            eng = self.engines[schema] = SigmaEngine.from_ruleset(self.ruleset, schema, self.placeholders,
-                                                                  copy_rules=True)
+        if eng is None or not self._listed.get(schema):
+            if eng is None and self.paths is not None:
+                eng = SigmaEngine.load(self.paths, schema, self.placeholders, cache=True)
+            elif eng is None:
+                eng = SigmaEngine.from_ruleset(self.ruleset, schema, self.placeholders, copy_rules=True)
+            self.engines[schema] = eng
+            self._listed[schema] = True
             for info in eng.infos:
                 if info.output:
                     self.results.setdefault(info.id, RuleResult(info.id, info.title, info.path))
@@ -100,8 +112,12 @@ class RuleRunner:
 
     def feed(self, events: Iterable[dict[str, Any]]) -> None:
         referenced = self.correlation.referenced()
+        matchers: dict[str, Any] = {}
         for e in events:
-            m = self.engine(schema_of(e)).matcher
+            schema = schema_of(e)
+            m = matchers.get(schema)
+            if m is None:
+                m = matchers[schema] = self.engine(schema).matcher
             for i in m.match(e):
                 info = m.infos[i]
                 if info.output:
@@ -115,10 +131,12 @@ class RuleRunner:
                         r.event_ids.extend(_eid(x) for x in f.events)
 
     def failures(self) -> list[Any]:
-        out = list(self.ruleset.failures)
+        out = list(self.ruleset.failures) if self.ruleset is not None else []
         seen = {(f.path, f.reason) for f in out}
         for eng in self.engines.values():
-            out.extend(f for f in eng.failures if (f.path, f.reason) not in seen)
+            new = [f for f in eng.failures if (f.path, f.reason) not in seen]
+            seen.update((f.path, f.reason) for f in new)
+            out.extend(new)
             out.extend(stop_failures(eng.matcher, _eid))
         return out
 
@@ -129,6 +147,15 @@ def run_rules(rule_paths: list[str | Path], event_files: list[str | Path]) -> tu
     A correlation rule in a named file may reference rules in sibling files: then the file's directory is loaded
     for context and only the named files' rules are reported.
     """
+    placeholders = load_placeholders(rule_paths)
+    schema = _first_schema(event_files)
+    engine = SigmaEngine.load(rule_paths, schema, placeholders, cache=True)  # the compiled cache, as the sensor
+    if not any(f.reason == "RuleNotFound" for f in engine.failures):
+        runner = RuleRunner(None, placeholders, cached=(list(rule_paths), schema, engine))
+        for f in event_files:
+            runner.feed(read_events(f))
+        runner.engine(schema)
+        return sorted(runner.results.values(), key=lambda r: (r.path, r.title)), runner.failures()
     rs = load_rules(rule_paths)
     only: set[str] | None = None
     if any(f.reason == "RuleNotFound" for f in rs.failures):
@@ -146,6 +173,18 @@ def run_rules(rule_paths: list[str | Path], event_files: list[str | Path]) -> tu
     results = [r for r in runner.results.values() if only is None or r.path in only]
     failures = [f for f in runner.failures() if only is None or f.path in only]
     return sorted(results, key=lambda r: (r.path, r.title)), failures
+
+
+def _first_schema(event_files: list[str | Path]) -> str:
+    """The schema of the first event of the first file that has one ('ecs' when none does or it is unreadable:
+    reading it again reports the error)."""
+    for f in event_files:
+        try:
+            for e in read_events(f):
+                return schema_of(e)
+        except EventFileError:
+            break
+    return "ecs"
 
 
 @dataclass
