@@ -110,7 +110,7 @@ class Scanner:
     def evaluate(self, check: Check) -> CheckResult:
         """Aggregate rule results exactly as Wazuh's SCA module does (including its early exits)."""
         agg = FOUND if check.condition == "all" else NOT_FOUND
-        reason = ""
+        reason, culprits = "", check.rules  # under `any`, every rule failed it
         for rule in check.rules:
             try:
                 found, why = self.eval_rule(rule)
@@ -122,7 +122,7 @@ class Scanner:
             if found != INVALID and rule.negated:
                 found = 1 - found
             if (check.condition == "all" and found == NOT_FOUND) or (check.condition != "all" and found == FOUND):
-                agg = found
+                agg, culprits = found, (rule,)
                 break
             if found == INVALID:
                 agg = INVALID
@@ -133,7 +133,7 @@ class Scanner:
             return CheckResult(check, NOT_APPLICABLE, reason)
         if agg == FOUND:
             return CheckResult(check, PASSED)
-        items = self.evidence(check)
+        items = self.evidence(check) or [one_line(f"rule {r.text}") for r in culprits]  # places unreadable now
         return CheckResult(check, FAILED, "", items[:EVIDENCE_CAP], max(0, len(items) - EVIDENCE_CAP))
 
     def evidence(self, check: Check) -> list[str]:
@@ -144,13 +144,11 @@ class Scanner:
         for rule in check.rules:
             try:
                 found, _ = self.eval_rule(rule)
-            except Exception:  # noqa: BLE001, S112 - evidence is best effort; the result itself is decided
-                continue
-            if found == INVALID:
-                continue
-            effective = 1 - found if rule.negated else found
-            if (effective == FOUND) == (check.condition == "none"):
+                if found == INVALID or ((1 - found if rule.negated else found) == FOUND) != (check.condition == "none"):
+                    continue
                 items.update(dict.fromkeys(self._rule_evidence(rule, found == FOUND)))
+            except Exception:  # noqa: BLE001, S112 - evidence is best effort: the result is already decided
+                continue
         return list(items)
 
     def _rule_evidence(self, rule: Rule, found: bool) -> list[str]:

@@ -165,6 +165,16 @@ def test_evidence_names_what_failed_the_check(tree, rules, condition, evidence):
     assert (result.evidence, result.evidence_more) == (evidence, 0)
 
 
+def test_evidence_falls_back_to_the_failing_rule(tree, monkeypatch):
+    """If the places cannot be re-read for evidence, the failed check still names the rule that failed it."""
+    def unreadable(self, rule, found):
+        raise PermissionError("gone")
+
+    monkeypatch.setattr(Scanner, "_rule_evidence", unreadable)
+    assert check_result(tree, ["f:/etc/login.defs", "f:/etc/absent"]).evidence == ["rule f:/etc/absent"]
+    assert check_result(tree, ["f:/etc/a", "f:/etc/b"], "any").evidence == ["rule f:/etc/a", "rule f:/etc/b"]
+
+
 def test_command_evidence_reuses_the_output(tmp_path):
     """The evidence of a failed `c:` check is its matching output; the command is not run a second time for it."""
     log = tmp_path / "runs.log"
