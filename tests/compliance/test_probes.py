@@ -59,6 +59,10 @@ def test_sysctl_config_precedence(make_tree):
     assert p.lines("sysctl", "net.y") == ["6"]      # /etc/sysctl.conf applies after sysctl.d
     assert p.lines("sysctl", "net.z") == ["9"]
     assert p.lines("sysctl", "net.none") is None
+    # where each value was set: the file and line that won, as evidence shows it
+    assert p.lines("sysctl", "net.x").where == ["/usr/lib/sysctl.d/20-b.conf:1"]
+    assert p.lines("sysctl", "net.y").where == ["/etc/sysctl.conf:2"]
+    assert p.evidence("sysctl", "net.z", p.lines("sysctl", "net.z"), 0) == "net.z = 9 (/usr/lib/sysctl.d/20-b.conf:2)"
 
 
 def test_sshd_effective_settings(make_tree):
@@ -75,6 +79,9 @@ def test_sshd_effective_settings(make_tree):
     assert p.lines("sshd", "passwordauthentication") == ["yes"]  # the default; Match blocks are not global
     assert p.lines("sshd", "x11forwarding") == ["no"]            # README is not *.conf; comment ignored
     assert "permitrootlogin no" in p.lines("sshd", "")
+    assert p.lines("sshd", "PermitRootLogin").where == ["/etc/ssh/sshd_config.d/50-local.conf:1"]
+    assert p.lines("sshd", "port").where == ["/etc/ssh/sshd_config:2", "/etc/ssh/sshd_config:3"]
+    assert p.lines("sshd", "passwordauthentication").where == ["default"]
     assert probes(make_tree({"/etc/x": "y"})).lines("sshd", "port") is None
 
 
@@ -119,6 +126,11 @@ def test_password_policy_sources(make_tree):
     assert p.lines("pwpolicy", "dcredit") == ["-2"]
     assert p.lines("pwpolicy", "hash") == ["sha512"]
     assert p.lines("pwpolicy", "remember") == ["0"]
+    where = {k: p.lines("pwpolicy", k).where[0] for k in ("pass_max_days", "minlen", "dcredit", "hash", "remember",
+                                                           "ucredit")}
+    assert where == {"pass_max_days": "/etc/login.defs:1", "minlen": "/etc/pam.d/common-password:1",
+                     "dcredit": "/etc/security/pwquality.conf.d/90.conf:1", "hash": "/etc/pam.d/common-password:2",
+                     "remember": "pam_unix default", "ucredit": "pam_pwquality default"}
     plain = probes(make_tree({"/etc/pam.d/common-password": "password required pam_unix.so yescrypt\n"}))
     assert plain.lines("pwpolicy", "minlen") == ["6"]             # pam_unix's own default without pwquality
 
