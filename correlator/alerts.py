@@ -176,9 +176,12 @@ class AlertFolder:
     """Folds repeated matches per (rule, group key) within ``window`` seconds of event time into one alert."""
 
     def __init__(self, window: float = 300.0, max_open: int = 100_000) -> None:
+        from correlator.storm import StormFolder  # storms: a rule's keys exploding fold into one alert
+
         self.window = window
         self.max_open = max_open
         self.open: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.storms = StormFolder(window)
 
     def add(self, rule: Any, event: dict[str, Any], ts: float, group: dict[str, Any], reason: str | None = None,
             events: list[dict[str, Any]] | None = None, key: tuple | None = None) -> dict[str, Any]:
@@ -202,6 +205,9 @@ class AlertFolder:
                     anc.append(e["event.id"])
             self.open.move_to_end(k)
             return alert
+        storm = self.storms.fold(rule, event, ts, gkey, events, reason)
+        if storm is not None:
+            return storm
         start = (events[0] if events else event).get("@timestamp") or to_utc_iso(ts)
         alert = build_alert(rule, event, group, start, reason, events, gkey)
         self.open[k] = (ts, alert)
@@ -214,6 +220,7 @@ class AlertFolder:
         """Forget alerts whose window ended before ``watermark`` (event time)."""
         for k in [k for k, (t, _) in self.open.items() if t + self.window <= watermark]:
             del self.open[k]
+        self.storms.expire(watermark)
 
 
 # --- alerts from the tools SOCs already run: Suricata EVE `alert` records, Zeek `notice` records -------------------

@@ -47,6 +47,8 @@ def summary(a: dict[str, Any]) -> dict[str, Any]:
         "workflow_status": triage.status_of(a),
         "assignees": a.get("soc.alert.assignees") or [],
     }
+    if "soc.alert.storm.keys" in a:  # a storm alert (correlator.storm): keys folded, per-key alerts not written
+        out["storm_keys"], out["suppressed"] = a["soc.alert.storm.keys"], a["soc.alert.storm.suppressed"]
     for t in a.get("soc.alert.suppression.terms") or []:
         out[t["field"]] = t["value"]
     for f in GROUP_FIELDS:
@@ -165,7 +167,9 @@ def list_alerts(
         t.add_column(col, overflow="fold")
     for r in rows:
         group = " ".join(f"{k}={r[k]}" for k in r if k in GROUP_FIELDS or "." in k and k != "@timestamp")
-        t.add_row(str(r["@timestamp"]), str(r["severity"]), str(r["risk_score"]), str(r["count"]),
+        count = str(r["count"]) + (f" (storm: {r['storm_keys']} keys, {r['suppressed']} alerts folded)"
+                                   if "storm_keys" in r else "")
+        t.add_row(str(r["@timestamp"]), str(r["severity"]), str(r["risk_score"]), count,
                   r["workflow_status"], ",".join(r["assignees"]) or "-", str(r["title"]), group, str(r["id"]))
     console.print(t)
 
@@ -204,6 +208,11 @@ def show(
                   f"({a.get('soc.alert.suppression.docs_count')} events)")
     for t in a.get("soc.alert.suppression.terms") or []:
         console.print(f"  {t['field']} = {t['value']}", highlight=False)
+    if "soc.alert.storm.keys" in a:
+        console.print(f"storm: {a['soc.alert.storm.keys']} keys, {a['soc.alert.storm.matches']} matches, "
+                      f"{a['soc.alert.storm.suppressed']} per-key alerts folded (more than "
+                      f"{a.get('soc.alert.storm.threshold')} keys in {a.get('soc.alert.storm.window')} s); sample: "
+                      + "; ".join(a.get("soc.alert.storm.sample") or []), highlight=False, soft_wrap=True)
     if a.get("soc.alert.rule.description"):
         console.print(f"rule: {a['soc.alert.rule.description']}", highlight=False)
     for th in a.get("soc.alert.rule.threat") or []:

@@ -30,6 +30,8 @@ from correlator.sigma.backend import RUNTIME, Lowered, Node, PythonBackend, _Gen
 from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, rule_path
 from correlator.sigma.pipelines import build_pipeline
 from correlator.sigma.safe_regex import RegexTimeout
+from correlator.storm import DEFAULT as DEFAULT_STORM
+from correlator.storm import StormSpec, storm_spec
 
 # Which producers (ECS event.module) carry a Sigma logsource product's events.
 PRODUCT_MODULES: dict[str, tuple[str, ...]] = {
@@ -58,6 +60,7 @@ class RuleInfo:
     output: bool = True  # False: only feeds correlation rules (generate: false)
     tests_path: str | None = None  # the rule's regression_tests_path (SigmaHQ convention)
     indicators: bool = True  # `soc_indicators: false`: the alert's observables are not indicators to share
+    storm: StormSpec | None = DEFAULT_STORM  # `soc_storm`: when its keys explode, fold them (correlator.storm)
 
     @classmethod
     def of(cls, r: SigmaRule | SigmaCorrelationRule) -> RuleInfo:
@@ -77,6 +80,7 @@ class RuleInfo:
             output=bool(getattr(r, "_output", True)),
             tests_path=(getattr(r, "custom_attributes", None) or {}).get("regression_tests_path"),
             indicators=(getattr(r, "custom_attributes", None) or {}).get("soc_indicators", True) is not False,
+            storm=storm_spec(getattr(r, "custom_attributes", None)),
         )
 
 
@@ -461,6 +465,7 @@ def compile_rules(
         n_err = len(backend.errors)
         try:
             backend.convert_rule(r)
+            storm_spec(getattr(r, "custom_attributes", None))  # a bad soc_storm is this rule's failure
             queries = r.get_conversion_result() if not backend.errors[n_err:] else None
         except (SigmaError, ValueError, TypeError, NotImplementedError, KeyError) as e:
             backend.errors.append((r, e))  # type: ignore[arg-type]
