@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,7 +121,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alerts_status_rank ON alerts (workflow_status, rank);
     """,
     # 7: backbone scale (issue 16): an event's label rank as a column at the end of every index, so a count under
-    # the reader's clearance (and the withheld count) reads index entries only, never a JSON document
+    # the reader's clearance (and the withheld count) reads index entries only, never a JSON document; addresses
+    # indexed with the destination port (the analyst's `source.ip:NET destination.port:N` from index entries too);
+    # the few labelled events by rank (free-text counts: the FTS index's count less the events above the reader)
     """
     ALTER TABLE events ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
     UPDATE events SET rank = json_extract(doc, '$."gov.label.rank"') WHERE json_extract(doc, '$."gov.label.rank"') <> 0;
@@ -136,12 +139,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_ts ON events (ts, rank);
     CREATE INDEX events_kind ON events (kind, ts, rank);
     CREATE INDEX events_dataset ON events (dataset, ts, rank);
-    CREATE INDEX events_src_ip ON events (src_ip, rank);
-    CREATE INDEX events_dst_ip ON events (dst_ip, rank);
+    CREATE INDEX events_src_ip ON events (src_ip, dst_port, rank);
+    CREATE INDEX events_dst_ip ON events (dst_ip, dst_port, rank);
     CREATE INDEX events_src_port ON events (src_port, rank);
     CREATE INDEX events_dst_port ON events (dst_port, rank);
     CREATE INDEX events_host ON events (host, rank);
     CREATE INDEX events_observer ON events (observer, rank);
+    CREATE INDEX events_ranked ON events (rank) WHERE rank > 0;
     """,
 ]
 
@@ -164,6 +168,7 @@ ALERT_COLUMNS = {"soc.alert.workflow_status": "workflow_status", "soc.alert.seve
 INCIDENT_COLUMNS = {"soc.incident.id": "id", "soc.incident.status": "status", "soc.incident.severity": "severity",
                     "soc.incident.assignee": "assignee"}
 IP_COLUMNS = {"src_ip", "dst_ip"}
+WALK_SECONDS = 0.05  # what a page may spend walking the time index before it reads and sorts the matches instead
 _V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _MAX_CHAR = "\U0010ffff"
 
@@ -436,13 +441,62 @@ class SQLiteStore(Store):
     # -- reading -------------------------------------------------------------------------------------------------
 
     def search_events(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
-        where, params = self._where(q, HOT_COLUMNS)
-        sql = f"SELECT doc FROM events WHERE {where} ORDER BY ts DESC, id ASC LIMIT ?"
-        return [json.loads(r[0]) for r in self.db.execute(sql, [*params, limit])]
+        """Newest first, by one of two plans: walk the time index newest first testing each event (a page of a query
+        most events match reads about `limit` rows), or read the matches through their own index and sort them
+        (few matches). The walk is tried first for WALK_SECONDS; past them the second plan runs."""
+        where, params = self._where(q, HOT_COLUMNS, walk=True)
+        walk = f"SELECT doc FROM events INDEXED BY events_ts WHERE {where} ORDER BY ts DESC, id ASC LIMIT ?"
+        rows = self._within(walk, [*params, limit], WALK_SECONDS)
+        if rows is None:
+            where, params = self._where(q, HOT_COLUMNS)
+            rows = self.db.execute(f"SELECT doc FROM events WHERE {where} ORDER BY ts DESC, id ASC LIMIT ?",
+                                   [*params, limit]).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def _within(self, sql: str, params: list[Any], seconds: float) -> list[tuple] | None:
+        """The rows of `sql`, or None when it runs longer than `seconds` (then abandoned)."""
+        deadline = time.monotonic() + seconds
+        self.db.set_progress_handler(lambda: time.monotonic() > deadline, 1000)  # true: interrupt
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                return None
+            raise
+        finally:
+            self.db.set_progress_handler(None, 0)
 
     def count_events(self, q: Query) -> int:
+        if (fast := self._count_text(q)) is not None:
+            return fast
         where, params = self._where(q, HOT_COLUMNS)
         return self.db.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0]
+
+    def _count_text(self, q: Query) -> int | None:
+        """Free text alone under a clearance (or the gate's withheld count): the FTS index's own count (it holds
+        exactly one entry per event), less (or only) the labelled events above the rank, read through the partial
+        index `events_ranked` with one FTS seek each. None when `q` is not of that shape."""
+        text = [c for c in q.clauses if isinstance(c, Text)]
+        rest = [c for c in q.clauses if not isinstance(c, Text)]
+        if not text or q.since or q.until or len(rest) != 1:
+            return None
+        (c,) = rest
+        if isinstance(c, Clearance) and c.max_rank >= 0:
+            above, cleared = c.max_rank, True
+        elif (isinstance(c, Range) and c.field == "gov.label.rank" and c.gt is not None and c.gt >= 0
+              and c.gte is None and c.lte is None and c.lt is None):
+            above, cleared = c.gt, False
+        else:
+            return None
+        match = " ".join('"' + w.replace('"', '""') + '"' for t in text for w in t.words)
+        withheld = self.db.execute(
+            "SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 AND rank > ? AND EXISTS "
+            "(SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", (above, match),
+        ).fetchone()[0]
+        if not cleared:
+            return withheld
+        return self.db.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?", (match,)).fetchone()[0] \
+            - withheld
 
     def search_alerts(self, q: Query, limit: int = 100) -> list[dict[str, Any]]:
         where, params = self._where(q, ALERT_COLUMNS)
@@ -529,7 +583,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"hunt query failed: {exc}: {query}") from None
 
-    def _where(self, q: Query, hot: dict[str, str]) -> tuple[str, list[Any]]:
+    def _where(self, q: Query, hot: dict[str, str], walk: bool = False) -> tuple[str, list[Any]]:
+        """SQL for `q` over the `hot` columns; `walk`: free text tested per row (one FTS seek), not as a list."""
         parts, params = ["1=1"], []
         if q.since:
             parts.append("ts >= ?")
@@ -538,7 +593,7 @@ class SQLiteStore(Store):
             parts.append("ts < ?")
             params.append(to_utc_iso(q.until))
         for clause in q.clauses:
-            sql, args = _clause_sql(clause, hot)
+            sql, args = _walk_text_sql(clause) if walk and isinstance(clause, Text) else _clause_sql(clause, hot)
             parts.append(sql)
             params.extend(args)
         return " AND ".join(parts), params
@@ -724,6 +779,11 @@ def _text_sql(c: Text, hot: dict[str, str]) -> tuple[str, list[Any]]:
         return "soc_has_tokens(doc, ?)", [json.dumps(c.words)]
     match = " ".join('"' + w.replace('"', '""') + '"' for w in c.words)
     return "rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [match]
+
+
+def _walk_text_sql(c: Text) -> tuple[str, list[Any]]:
+    match = " ".join('"' + w.replace('"', '""') + '"' for w in c.words)
+    return "EXISTS (SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", [match]
 
 
 def _clearance_sql(c: Clearance, hot: dict[str, str]) -> tuple[str, list[Any]]:

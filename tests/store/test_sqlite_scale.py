@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from correlator.events import event_id, to_utc_iso
 from correlator.query import Clearance, Query, Range, parse_query
 from correlator.store import open_store
+from correlator.store import sqlite as sqlite_store
 from correlator.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, _statements, ip_bytes
 from soc_cli.main import app
 from tests.core.oracle import QUERIES, expected, sample_events
@@ -91,8 +92,13 @@ def store(request, tmp_path_factory):
     s.close()
 
 
+@pytest.mark.parametrize("walk_seconds", [60.0, 0.0], ids=["walk-time-index", "sort-matches"])
 @pytest.mark.parametrize("text", QUERIES)
-def test_counts_and_pages_under_clearance_agree_with_the_oracle(store, text):
+def test_counts_and_pages_under_clearance_agree_with_the_oracle(store, text, walk_seconds, monkeypatch):
+    """Both plans of a page (the time-index walk, and with no time for it the sort of the matches) and both counts
+    (the FTS index's for free text alone, SQL otherwise) give the oracle's answer."""
+    monkeypatch.setattr(sqlite_store, "WALK_SECONDS", walk_seconds)
+    assert (store._within("SELECT doc FROM events", [], walk_seconds) is None) == (walk_seconds == 0)
     q = parse_query(text)
     for max_rank in (0, 1, 3):
         cleared = replace(q, clauses=(*q.clauses, Clearance(max_rank)))
@@ -207,6 +213,7 @@ _WORKER = """
 import sys
 from datetime import UTC, datetime, timedelta
 from correlator.store import open_store
+from correlator.store import sqlite as sqlite_store
 from tests.store.test_sqlite_scale import _days
 s = open_store(sys.argv[2])
 s.init()
