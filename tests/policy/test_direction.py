@@ -53,9 +53,9 @@ def test_ddos_capture_raises_no_policy_alert(corpus: Path, soc_env: Path, monkey
     store = open_store(f"sqlite:///{db}")
     try:
         assert store.count_events(Query((Term("gov.policy.decision", "deny"),))) == 0
-        policy_alerts = [a for a in store.search_alerts(Query(), 100_000)
-                         if a["soc.alert.rule.uuid"].startswith("soc-policy-")]
-        assert policy_alerts == []
+        alerts = store.search_alerts(Query(), 100_000)
+        assert [a for a in alerts if a["soc.alert.rule.uuid"].startswith("soc-policy-")] == []
+        assert len(alerts) < 10  # issue 13: under a flood, a handful of alerts, not thousands (was 7,956 on isakmp)
         # the victim never appears as a sender: every flow towards it is one-way in or carried nothing
         flows = store.search_events(Query((Term("event.dataset", "soc.flow"), Term("destination.ip", "10.10.10.10"))),
                                     100_000)
