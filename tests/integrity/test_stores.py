@@ -1,0 +1,134 @@
+"""The keyed baseline on both stores (SQLite and an Elasticsearch-compatible server): many chunks, a re-baseline
+to the other slot, an edited chunk and an edited head found, an interrupted baseline leaving the old one in force."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from correlator.store import open_store
+from sensors.compliance.rootfs import RootFS
+from sensors.integrity import baseline as bl
+from sensors.integrity.baseline import HEAD_KIND, Baseline, BaselineWriter, chunk_kind, find_head
+from sensors.integrity.events import EventMaker
+from sensors.integrity.policy import parse_watch_policy
+from sensors.integrity.scan import ScanStats, scan
+
+KEY = bytes(range(32))
+POLICY = "policy: {id: p, name: p}\nwatch:\n  - path: /data\n  - path: /data/nested\n    attributes: [size]\n"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "es"])
+def store_uri(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'soc.db'}"
+        return
+    from es_server import server_names, start_server
+
+    name = server_names()[0]
+    server = start_server(name, tmp_path_factory.mktemp(name))
+    try:
+        yield f"{server.url}/?namespace=integrity{int(time.time() * 1000)}"
+    finally:
+        server.close()
+
+
+def _tree(root: Path) -> None:
+    for i in range(60):
+        d = root / "data" / f"d{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.txt").write_text(f"file {i}\n")
+    (root / "data/nested").mkdir()
+    (root / "data/nested/n.txt").write_text("nested\n")
+
+
+def _run(store, fs, pol, host: str, update: bool = False) -> tuple[list[dict], ScanStats]:
+    head = find_head(store, host, pol.id)
+    maker = EventMaker(pol, host, datetime.now(UTC), {})
+    base = Baseline(store, KEY, head) if head else None
+    writer = BaselineWriter(store, KEY, host, pol.id, pol.digest, maker.ts, head and head["slot"]) \
+        if update or base is None else None
+    stats = ScanStats()
+    events = list(scan(fs, pol, maker, base, writer, stats))
+    if writer:
+        writer.commit()
+    return events, stats
+
+
+@pytest.mark.es
+def test_baseline_chunks_slots_and_tampering(store_uri, tmp_path, monkeypatch):
+    monkeypatch.setattr(bl, "CHUNK", 16)  # 70 entries: several chunks per watch
+    _tree(tmp_path)
+    fs, pol = RootFS(str(tmp_path)), parse_watch_policy(POLICY)
+    host = f"h{time.time_ns()}"
+    store = open_store(store_uri)
+    store.init()
+    try:
+        _, stats = _run(store, fs, pol, host)
+        head = find_head(store, host, pol.id)
+        assert stats.entries == 1 + 7 + 60 + 2 and head["slot"] == "a" and len(head["chunks"]) == 6
+        assert [c["watch"] for c in head["chunks"]] == [0, 0, 0, 0, 0, 1]  # /data/nested: its own watch
+        assert _run(store, fs, pol, host)[0] == []  # unchanged
+        (tmp_path / "data/d3/f3.txt").write_text("edited\n")
+        (tmp_path / "data/nested/n.txt").touch()  # mtime only: /data/nested watches size alone
+        events, _ = _run(store, fs, pol, host, update=True)
+        assert {e["file.path"] for e in events if e["file.type"] == "file"} == {"/data/d3/f3.txt"}
+        assert find_head(store, host, pol.id)["slot"] == "b"  # the new baseline went to the other slot
+        assert _run(store, fs, pol, host)[0] == []
+
+        # an interrupted re-baseline (chunks written, head not switched) leaves the previous baseline in force
+        w = BaselineWriter(store, KEY, host, pol.id, pol.digest, "x", "b")
+        w.add(0, next(iter(Baseline(store, KEY, find_head(store, host, pol.id)).entries(0)))._replace(size=1))
+        w._flush()
+        assert _run(store, fs, pol, host)[0] == []
+
+        # an edited chunk (through the store's own API: the attacker has the store, not the key)
+        seq = 2
+        kind = chunk_kind(host, pol.id, "b", seq)
+        doc = store.records(kind)[0]
+        doc["entries"] = doc["entries"][1:]  # drop one entry: its file would look created... and the chunk is wrong
+        store.put_record(kind, "0", doc)
+        events, stats = _run(store, fs, pol, host)
+        tampered = [e for e in events if e.get("soc.integrity.baseline.tampered")]
+        assert stats.tampered == 1 and tampered[0]["file.path"].endswith(f"#chunk{seq}")
+        assert tampered[0]["soc.integrity.baseline.first_path"].startswith("/data/")
+
+        # an edited head (e.g. pointing back at the old slot)
+        head = find_head(store, host, pol.id)
+        store.put_record(HEAD_KIND, f"{host}/{pol.id}", head | {"slot": "a"})
+        events, _ = _run(store, fs, pol, host)
+        assert any(e.get("soc.integrity.baseline.tampered") and "#" not in e["file.path"] for e in events)
+    finally:
+        store.close()
+
+
+def test_change_window_open_means_no_classified_alert(tmp_path):
+    """A change inside an open change window is labelled as such (the classified-folder rule needs it closed)."""
+    from correlator.sigma.detector import shipped_detector
+
+    _tree(tmp_path)
+    text = POLICY.replace("  - path: /data\n", "  - path: /data\n    label: secret\n")
+    levels = {"public": (0, "عام"), "secret": (2, "سري")}
+    detector = shipped_detector()
+    for window, expected in (("", 1), ('change_windows: [{from: "00:00", to: "00:00"}]\n', 0)):
+        pol = parse_watch_policy(text + window, levels={k: v[0] for k, v in levels.items()})
+        fs = RootFS(str(tmp_path))
+        maker = EventMaker(pol, "h", datetime.now(UTC), levels)
+        store = open_store(f"sqlite:///{tmp_path / f'w{expected}.db'}")
+        store.init()
+        writer = BaselineWriter(store, KEY, "h", pol.id, pol.digest, maker.ts, None)
+        list(scan(fs, pol, maker, None, writer, ScanStats()))
+        writer.commit()
+        (tmp_path / "data/d1/f1.txt").write_text(f"amended {expected}\n")
+        events = list(scan(fs, pol, maker, Baseline(store, KEY, find_head(store, "h", pol.id)), None, ScanStats()))
+        store.close()
+        page = next(e for e in events if e["file.path"] == "/data/d1/f1.txt")
+        assert page["soc.integrity.change_window"] is (expected == 0)
+        from correlator.events import normalize
+
+        alerts = detector.detect([normalize(dict(e)) for e in events])
+        titles = [a["soc.alert.rule.name"] for a in alerts]
+        assert titles.count("Classified Folder Changed Outside A Change Window") == expected
