@@ -90,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--dir", type=Path, help="keep files here; reuse an ingested store found there")
+    ap.add_argument("--prune", action="store_true", help="last, prune the first day (soc store prune; destructive)")
     args = ap.parse_args()
     import duckdb
 
@@ -116,32 +117,53 @@ def main() -> None:
     duck.execute(f"COPY ev TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
     duck.execute("CHECKPOINT")
 
-    print(f"\n{'question (soc: readable + withheld)':55} {'count':>10} {'soc s':>8} {'DuckDB s':>9} {'ratio':>8}")
+    os.environ.update(env)  # the in-process reader is the CLI's (same policy, same account)
+    from correlator.query import parse_query, parse_time
+    from soc_cli.common import get_store, open_reader
+
+    gate = open_reader(get_store(uri), None)
+    print(f"\n{'question (soc: readable + withheld)':55} {'count':>10} {'soc CLI s':>9} {'in proc s':>9} "
+          f"{'DuckDB s':>9} {'CLI/Duck':>9} {'proc/Duck':>9}")
     wrong = []
     for label, soc_args, where in queries(probe):
         wall, out, withheld = soc(["events", "search", *soc_args, "--count", "--json", "--store", uri], env)
         got = json.loads(out)["count"] + withheld
+        since, until = (parse_time(soc_args[i + 1]) if opt in soc_args else None
+                        for opt in ("--since", "--until") for i in [soc_args.index(opt) if opt in soc_args else 0])
+        q = parse_query("" if since else soc_args[0], since, until)
+        t = time.perf_counter()
+        gate.count_events(q)
+        proc = time.perf_counter() - t
         t = time.perf_counter()
         truth = duck.execute(f"SELECT count(*) FROM ev WHERE {where}").fetchone()[0]
         dt = time.perf_counter() - t
         wrong += [f"{label}: soc {got} != DuckDB {truth}"] if got != truth else []
-        print(f"{label:55} {got:>10,} {wall:8.2f} {dt:9.3f} {wall / dt:8.0f}x")
-    wall, out, _ = soc(["events", "search", "source.ip:10.30.0.0/16", "--json", "--store", uri], env)
-    page = [json.loads(line)["@timestamp"] for line in out.splitlines()]
-    t = time.perf_counter()
-    truth_page = [r[0] for r in duck.execute(
-        "SELECT strftime(\"@timestamp\" AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ') FROM ev "
-        "WHERE \"source.ip\" LIKE '10.30.%' ORDER BY \"@timestamp\" DESC LIMIT 100").fetchall()]
-    dt = time.perf_counter() - t
-    wrong += ["first page differs"] if page != truth_page else []
-    print(f"{'first page: source.ip:10.30.0.0/16 (100 events)':55} {len(page):>10} {wall:8.2f} {dt:9.3f} "
-          f"{wall / dt:8.0f}x")
+        print(f"{label:55} {got:>10,} {wall:9.2f} {proc:9.3f} {dt:9.3f} {wall / dt:8.0f}x {proc / dt:8.1f}x")
+    for label, text, like in (("first page: source.ip:10.30.0.0/16 (100 events)", "source.ip:10.30.0.0/16", "10.30.%"),
+                              (f"first page: source.ip:{probe}", f"source.ip:{probe}", probe)):
+        wall, out, _ = soc(["events", "search", text, "--json", "--store", uri], env)
+        page = [json.loads(line)["@timestamp"] for line in out.splitlines()]
+        t = time.perf_counter()
+        gate.search_events(parse_query(text), 100)
+        proc = time.perf_counter() - t
+        t = time.perf_counter()
+        truth_page = [r[0] for r in duck.execute(
+            "SELECT strftime(\"@timestamp\" AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ') FROM ev "
+            "WHERE \"source.ip\" LIKE ? ORDER BY \"@timestamp\" DESC LIMIT 100", [like]).fetchall()]
+        dt = time.perf_counter() - t
+        wrong += [f"{label}: differs"] if page != truth_page else []
+        print(f"{label:55} {len(page):>10} {wall:9.2f} {proc:9.3f} {dt:9.3f} {wall / dt:8.0f}x {proc / dt:8.1f}x")
 
     sizes = {"NDJSON": size(ndjson), "soc SQLite (+wal)": size(db, Path(f"{db}-wal")),
              "DuckDB table": size(work / f"duck-{args.events}.duckdb"), "zstd Parquet": size(parquet)}
     print()
     for name, b in sizes.items():
         print(f"{name:20} {b / 1e6:10.1f} MB  {b / sizes['NDJSON']:6.2f}x NDJSON")
+    if args.prune:
+        age = datetime.now(UTC) - (START + timedelta(days=1))
+        wall, out, _ = soc(["store", "prune", "--older-than", f"{int(age.total_seconds())}s", "--json", "--store",
+                            uri], env)
+        print(f"soc store prune of the first day: {wall:.1f} s, {json.loads(out)['deleted_events']:,} events")
     print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
     if wrong:
         raise SystemExit("WRONG ANSWERS: " + "; ".join(wrong))

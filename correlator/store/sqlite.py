@@ -36,7 +36,7 @@ from correlator.query import (
 )
 from correlator.store.base import Store, StoreError, StoreMissing, StoreRejected, StoreUnavailable
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 APPLICATION = "soc"
 
 # Each migration takes the database from version i to i + 1 (index 0 creates version 1).
@@ -121,9 +121,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alerts_status_rank ON alerts (workflow_status, rank);
     """,
     # 7: backbone scale (issue 16): an event's label rank as a column at the end of every index, so a count under
-    # the reader's clearance (and the withheld count) reads index entries only, never a JSON document; addresses
-    # indexed with the destination port (the analyst's `source.ip:NET destination.port:N` from index entries too);
-    # the few labelled events by rank (free-text counts: the FTS index's count less the events above the reader)
+    # the reader's clearance (and the withheld count) reads index entries only, never a JSON document
     """
     ALTER TABLE events ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
     UPDATE events SET rank = json_extract(doc, '$."gov.label.rank"') WHERE json_extract(doc, '$."gov.label.rank"') <> 0;
@@ -139,12 +137,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_ts ON events (ts, rank);
     CREATE INDEX events_kind ON events (kind, ts, rank);
     CREATE INDEX events_dataset ON events (dataset, ts, rank);
-    CREATE INDEX events_src_ip ON events (src_ip, dst_port, rank);
-    CREATE INDEX events_dst_ip ON events (dst_ip, dst_port, rank);
+    CREATE INDEX events_src_ip ON events (src_ip, rank);
+    CREATE INDEX events_dst_ip ON events (dst_ip, rank);
     CREATE INDEX events_src_port ON events (src_port, rank);
     CREATE INDEX events_dst_port ON events (dst_port, rank);
     CREATE INDEX events_host ON events (host, rank);
     CREATE INDEX events_observer ON events (observer, rank);
+    """,
+    # 8: addresses indexed with the destination port (the analyst's `source.ip:NET destination.port:N` from index
+    # entries too); the few labelled events by rank (free-text counts: the FTS index's count less those above)
+    """
+    DROP INDEX events_src_ip;
+    DROP INDEX events_dst_ip;
+    CREATE INDEX events_src_ip ON events (src_ip, dst_port, rank);
+    CREATE INDEX events_dst_ip ON events (dst_ip, dst_port, rank);
     CREATE INDEX events_ranked ON events (rank) WHERE rank > 0;
     """,
 ]

@@ -111,7 +111,7 @@ def test_counts_and_pages_under_clearance_agree_with_the_oracle(store, text, wal
 
 
 def test_rank_is_a_column_and_counts_read_only_index_entries(store):
-    assert store.status()["schema_version"] == SCHEMA_VERSION == 7
+    assert store.status()["schema_version"] == SCHEMA_VERSION == 8
     ranks = dict(store.db.execute("SELECT rank, count(*) FROM events GROUP BY rank").fetchall())
     assert ranks == {r: sum(1 for e in EVENTS if e.get("gov.label.rank", 0) == r) for r in (0, 1, 2, 3)}
     for text in ("source.ip:10.1.0.0/16", "destination.port:22", "event.dataset:soc.dns", "source.ip:10.1.2.3"):
