@@ -120,7 +120,7 @@ def build_alert(
     events = events or [event]
     level = (rule.level or "medium").lower()
     if reason is None:
-        reason = f"{rule.title}: event {event.get('event.id', '?')}"
+        reason = highlight_reason(rule, event) or f"{rule.title}: event {event.get('event.id', '?')}"
     alert: dict[str, Any] = {
         "@timestamp": event.get("@timestamp") or start,
         "event.kind": "signal",
@@ -151,6 +151,9 @@ def build_alert(
             alert[f"soc.alert.original_event.{f.removeprefix('event.')}"] = event[f]
     for f, v in group.items():
         alert[f] = v
+    for f in getattr(rule, "alert_fields", ()):
+        if event.get(f) is not None:
+            alert[f] = event[f]
     ips = [v for v in (*group.values(), event.get("source.ip"), event.get("destination.ip"))
            if isinstance(v, str) and _is_ip(v)]
     if ips:
@@ -162,6 +165,17 @@ def build_alert(
         alert["soc.alert.rule.indicators"] = False  # sharing leaves its observables out
     raise_label(alert, events)
     return alert
+
+
+def highlight_reason(rule: Any, event: dict[str, Any]) -> str | None:
+    """The reason of a rule with ``soc_alert_fields``: its title and those fields' values in the event."""
+    fields = getattr(rule, "alert_fields", ())
+    parts = [f"{f.rsplit('.', 1)[-1]}={_show(event[f])}" for f in fields if event.get(f) is not None]
+    return f"{rule.title}: {', '.join(parts)}" if parts else None
+
+
+def _show(v: Any) -> str:
+    return " ".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def raise_label(alert: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -203,6 +217,9 @@ class AlertFolder:
             for e in batch:
                 if len(anc) < MAX_ANCESTORS and e.get("event.id") and e["event.id"] not in anc:
                     anc.append(e["event.id"])
+            if getattr(rule, "alert_fields", ()) and reason is None:  # the newest values (a flood's counts)
+                alert.update({f: event[f] for f in rule.alert_fields if event.get(f) is not None})
+                alert["soc.alert.reason"] = highlight_reason(rule, event) or alert["soc.alert.reason"]
             self.open.move_to_end(k)
             return alert
         storm = self.storms.fold(rule, event, ts, gkey, events, reason)

@@ -179,7 +179,11 @@ class Pipeline:
         self._write(good, alerts)
 
     def finish(self) -> None:
-        """Flush detectors (closing correlation windows) and retry the spool once."""
+        """Flush enrichers that hold summaries (their final events are detected and stored), then detectors
+        (closing correlation windows), and retry the spool once."""
+        tail = [e for enrich in self.enrichers for e in (getattr(enrich, "flush", None) or list)()]
+        if tail:
+            self._write(tail, [a for d in self.detectors for a in d.detect(tail)])
         alerts = [a for d in self.detectors for a in d.flush()]
         if alerts:
             self._write([], alerts)

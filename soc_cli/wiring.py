@@ -32,6 +32,9 @@ def _stages(detect: bool) -> tuple[list, list]:
     from correlator.beacon import BeaconEnricher  # soc.beacon.* on connection flows (stored, so hunts see them)
 
     enrichers.append(BeaconEnricher())
+    from correlator.flood import FloodEnricher  # soc.flood summaries per victim and attack kind (flood rules)
+
+    enrichers.append(FloodEnricher())
     if detect:
         detectors.append(PolicyDetector(policy_engine))
         from correlator.alerts import SensorAlertDetector  # Suricata alerts and Zeek notices join the queue

@@ -60,6 +60,7 @@ class RuleInfo:
     output: bool = True  # False: only feeds correlation rules (generate: false)
     tests_path: str | None = None  # the rule's regression_tests_path (SigmaHQ convention)
     indicators: bool = True  # `soc_indicators: false`: the alert's observables are not indicators to share
+    alert_fields: tuple[str, ...] = ()  # `soc_alert_fields`: copied into the alert and its reason, kept current
     storm: StormSpec | None = DEFAULT_STORM  # `soc_storm`: when its keys explode, fold them (correlator.storm)
 
     @classmethod
@@ -81,6 +82,8 @@ class RuleInfo:
             tests_path=(getattr(r, "custom_attributes", None) or {}).get("regression_tests_path"),
             indicators=(getattr(r, "custom_attributes", None) or {}).get("soc_indicators", True) is not False,
             storm=storm_spec(getattr(r, "custom_attributes", None)),
+            alert_fields=tuple(str(f) for f in (getattr(r, "custom_attributes", None) or {}).get("soc_alert_fields")
+                               or ()),
         )
 
 
