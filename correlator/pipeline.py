@@ -90,12 +90,15 @@ class Pipeline:
     def run_parallel(self, events: Iterable[Event], open_store: Callable[[], Store]) -> PipelineStats:
         """`run` on two cores: this process iterates `events` (the producer: packet decoding) and normalizes them;
         a forked child enriches, detects and stores them batch by batch, in the same order, into the store
-        `open_store()` opens there (a database connection is never shared across fork). The results are `run`'s;
-        the child's statistics are returned (and become `self.stats`). A producer error or Ctrl-C still stores
-        and flushes every batch already sent."""
+        `open_store()` opens there (a database connection is never shared across fork). The leading enrichers that
+        hold nothing to flush run here too (they see the same batches in the same order), balancing the two.
+        The results are `run`'s; the child's statistics are returned (and become `self.stats`). A producer error
+        or Ctrl-C still stores and flushes every batch already sent."""
+        here = next((i for i, e in enumerate(self.enrichers) if hasattr(e, "flush")), len(self.enrichers))
         ctx = multiprocessing.get_context("fork")
         conn, child_conn = ctx.Pipe()
-        child = ctx.Process(target=self._consume, args=(child_conn, open_store), name="soc-pipeline", daemon=True)
+        child = ctx.Process(target=self._consume, args=(child_conn, open_store, here), name="soc-pipeline",
+                            daemon=True)
         child.start()
         child_conn.close()
         produced = 0
@@ -103,6 +106,8 @@ class Pipeline:
             for batch in batched(events, self.batch_size):
                 good, errors = self._normalized(batch, produced + 1)
                 produced += len(batch)
+                for enrich in self.enrichers[:here]:
+                    enrich(good)
                 conn.send_bytes(pickle.dumps((len(batch), good, errors), pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the child stopped: its result says why
@@ -121,8 +126,9 @@ class Pipeline:
         self.stats = result
         return result
 
-    def _consume(self, conn: Any, open_store: Callable[[], Store]) -> None:
-        """The child of `run_parallel`: enrich, detect and store each batch received, then finish."""
+    def _consume(self, conn: Any, open_store: Callable[[], Store], enriched: int) -> None:
+        """The child of `run_parallel`: enrich (from enricher number ``enriched`` on), detect and store each batch
+        received, then finish."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the producer; the child stores what it got
         result: Any
         try:
@@ -134,7 +140,7 @@ class Pipeline:
                 stats.events_in += n
                 stats.rejected += len(errors)
                 stats.errors.extend(errors)
-                self._enrich_detect_store(good)
+                self._enrich_detect_store(good, enriched)
             self.finish()
             self.store.close()
             result = self.stats
@@ -172,8 +178,8 @@ class Pipeline:
         stats.events_in += len(batch)
         self._enrich_detect_store(good)
 
-    def _enrich_detect_store(self, good: list[Event]) -> None:
-        for enrich in self.enrichers:
+    def _enrich_detect_store(self, good: list[Event], enriched: int = 0) -> None:
+        for enrich in self.enrichers[enriched:]:
             enrich(good)
         alerts = [a for d in self.detectors for a in d.detect(good)]
         self._write(good, alerts)
