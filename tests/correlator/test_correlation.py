@@ -266,3 +266,19 @@ def test_value_median_and_percentile() -> None:
     fired = feed(pct, [(ev(20 + t, **{"network.bytes": 1000}), A) for t in range(3)])
     # 9x100 + 2x1000: p90 = 1000 fires; the window is then cleared, so each later 1000 alone fires again
     assert [f.value for f in fired] == [1000, 1000, 1000] and len(fired[0].events) == 11
+
+
+def test_event_time_reads_timestamps_as_epoch_does() -> None:
+    """The minute-cached reading of soc's timestamp form gives epoch()'s float exactly; anything else falls back."""
+    import random
+
+    from correlator.events import epoch, to_utc_iso
+    from correlator.sigma.correlation import event_time
+
+    rng = random.Random(12)
+    stamps = [to_utc_iso(round(rng.uniform(0, 4e9), 6)) for _ in range(20_000)]
+    stamps += ["2024-05-01T10:00:60.000000Z", "2024-05-01T10:00:5x.000000Z", "2024-13-01T10:00:00.000000Z",
+               "2024-05-01T10:00:00.12345 Z", "2024-05-01T10:00:00Z", "2024-05-01T10:00:00.000000+00:00"]
+    for s in stamps:
+        assert event_time({"@timestamp": s}) == (epoch(s) or 0.0), s
+    assert event_time({}) == 0.0 and event_time({"@timestamp": 5}) == 5.0
