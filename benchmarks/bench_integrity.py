@@ -51,7 +51,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] 
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
-    if code not in ok:
+    if code not in ok or b"Traceback" in err or b"error:" in err:
         sys.exit(f"{' '.join(argv[:3])} exited {code}: {err.decode(errors='replace')[-2000:]}")
     return seconds, usage.ru_maxrss // 1024, out.decode(errors="replace")
 
