@@ -275,7 +275,7 @@ def web(
     Example: soc integrity web --url https://www.mof.gov.example/ --check --policy rules/integrity/example-watch.yml
     """
     from sensors.integrity.policy import WebPolicy
-    from sensors.integrity.web import KIND, FetchError, fetch, mac, normalize, web_event
+    from sensors.integrity.web import KIND, FetchError, compare, fetch, mac, normalize, web_event
 
     if take_baseline == check:
         die("give exactly one of --baseline and --check")
@@ -316,8 +316,6 @@ def web(
                                   highlight=False, markup=False, soft_wrap=True)
                 failed += 1
                 continue
-            from sensors.integrity.web import compare
-
             if old.get("mac") != mac(key, old):
                 events.append(web_event(page, {}, now, host, label, tampered=True))
             findings = compare(old, page, wpol)

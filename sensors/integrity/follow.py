@@ -62,8 +62,7 @@ class Follower:
         base = Baseline(store, key, head)
         for i in range(len(policy.watches)):
             for e in base.entries(i):
-                self.state[e.path] = (i, e)
-        self.tampered = base.tampered  # reported by the full scan that preceded the follow
+                self.state[e.path] = (i, e)  # (an edited baseline was reported by the scan before the follow)
 
     def run(self, make_maker: Callable[[], EventMaker], emit: Callable[[list[dict[str, Any]]], None],
             stop: Callable[[], bool], interval: float) -> None:
