@@ -7,8 +7,12 @@ Every source yields records `(ts: float, data: bytes, wirelen: int, linktype: in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import signal
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -79,41 +83,56 @@ def _attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(len(insns), prog))
 
 
-def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = lambda: False,
-         stats: dict | None = None, on_ready: Callable[[], None] | None = None,
-         idle: Callable[[], None] | None = None, buffer_bytes: int | None = None) -> Iterator[Record]:
-    """Capture on an interface with scapy's Linux L2 listen socket, `bpf` compiled for the interface's link type and
-    attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s); `idle()` is
-    called after each 0.2 s without a packet. `buffer_bytes` sizes the socket's receive queue (what absorbs a burst
-    while the reader is busy; scapy's own is 64 KiB): SO_RCVBUFFORCE with CAP_NET_ADMIN, else SO_RCVBUF up to
-    net.core.rmem_max; `stats["buffer_bytes"]` is what the kernel granted. `stats["kernel_drops"]` is the socket's
-    drop count so far, kept current (every 1024 packets, when idle, at the end). ValueError when libpcap cannot
-    compile the filter for this link type."""
-    import select
-
+def _open(iface: str, bpf: BpfFilter | None, buffer_bytes: int | None) -> tuple[object, int, int]:
+    """scapy's L2 listen socket on `iface`, the filter attached and the queue sized: (socket, link type, granted
+    queue bytes); the drop counter is reset, so drops while it was set up do not count."""
     import scapy.arch  # noqa: F401 - picks this platform's sockets (conf.L2listen)
     from scapy.config import conf
     from scapy.data import ARPHRD_TO_DLT
 
     _quiet_scapy()
     sock = conf.L2listen(iface=iface)
-    arphrd = sock.ins.getsockname()[3]
-    linktype = ARPHRD_TO_DLT.get(arphrd, 1)  # e.g. Ethernet and loopback → 1, tun (ARPHRD_NONE) → raw IP
-    if bpf is not None:
-        try:
+    try:
+        arphrd = sock.ins.getsockname()[3]
+        linktype = ARPHRD_TO_DLT.get(arphrd, 1)  # e.g. Ethernet and loopback → 1, tun (ARPHRD_NONE) → raw IP
+        if bpf is not None:
             bpf.attach(sock.ins, linktype)
-        except BaseException:
-            sock.close()
-            raise
+        if buffer_bytes:
+            try:
+                sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)
+            except OSError:  # no CAP_NET_ADMIN: the unprivileged call, capped by net.core.rmem_max
+                sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+        granted = sock.ins.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except BaseException:
+        sock.close()
+        raise
+    _kernel_drops(sock)
+    return sock, linktype, granted
+
+
+def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = lambda: False,
+         stats: dict | None = None, on_ready: Callable[[], None] | None = None,
+         idle: Callable[[], None] | None = None, buffer_bytes: int | None = None,
+         reader_process: bool = False) -> Iterator[Record]:
+    """Capture on an interface with scapy's Linux L2 listen socket, `bpf` compiled for the interface's link type and
+    attached in the kernel, yielding raw records until `stop()` is true (checked at least every 0.2 s); `idle()` is
+    called after each 0.2 s without a packet. `buffer_bytes` sizes the socket's receive queue (what absorbs a burst
+    while the reader is busy; scapy's own is 64 KiB): SO_RCVBUFFORCE with CAP_NET_ADMIN, else SO_RCVBUF up to
+    net.core.rmem_max; `stats["buffer_bytes"]` is what the kernel granted. `stats["kernel_drops"]` is the socket's
+    drop count so far, kept current (every 1024 packets, when idle, at the end). ValueError when libpcap cannot
+    compile the filter for this link type.
+
+    `reader_process`: a forked process of its own reads the socket and hands the records over a pipe, so the queue
+    is drained while this one decodes, detects and stores (the second core; the records read are buffered in that
+    process, up to 256 MB, before the kernel drops). On stop, the records it has read are still yielded."""
+    if reader_process:
+        yield from _live_via_process(iface, bpf, stop, stats, on_ready, idle, buffer_bytes)
+        return
+    import select
+
+    sock, linktype, granted = _open(iface, bpf, buffer_bytes)
     stats = stats if stats is not None else {}
-    if buffer_bytes:
-        try:
-            sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)
-        except OSError:  # no CAP_NET_ADMIN: the unprivileged call, capped by net.core.rmem_max
-            sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
-    stats["buffer_bytes"] = sock.ins.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    _kernel_drops(sock)  # reading the statistics resets them: drops while the socket was set up do not count
-    stats["kernel_drops"] = 0
+    stats["buffer_bytes"], stats["kernel_drops"] = granted, 0
     if on_ready:
         on_ready()
     n = 0
@@ -136,6 +155,162 @@ def live(iface: str, bpf: BpfFilter | None = None, stop: Callable[[], bool] = la
     finally:
         stats["kernel_drops"] += _kernel_drops(sock)
         sock.close()
+
+
+# the reader process's stream: a header (time, wire length, captured length, link type) and the frame; link types
+# at or above 0xFFFD carry a message instead: the kernel drops since the last one (in `wirelen`), ready (the queue
+# granted in `wirelen`, the link type in `caplen`), or an error (kind in `wirelen`, the text as the frame)
+_HEAD = struct.Struct("<dIIH")
+_DROPS, _READY, _ERROR = 0xFFFF, 0xFFFE, 0xFFFD
+_HELD_MAX = 256 << 20  # bytes the reader process holds for a busy consumer before it leaves packets to the kernel
+F_SETPIPE_SZ = 1031
+
+
+def _reader(out_fd: int, ctl_fd: int, parent_ends: tuple[int, int], iface: str, bpf: BpfFilter | None,
+            buffer_bytes: int | None) -> None:
+    """The reader process: socket → pipe, until the control pipe closes; then the last drops and EOF."""
+    import select
+
+    for fd in parent_ends:  # inherited: the control pipe would never close while this process holds its write end
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer decides when to stop (it closes the control pipe)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    head = _HEAD.pack
+    held = bytearray()
+    try:
+        sock, linktype, granted = _open(iface, bpf, buffer_bytes)
+    except ValueError as exc:
+        os.write(out_fd, head(0.0, 1, 0, _ERROR) + str(exc).encode())
+        return
+    except Exception as exc:  # noqa: BLE001 - no such interface, no permission, …: the consumer raises OSError
+        os.write(out_fd, head(0.0, 2, 0, _ERROR) + str(exc).encode())
+        return
+    held += head(0.0, granted, linktype, _READY)
+    os.set_blocking(out_fd, False)
+    sock.ins.setblocking(False)
+    ins, recv, n, stopping = sock.ins, sock.recv_raw, 0, False
+    while not stopping:
+        readable, writable, _ = select.select([ins, ctl_fd] if len(held) < _HELD_MAX else [ctl_fd],
+                                              [out_fd] if held else [], [], 0.2)
+        if ctl_fd in readable:
+            stopping = True  # read what the socket holds once more, then finish
+        if ins in readable or stopping:
+            for _ in range(4096):
+                try:
+                    _cls, data, ts = recv(SNAPLEN)
+                except BlockingIOError:
+                    break
+                except (OSError, InterruptedError):
+                    continue
+                if data is not None:
+                    held += head(ts or time.time(), len(data), len(data), linktype)
+                    held += data
+                    n += 1
+                    if not n & 1023:
+                        held += head(0.0, _kernel_drops(sock), 0, _DROPS)
+        elif not readable and not writable:
+            held += head(0.0, _kernel_drops(sock), 0, _DROPS)  # idle: keep the consumer's count current
+        if writable or stopping:
+            with contextlib.suppress(BlockingIOError):  # the consumer is busy: held until it reads
+                del held[:os.write(out_fd, held[:1 << 20])]
+    held += head(0.0, _kernel_drops(sock), 0, _DROPS)
+    sock.close()
+    os.set_blocking(out_fd, True)
+    while held:
+        del held[:os.write(out_fd, held[:1 << 20])]
+
+
+def _live_via_process(iface: str, bpf: BpfFilter | None, stop: Callable[[], bool], stats: dict | None,
+                      on_ready: Callable[[], None] | None, idle: Callable[[], None] | None,
+                      buffer_bytes: int | None) -> Iterator[Record]:
+    """`live` with the socket read by a forked reader process (see `_reader`)."""
+    import multiprocessing
+    import select
+
+    stats = stats if stats is not None else {}
+    stats.setdefault("kernel_drops", 0)
+    data_r, data_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(data_w, F_SETPIPE_SZ, 1 << 20)  # up to /proc/sys/fs/pipe-max-size
+    child = multiprocessing.get_context("fork").Process(
+        target=_reader, args=(data_w, ctl_r, (data_r, ctl_w), iface, bpf, buffer_bytes), name="soc-capture",
+        daemon=True)
+    child.start()
+    os.close(data_w)
+    os.close(ctl_r)
+    unpack, size = _HEAD.unpack_from, _HEAD.size
+    buf, pos, eof, stopping = bytearray(), 0, False, False
+
+    def stop_reader() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            os.close(ctl_w)
+
+    try:
+        while not eof:
+            if not stopping and stop():
+                stop_reader()
+            if not select.select([data_r], [], [], 0.2)[0]:
+                if idle is not None:
+                    idle()
+                continue
+            chunk = os.read(data_r, 4 << 20)
+            if not chunk:
+                eof = True
+                break
+            del buf[:pos]
+            buf += chunk
+            pos, end = 0, len(buf)
+            while pos + size <= end:
+                ts, wirelen, caplen, linktype = unpack(buf, pos)
+                if linktype < _ERROR:
+                    stop_at = pos + size + caplen
+                    if stop_at > end:
+                        break
+                    data = bytes(buf[pos + size:stop_at])
+                    pos = stop_at
+                    yield ts, data, wirelen, linktype
+                    if not stopping and stop():
+                        stop_reader()
+                    continue
+                if linktype == _DROPS:
+                    stats["kernel_drops"] += wirelen
+                    pos += size
+                elif linktype == _READY:
+                    stats["buffer_bytes"] = wirelen
+                    pos += size
+                    if on_ready:
+                        on_ready()
+                else:  # an error: the rest of the stream is its message
+                    message = bytes(buf[pos + size:]) + _read_all(data_r)
+                    eof = True
+                    if wirelen == 1:
+                        raise ValueError(message.decode(errors="replace"))
+                    raise OSError(message.decode(errors="replace"))
+    finally:
+        stop_reader()
+        if not eof:  # stopped early (count): the rest is not yielded, its drop counts still are
+            rest = bytes(buf[pos:]) + _read_all(data_r)
+            off = 0
+            while off + size <= len(rest):
+                _ts, wirelen, caplen, linktype = unpack(rest, off)
+                if linktype == _DROPS:
+                    stats["kernel_drops"] += wirelen
+                off += size + (caplen if linktype < _ERROR else 0)
+        os.close(data_r)
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _kernel_drops(sock: object) -> int:

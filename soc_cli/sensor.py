@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -246,6 +247,10 @@ def live_capture(
     buffer_size: Annotated[int, typer.Option(
         "--buffer-size", min=1, max=2047, help="The capture socket's receive queue in MB: it absorbs bursts while the "
                                                "pipeline is busy (dumpcap's default is 2).")] = 32,
+    live_processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, max=2, help="2: a second process reads the socket while this one decodes, detects and "
+                                          "stores (as dumpcap does for tshark); 1: one process (default: 2 on a "
+                                          "machine with two or more cores).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Capture on an interface (scapy raw socket, needs root) until --duration/--count or SIGINT/SIGTERM; events are
@@ -280,14 +285,16 @@ def live_capture(
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     cap_stats: dict = {}
+    two = (live_processes or (2 if (os.cpu_count() or 1) > 1 else 1)) == 2
 
     def records() -> Iterator[Record]:
         try:
             ready = lambda: err_console.print(f"capturing on {iface}", highlight=False)  # noqa: E731
-            for rec in live(iface, flt, stop, cap_stats, on_ready=ready, idle=flush, buffer_bytes=buffer_size << 20):
+            for rec in live(iface, flt, stop, cap_stats, on_ready=ready, idle=flush, buffer_bytes=buffer_size << 20,
+                            reader_process=two):
                 seen["n"] += 1
                 yield rec
-                if stop():
+                if count is not None and seen["n"] >= count:  # else the capture itself stops, yielding what it read
                     return
         except (OSError, PermissionError, Scapy_Exception) as exc:
             cap_stats["error"] = f"{iface}: {exc}"

@@ -169,18 +169,28 @@ def test_metrics_scraped_while_running_match_the_summary(netns: tuple[str, str],
     assert report["store"]["written"] == 206
 
 
+def _reader_of(pid: int) -> int:
+    """The capture's reader process (`--processes 2`): its only child."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
 @pytest.mark.netns
-def test_kernel_drops_are_the_sockets_count(netns: tuple[str, str], tmp_path: Path) -> None:
-    """The reader is stopped (SIGSTOP) while 5000 datagrams arrive: the socket's 1 MB queue holds some, the kernel
-    drops the rest; every datagram sent is either read or counted as dropped, in the summary and in the metrics."""
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_kernel_drops_are_the_sockets_count(netns: tuple[str, str], tmp_path: Path, processes: str) -> None:
+    """The socket's reader is stopped (SIGSTOP) while 5000 datagrams arrive: its 1 MB queue holds some, the kernel
+    drops the rest; every datagram sent is either read or counted as dropped, in the summary and in the metrics.
+    With `--processes 2` the reader is the second process."""
     ns_a, ns_b = netns
-    cap = _start(ns_b, tmp_path, "--buffer-size", "1")
+    cap = _start(ns_b, tmp_path, "--buffer-size", "1", "--processes", processes)
+    reader = cap.pid if processes == "1" else _reader_of(cap.pid)
     sender = _sender(ns_a, 5000, 0)
     try:
-        cap.send_signal(signal.SIGSTOP)
+        os.kill(reader, signal.SIGSTOP)
         sender.communicate("go\n", timeout=300)
         assert sender.returncode == 0
-        cap.send_signal(signal.SIGCONT)
+        os.kill(reader, signal.SIGCONT)
         # the queue is read, and the drops are read from the socket when it goes idle
         m = _wait_for(ns_b, cap, lambda m: m["soc_sensor_packets_total"] + m["soc_sensor_kernel_drops_total"] == 5000,
                       "read + dropped = 5000 sent")
@@ -193,6 +203,31 @@ def test_kernel_drops_are_the_sockets_count(netns: tuple[str, str], tmp_path: Pa
     assert report["capture_buffer_bytes"] == 2 << 20  # the kernel doubles what is asked for its bookkeeping
     assert m["soc_sensor_kernel_drops_total"] == report["kernel_drops"]
     assert report["events"]["soc.flow"] == report["packets_read"]
+
+
+@pytest.mark.netns
+def test_reader_process_keeps_reading_while_the_pipeline_is_stopped(netns: tuple[str, str], tmp_path: Path) -> None:
+    """`--processes 2`: the decoding, detecting and storing process is stopped (SIGSTOP) while 5000 datagrams flood
+    the same 1 MB queue; the reader process drains it meanwhile, so nothing is dropped and every flow is stored."""
+    ns_a, ns_b = netns
+    cap = _start(ns_b, tmp_path, "--buffer-size", "1", "--processes", "2")
+    reader = _reader_of(cap.pid)
+    sender = _sender(ns_a, 5000, 0)
+    try:
+        cap.send_signal(signal.SIGSTOP)
+        sender.communicate("go\n", timeout=300)
+        assert sender.returncode == 0
+        assert Path(f"/proc/{reader}/stat").read_text().split()[2] != "T"  # the reader runs on
+        cap.send_signal(signal.SIGCONT)
+        _wait_for(ns_b, cap, lambda m: m["soc_sensor_packets_total"] == 5000, "5000 read")
+        report, err = _stop(cap)
+    finally:
+        for proc in (cap, sender):
+            if proc.poll() is None:
+                proc.kill()
+    assert report["kernel_drops"] == 0 and report["packets_read"] == 5000
+    flows = [e for e in _stored(tmp_path / "live.db") if e["event.dataset"] == "soc.flow"]
+    assert sorted(e["source.port"] for e in flows) == list(range(BASE, BASE + 5000))
 
 
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
