@@ -40,7 +40,7 @@ from correlator.events import flatten, normalize, parse_ts, to_utc_iso  # noqa: 
 from correlator.sigma import SHIPPED_RULES  # noqa: E402
 from correlator.sigma.detector import SigmaDetector, SigmaEngine  # noqa: E402
 from correlator.sigma.engine import Matcher, compile_rules  # noqa: E402
-from correlator.sigma.loader import load_placeholders, load_rules  # noqa: E402
+from correlator.sigma.loader import load_placeholders, load_rules, rule_path  # noqa: E402
 from correlator.sigma.pipelines import build_pipeline  # noqa: E402
 
 # CPU time of this process: the 2 cores are shared with other work, so wall time measures the neighbours too.
@@ -120,10 +120,37 @@ def windows(n_events: int, n_sql: int) -> dict:
     sql_events = replicate(base, n_sql)
     sql_secs, sql_matches = sqlite_method(queries, sql_events)
     _, stream_on_sql = stream(matcher, sql_events)
-    return {"rules": n_rules, "compiled": len(compiled.infos), "unsupported": len(failures),
+    cli_cpu, cli_small_cpu, cli_matches = cli_rules_test(sorted({rule_path(r) for r in rs.rules}), events)
+    return {"cli_eps": n_events / cli_cpu, "cli_cpu": cli_cpu, "cli_matches": cli_matches,
+            "cli_marginal_eps": (n_events - len(base)) / max(cli_cpu - cli_small_cpu, 1e-9),
+            "rules": n_rules, "compiled": len(compiled.infos), "unsupported": len(failures),
             "events": n_events, "soc_eps": n_events / secs, "soc_matches": matches,
             "sqlite_events": n_sql, "sqlite_queries": len(queries), "sqlite_eps": n_sql / sql_secs,
             "sqlite_matches": sql_matches, "soc_matches_on_sqlite_events": stream_on_sql}
+
+
+def cli_rules_test(rule_files: list[str], events: list[dict]) -> tuple[float, float, int]:
+    """`soc rules test <the same rule files> --events FILE` as a user runs it (a fresh process, the compiled-rule
+    cache warm from a first run): CPU seconds (wait4: the whole process, start-up included) over ``events`` and
+    over their first 76, and the total of matches it printed."""
+    soc = str(Path(sys.executable).with_name("soc"))
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"XDG_CACHE_HOME": tmp}
+        files = []
+        for name, evs in (("all", events), ("small", events[:76])):
+            f = Path(tmp) / f"{name}.ndjson"
+            f.write_text("".join(json.dumps(e) + "\n" for e in evs), encoding="utf-8")
+            files.append(f)
+        cmd = [soc, "rules", "test", *rule_files, "--json", "--events"]
+        subprocess.run([*cmd, str(files[1])], env=env, capture_output=True)  # fills the compiled cache
+        out = []
+        for f in files:
+            proc = subprocess.Popen([*cmd, str(f)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            stdout = proc.stdout.read()
+            _, _, usage = os.wait4(proc.pid, 0)
+            matches = sum(json.loads(line)["matches"] for line in stdout.splitlines() if line.strip())
+            out.append((usage.ru_utime + usage.ru_stime, matches))
+    return out[0][0], out[1][0], out[0][1]
 
 
 def sensor_events() -> list[dict]:
@@ -190,6 +217,11 @@ def main() -> None:
           f"{w['sqlite_events']} events: {w['sqlite_matches']} matches; soc on the same events: "
           f"{w['soc_matches_on_sqlite_events']})")
     print(f"  ratio           {w['soc_eps'] / w['sqlite_eps']:>10.1f} x")
+    print(f"  soc rules test  {w['cli_eps']:>10,.0f} events/s   (the CLI in a fresh process, compiled cache warm, "
+          f"start-up included: {w['cli_cpu']:.2f} s CPU, {w['cli_matches']} matches; per event after start-up "
+          f"{w['cli_marginal_eps']:,.0f}/s)")
+    print(f"  CLI ratio       {w['cli_eps'] / w['sqlite_eps']:>10.1f} x   "
+          f"(after start-up {w['cli_marginal_eps'] / w['sqlite_eps']:.1f} x)")
     net = network(args.events, args.sqlite_events)
     print(f"\nNetwork: {net['rules']} rules ({net['correlations']} correlations) on {net['events']} sensor events "
           f"({net['distinct_events']} distinct, replicated an hour apart)")
