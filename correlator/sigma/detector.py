@@ -29,7 +29,7 @@ def _cache_key(paths: list[Path], schema: str, placeholders: dict | None) -> str
         h.update(src.read_bytes())
     for p in paths:
         st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())  # resolve(): 0.3 s at 2,400
     return h.hexdigest()[:40]
 
 

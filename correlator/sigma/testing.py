@@ -44,7 +44,7 @@ def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise EventFileError(f"{p}:{n}: not JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(doc, dict):
                 raise EventFileError(f"{p}:{n}: expected a JSON object, got {type(doc).__name__}")
-            yield flatten(doc)
+            yield flatten(doc) if any(isinstance(v, dict) and v for v in doc.values()) else doc  # flat already
 
 
 def schema_of(e: dict[str, Any]) -> str:
