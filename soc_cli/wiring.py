@@ -35,6 +35,9 @@ def _stages(detect: bool) -> tuple[list, list]:
     from correlator.flood import FloodEnricher  # soc.flood summaries per victim and attack kind (flood rules)
 
     enrichers.append(FloodEnricher())
+    from correlator.volume import VolumeEnricher  # soc.volume.* on flows leaving the organization (after gov.*)
+
+    enrichers.append(VolumeEnricher())
     if detect:
         detectors.append(PolicyDetector(policy_engine))
         from correlator.alerts import SensorAlertDetector  # Suricata alerts and Zeek notices join the queue
