@@ -140,12 +140,24 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_soc(ns: Namespaces, tcpreplay: str, pcap: Path, rate: int, work: Path, buffer_mb: int, loops: int) -> dict:
-    err, out = work / f"soc-{rate}.err", work / f"soc-{rate}.out"
+def run_soc(ns: Namespaces, tcpreplay: str, pcap: Path, rate: int, work: Path, buffer_mb: int, loops: int,
+            processes: int) -> dict:
+    tag = f"soc-{processes}-{buffer_mb}-{rate}"
+    err, out = work / f"{tag}.err", work / f"{tag}.out"
     proc = subprocess.Popen(["ip", "netns", "exec", ns.rx, SOC, "sensor", "live", "--iface", "veth-b", "--json",
                              "--no-ring", "--metrics-port", "0", "--sensor-name", "bench", "--buffer-size",
-                             str(buffer_mb), "--store", f"sqlite:///{work / f'soc-{rate}.db'}"],
+                             str(buffer_mb), "--processes", str(processes), "--store", f"sqlite:///{work / tag}.db"],
                             stdout=out.open("w"), stderr=err.open("w"), env=os.environ | {"SOC_HOME": str(work)})
+    try:
+        return _measure_soc(ns, tcpreplay, pcap, rate, loops, proc, err, out)
+    finally:
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _measure_soc(ns: Namespaces, tcpreplay: str, pcap: Path, rate: int, loops: int, proc: subprocess.Popen,
+                 err: Path, out: Path) -> dict:
     url = re.search(r"metrics on (\S+)", wait_line(err, "capturing on veth-b", proc)).group(1)
 
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -169,16 +181,26 @@ def run_soc(ns: Namespaces, tcpreplay: str, pcap: Path, rate: int, work: Path, b
 
 def run_tshark(ns: Namespaces, tcpreplay: str, tshark: str, pcap: Path, rate: int, work: Path, buffer_mb: int,
                loops: int) -> dict:
-    err, out = work / f"tshark-{rate}.err", work / f"tshark-{rate}.out"
+    err, out = work / f"tshark-{buffer_mb}-{rate}.err", work / f"tshark-{buffer_mb}-{rate}.out"
     cmd = ["ip", "netns", "exec", ns.rx, tshark, "-n", "-i", "veth-b", "-B", str(buffer_mb), "-T", "ek"]
     for f in TSHARK_FIELDS:
         cmd += ["-e", f]
     proc = subprocess.Popen(cmd, stdout=out.open("w"), stderr=err.open("w"))
+    try:
+        return _measure_tshark(ns, tcpreplay, rate, loops, pcap, proc, err, out)
+    finally:
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _measure_tshark(ns: Namespaces, tcpreplay: str, rate: int, loops: int, pcap: Path, proc: subprocess.Popen,
+                    err: Path, out: Path) -> dict:
     wait_line(err, "Capturing on", proc)
 
-    def read() -> int:
+    def read() -> int:  # -T ek: an index line and a document line per packet
         with out.open("rb") as fh:
-            return sum(chunk.count(b'{"timestamp"') for chunk in iter(lambda: fh.read(1 << 20), b""))
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) // 2
 
     sent, pps = replay(ns, tcpreplay, pcap, rate, loops)
     settle(read, sent)
@@ -192,7 +214,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6, help="build_bench_pcap.py rounds (6: 62,442 packets)")
     ap.add_argument("--pcap", type=Path, default=None)
-    ap.add_argument("--rates", default="5000,10000,15000,20000,30000,40000,0",
+    ap.add_argument("--rates", default="5000,10000,20000,40000,0",
                     help="packets/s, rising; 0 is tcpreplay --topspeed")
     ap.add_argument("--loops", type=int, default=3, help="tcpreplay --loop: the replay outlasts the buffers")
     ap.add_argument("--buffers", default="2,32",
@@ -208,10 +230,11 @@ def main() -> None:
     tcpreplay, tshark = ensure("tcpreplay", "tcpreplay"), ensure("tshark", "tshark")
     rates = [int(r) for r in args.rates.split(",")]
     readers = [(f"{kind} {mb}MB", kind, int(mb)) for mb in args.buffers.split(",") for kind in ("soc", "tshark")]
+    readers.insert(0, (f"soc-1proc {args.buffers.split(',')[0]}MB", "soc-1proc", int(args.buffers.split(",")[0])))
     load = os.getloadavg()
     print(f"{pcap.name} x {args.loops} loops; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"{os.cpu_count()} cores")
-    print(f"{'reader':12} {'asked pps':>9} {'sent pps':>9} {'sent':>7} {'read':>7} {'lost':>7} {'cpu s':>6}")
+    print(f"{'reader':15} {'asked pps':>9} {'sent pps':>9} {'sent':>7} {'read':>7} {'lost':>7} {'cpu s':>6}")
     best: dict[str, float | None] = {label: None for label, _, _ in readers}
     first_loss: dict[str, float | None] = dict(best)
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, Namespaces() as ns:
@@ -220,10 +243,12 @@ def main() -> None:
             for label, kind, mb in readers:
                 if first_loss[label] is not None:
                     continue  # a reader that lost packets at a lower rate is not tried higher
-                r = (run_soc(ns, tcpreplay, pcap, rate, work, mb, args.loops) if kind == "soc"
-                     else run_tshark(ns, tcpreplay, tshark, pcap, rate, work, mb, args.loops))
+                if kind == "tshark":
+                    r = run_tshark(ns, tcpreplay, tshark, pcap, rate, work, mb, args.loops)
+                else:  # soc: the reader process (--processes 2, the default on 2 cores) or one process
+                    r = run_soc(ns, tcpreplay, pcap, rate, work, mb, args.loops, 1 if kind == "soc-1proc" else 2)
                 lost = r["sent"] - r["read"]
-                print(f"{label:12} {rate or 'top':>9} {r['pps']:>9.0f} {r['sent']:>7} {r['read']:>7} {lost:>7} "
+                print(f"{label:15} {rate or 'top':>9} {r['pps']:>9.0f} {r['sent']:>7} {r['read']:>7} {lost:>7} "
                       f"{r['cpu']:>6.2f}  (drops reported: {r['kernel_drops']})", flush=True)
                 if lost == 0:
                     best[label] = r["pps"]
