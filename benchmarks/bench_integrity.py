@@ -6,10 +6,11 @@
 The tree is a hard-linked copy of `--tree` under `--work` (instant, no data copied); the files the script will
 edit get their own copy first (so no edit ever reaches the real tree). Both tools watch the same copy with the same
 attributes (sha256, size, permissions and type, uid, gid, mtime, inode, link target), each with one worker. After
-the scripted edits (content, mode, mtime, owner, new files incl. a SUID one, deletions, symlink retargets, a
-replaced inode) both must report exactly the same changed paths (asserted). Printed: each tool's time and peak RSS
-(wait4) for baseline and check, and soc/AIDE ratios; with `--small`, soc's peak RSS on that smaller tree too (RSS
-should not grow with the number of files: the walk and the baseline are streamed). Load average is printed.
+the scripted edits (content, content with size and mtime kept, mode, mtime, owner, new files incl. a SUID one,
+deletions, symlink retargets, replaced inodes) both must report exactly the same changed paths (asserted).
+Printed: each tool's time and peak RSS (the child's VmHWM) for baseline and check, and soc/AIDE ratios; with
+`--small`, soc's peak RSS on that smaller tree too (RSS should not grow with the number of files: the walk and the
+baseline are streamed). Load average is printed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,18 +44,32 @@ def aide_path() -> str:
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, stdout) of one child process."""
+    """(seconds, peak RSS in MiB, stdout) of one child process. The peak is the child's own VmHWM, polled every
+    50 ms: wait4's ru_maxrss would count the memory of this (forking) process too."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    err = proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
+    streams: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda n=n, f=f: streams.__setitem__(n, f.read()))
+               for n, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in readers:
+        t.start()
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
     seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    if code not in ok or b"Traceback" in err or b"error:" in err:
-        sys.exit(f"{' '.join(argv[:3])} exited {code}: {err.decode(errors='replace')[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024, out.decode(errors="replace")
+    for t in readers:
+        t.join()
+    out, err = streams["out"], streams["err"]
+    if proc.returncode not in ok or b"Traceback" in err or b"error:" in err:
+        sys.exit(f"{' '.join(argv[:3])} exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+    return seconds, peak_kb // 1024, out.decode(errors="replace")
 
 
 def make_tree(src: Path, work: Path, rng: random.Random) -> tuple[Path, dict[str, list[Path]]]:
@@ -70,10 +86,10 @@ def make_tree(src: Path, work: Path, rng: random.Random) -> tuple[Path, dict[str
         for name in filenames:
             p = Path(dirpath) / name
             (links if p.is_symlink() else files).append(p)
-    files = [p for p in files if p.is_file() and p.stat().st_size < 4 << 20]
+    files = [p for p in files if p.is_file() and 0 < p.stat().st_size < 4 << 20]
     picked = rng.sample(files, 70)
-    victims = {"content": picked[:20], "mode": picked[20:30], "mtime": picked[30:40], "owner": picked[40:45],
-               "inode": picked[45:50], "delete": picked[50:60], "unused": picked[60:70],
+    victims = {"content": picked[:15], "hash_only": picked[15:20], "mode": picked[20:30], "mtime": picked[30:40],
+               "owner": picked[40:45], "inode": picked[45:50], "delete": picked[50:60], "unused": picked[60:70],
                "symlink": rng.sample(links, min(5, len(links))), "create_in": rng.sample(dirs, 10)}
     for p in picked[:50]:  # own copies (same attributes) so that edits never reach `src`
         tmp = p.with_name(p.name + ".soc-bench-tmp")
@@ -88,6 +104,13 @@ def edit(victims: dict[str, list[Path]]) -> None:
     for p in victims["content"]:
         with p.open("ab") as f:
             f.write(b"\n# tampered\n")
+    for p in victims["hash_only"]:  # one byte flipped, size and mtime kept: only the content hash tells
+        st = p.stat()
+        with p.open("r+b") as f:
+            first = f.read(1) or b"\0"
+            f.seek(0)
+            f.write(bytes([first[0] ^ 0xFF]))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     for p in victims["mode"]:
         p.chmod(p.stat().st_mode & 0o7777 ^ 0o020)
     for p in victims["mtime"]:
