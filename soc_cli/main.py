@@ -29,7 +29,23 @@ app = typer.Typer(
 # Each group lives in soc_cli/<name>.py and exposes `app`.
 GROUPS = ["store", "events", "sensor", "logs", "rules", "alerts", "hunt", "compliance", "policy", "audit", "share",
           "demo", "incident", "pcap", "timeline", "triage", "report", "playbook", "integrity"]
-for _name in GROUPS:
+
+
+def groups_to_load(argv: list[str]) -> list[str]:
+    """Run as `soc [--store X] [--config F] [-v] GROUP …`, only that group (start-up: the groups' libraries take
+    ~1 s to import); anything else (help, `soc version`, a typo, the app imported by tests) loads them all."""
+    if Path(argv[0]).name != "soc":
+        return GROUPS
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("--store", "--config"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return [arg] if arg in GROUPS else GROUPS
+    return GROUPS
+
+
+for _name in groups_to_load(sys.argv):
     _module = importlib.import_module(f"soc_cli.{_name}")
     app.add_typer(_module.app, name=_name)
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 WRITERS = {"store init", "store replay", "events ingest", "sensor pcap", "sensor live", "logs ingest",
            "compliance scan", "demo"}
-EXTRA_READS = {"audit verify": [["audit", "verify"]], "audit anchor": [["audit", "anchor"]], "triage": [["triage"]]}
+EXTRA_READS = {"audit verify": [["audit", "verify"]], "audit anchor": [["audit", "anchor"]], "triage": [["triage"]],
+               "store prune": [["store", "prune", "--older-than", "90d"]]}
 
 
 def _reads() -> list[tuple[str, list[str]]]:
