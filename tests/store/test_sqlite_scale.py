@@ -270,3 +270,22 @@ def test_kill_9_during_ingest_and_prune_loses_and_duplicates_nothing(tmp_path):
     kept = sorted((e for e in events if e["@timestamp"] >= cutoff), key=lambda e: e["@timestamp"], reverse=True)
     assert [e["event.id"] for e in s.search_events(Query(()), 10**6)] == [e["event.id"] for e in kept]
     _fts_consistent(s)
+
+
+# -- start-up --------------------------------------------------------------------------------------------------------
+
+
+def test_soc_group_loads_only_its_own_module():
+    """`soc events search` pays for the events group's imports only (the issue's queries are wall time with start-up);
+    help, version, a typo and the app imported elsewhere load every group."""
+    from soc_cli.main import GROUPS, groups_to_load
+
+    assert groups_to_load(["/usr/bin/soc", "--store", "events", "-v", "store", "status"]) == ["store"]
+    assert groups_to_load(["/usr/bin/soc", "events", "search", "flow"]) == ["events"]
+    for argv in (["soc", "--help"], ["soc", "version"], ["soc", "evnts"], ["pytest", "events"], ["soc"]):
+        assert groups_to_load(argv) == GROUPS
+    code = ("import sys; sys.argv = ['soc', 'events', 'search', '--help']; import soc_cli.main as m; "
+            "print(sorted(n for n in ('scapy', 'playbooks.cacao', 'soc_cli.alerts') if n in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "[]"
