@@ -164,6 +164,12 @@ _HEAD = struct.Struct("<dIIH")
 _DROPS, _READY, _ERROR = 0xFFFF, 0xFFFE, 0xFFFD
 _HELD_MAX = 256 << 20  # bytes the reader process holds for a busy consumer before it leaves packets to the kernel
 F_SETPIPE_SZ = 1031
+PACKET_AUXDATA, SO_TIMESTAMPNS = 8, 35  # linux/if_packet.h, asm-generic/socket.h
+TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 1 << 4, 1 << 6
+CMSG_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)  # struct tpacket_auxdata, struct timespec
+_AUX = struct.Struct("=IIIHHHH").unpack_from
+_TAG = struct.Struct("!HH").pack
+_TIMESPEC = struct.Struct("=qq").unpack_from
 
 
 def _reader(out_fd: int, ctl_fd: int, parent_ends: tuple[int, int], iface: str, bpf: BpfFilter | None,
@@ -188,7 +194,8 @@ def _reader(out_fd: int, ctl_fd: int, parent_ends: tuple[int, int], iface: str, 
     held += head(0.0, granted, linktype, _READY)
     os.set_blocking(out_fd, False)
     sock.ins.setblocking(False)
-    ins, recv, n, stopping = sock.ins, sock.recv_raw, 0, False
+    ins, n, stopping = sock.ins, 0, False
+    recvmsg = ins.recvmsg  # scapy turned PACKET_AUXDATA and SO_TIMESTAMPNS on
     while not stopping:
         readable, writable, _ = select.select([ins, ctl_fd] if len(held) < _HELD_MAX else [ctl_fd],
                                               [out_fd] if held else [], [], 0.2)
@@ -196,18 +203,27 @@ def _reader(out_fd: int, ctl_fd: int, parent_ends: tuple[int, int], iface: str, 
             stopping = True  # read what the socket holds once more, then finish
         if ins in readable or stopping:
             for _ in range(4096):
-                try:
-                    _cls, data, ts = recv(SNAPLEN)
+                try:  # scapy's recv_raw, without its per-frame overhead: the frame, the VLAN tag, the time
+                    data, anc, _flags, _addr = recvmsg(SNAPLEN, CMSG_SPACE)
                 except BlockingIOError:
                     break
                 except (OSError, InterruptedError):
                     continue
-                if data is not None:
-                    held += head(ts or time.time(), len(data), len(data), linktype)
-                    held += data
-                    n += 1
-                    if not n & 1023:
-                        held += head(0.0, _kernel_drops(sock), 0, _DROPS)
+                ts = 0.0
+                for level, kind, cdata in anc:
+                    if kind == PACKET_AUXDATA and level == SOL_PACKET and len(cdata) >= 20:
+                        status, _len, _snap, _mac, _net, tci, tpid = _AUX(cdata)
+                        if tci or status & TP_STATUS_VLAN_VALID:  # the kernel took the tag out: put it back
+                            tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                            data = data[:12] + _TAG(tpid, tci) + data[12:]
+                    elif kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(cdata) == 16:
+                        sec, nsec = _TIMESPEC(cdata)
+                        ts = sec + nsec * 1e-9
+                held += head(ts or time.time(), len(data), len(data), linktype)
+                held += data
+                n += 1
+                if not n & 1023:
+                    held += head(0.0, _kernel_drops(sock), 0, _DROPS)
         elif not readable and not writable:
             held += head(0.0, _kernel_drops(sock), 0, _DROPS)  # idle: keep the consumer's count current
         if writable or stopping:

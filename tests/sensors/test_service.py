@@ -43,9 +43,10 @@ sendp(pkts, iface="veth-a", verbose=False, inter=inter)
 BASE = 20000
 
 
-def _start(ns: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+def _start(ns: str, tmp_path: Path, *extra: str, bpf: str = BPF) -> subprocess.Popen:
     cap = subprocess.Popen(["ip", "netns", "exec", ns, SOC, "sensor", "live", "--iface", "veth-b", "--json",
-                            "--no-ring", "--bpf", BPF, "--store", f"sqlite:///{tmp_path / 'live.db'}",
+                            "--no-ring", *(["--bpf", bpf] if bpf else []),
+                            "--store", f"sqlite:///{tmp_path / 'live.db'}",
                             "--sensor-name", "svc", "--metrics-port", "0", *extra],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
@@ -228,6 +229,40 @@ def test_reader_process_keeps_reading_while_the_pipeline_is_stopped(netns: tuple
     assert report["kernel_drops"] == 0 and report["packets_read"] == 5000
     flows = [e for e in _stored(tmp_path / "live.db") if e["event.dataset"] == "soc.flow"]
     assert sorted(e["source.port"] for e in flows) == list(range(BASE, BASE + 5000))
+
+
+VLAN_SENDER = r"""
+import sys
+from scapy.all import IP, UDP, Dot1Q, Ether, Raw, sendp
+sys.stdin.readline()
+eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+ip = IP(src="10.42.0.1", dst="10.42.0.2")
+sendp([eth / Dot1Q(vlan=42, prio=5) / ip / UDP(sport=30000 + i, dport=7777) / Raw(b"v") for i in range(20)],
+      iface="veth-a", verbose=False, inter=0.01)
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_vlan_tags_survive_the_capture(netns: tuple[str, str], tmp_path: Path, processes: str) -> None:
+    """The kernel hands a tagged frame over untagged, the tag in the packet's auxiliary data; both readers put it
+    back, so the flows carry their VLAN."""
+    ns_a, ns_b = netns
+    cap = _start(ns_b, tmp_path, "--processes", processes, bpf="")
+    sender = subprocess.Popen(["ip", "netns", "exec", ns_a, sys.executable, "-c", VLAN_SENDER], stdin=subprocess.PIPE,
+                              text=True)
+    try:
+        sender.communicate("go\n", timeout=120)
+        assert sender.returncode == 0
+        _wait_for(ns_b, cap, lambda m: m["soc_sensor_packets_total"] >= 20, "20 frames read")
+        report, _ = _stop(cap)
+    finally:
+        for proc in (cap, sender):
+            if proc.poll() is None:
+                proc.kill()
+    flows = [e for e in _stored(tmp_path / "live.db") if e.get("destination.port") == 7777]
+    assert sorted(e["source.port"] for e in flows) == list(range(30000, 30020))
+    assert {e.get("network.vlan.id") for e in flows} == {"42"}
 
 
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
