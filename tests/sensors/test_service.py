@@ -231,6 +231,20 @@ def test_reader_process_keeps_reading_while_the_pipeline_is_stopped(netns: tuple
     assert sorted(e["source.port"] for e in flows) == list(range(BASE, BASE + 5000))
 
 
+@pytest.mark.netns
+def test_reader_process_ends_with_its_sensor(netns: tuple[str, str], tmp_path: Path) -> None:
+    """A sensor killed outright (SIGKILL: no flush possible) leaves no reader process behind."""
+    _ns_a, ns_b = netns
+    cap = _start(ns_b, tmp_path, "--processes", "2")
+    reader = _reader_of(cap.pid)
+    cap.kill()
+    cap.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{reader}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{reader}").exists(), "the reader process outlived its sensor"
+
+
 VLAN_SENDER = r"""
 import sys
 from scapy.all import IP, UDP, Dot1Q, Ether, Raw, sendp
