@@ -56,6 +56,16 @@ def batched(items: Iterable[Event], size: int) -> Iterator[list[Event]]:
         yield batch
 
 
+def _send_whole(conn: Any, data: bytes) -> None:
+    """Send one message with SIGINT/SIGTERM held until it is written: a Ctrl-C never leaves half a batch in the
+    pipe (the child would wait for the rest)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        conn.send_bytes(data)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Pipeline:
     """Runs producers' events through enrichment and detection into a store."""
 
@@ -97,7 +107,7 @@ class Pipeline:
         here = next((i for i, e in enumerate(self.enrichers) if hasattr(e, "flush")), len(self.enrichers))
         ctx = multiprocessing.get_context("fork")
         conn, child_conn = ctx.Pipe()
-        child = ctx.Process(target=self._consume, args=(child_conn, open_store, here), name="soc-pipeline",
+        child = ctx.Process(target=self._consume, args=(child_conn, conn, open_store, here), name="soc-pipeline",
                             daemon=True)
         child.start()
         child_conn.close()
@@ -108,12 +118,12 @@ class Pipeline:
                 produced += len(batch)
                 for enrich in self.enrichers[:here]:
                     enrich(good)
-                conn.send_bytes(pickle.dumps((len(batch), good, errors), pickle.HIGHEST_PROTOCOL))
+                _send_whole(conn, pickle.dumps((len(batch), good, errors), pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the child stopped: its result says why
         finally:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                conn.send_bytes(b"")  # end of stream
+                _send_whole(conn, b"")  # end of stream
             try:
                 result = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own child
             except EOFError:
@@ -126,9 +136,10 @@ class Pipeline:
         self.stats = result
         return result
 
-    def _consume(self, conn: Any, open_store: Callable[[], Store], enriched: int) -> None:
+    def _consume(self, conn: Any, parent_end: Any, open_store: Callable[[], Store], enriched: int) -> None:
         """The child of `run_parallel`: enrich (from enricher number ``enriched`` on), detect and store each batch
         received, then finish."""
+        parent_end.close()  # the parent's end, inherited: closed, so the parent's death reads as end of stream
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the producer; the child stores what it got
         result: Any
         try:

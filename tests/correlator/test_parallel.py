@@ -109,3 +109,49 @@ def test_producer_failure_still_stores_the_batches_sent(sqlite_store: Store) -> 
     with pytest.raises(OSError, match="vanished"):
         Pipeline(sqlite_store, batch_size=10).run_parallel(produce(), lambda: open_store(sqlite_store.uri))
     assert sqlite_store.count_events(Query([])) == 20  # two full batches were sent before the error
+
+
+KILLED_PRODUCER = """
+import multiprocessing, os, signal, sys
+from correlator.pipeline import Pipeline
+from correlator.store import open_store
+
+uri = sys.argv[1]
+store = open_store(uri)
+store.init()
+
+def produce():
+    for i in range(25):
+        if i == 24:  # two batches of 10 sent, the third half-read: the producer dies without a word
+            print(multiprocessing.active_children()[0].pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield {"@timestamp": "2024-01-01T00:00:00Z", "message": str(i)}
+
+Pipeline(store, batch_size=10).run_parallel(produce(), lambda: open_store(uri))
+"""
+
+
+def test_killed_producer_leaves_what_it_sent_stored_and_no_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = subprocess.run([sys.executable, "-c", KILLED_PRODUCER, uri], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 60  # the orphan finishes and exits on its own; a generous wait, not a timing
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # exited, not reaped (no init in this container)
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the pipeline process {child} still runs after its producer died")
+    store = open_store(uri, create=False)
+    assert store.count_events(Query([])) == 20
+    store.close()
