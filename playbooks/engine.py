@@ -142,15 +142,17 @@ class Engine:
 
     # -- reading runs ------------------------------------------------------------------------------------------------
 
-    def runs(self) -> Read:
-        """Every run the reader may see, newest first."""
-        docs = sorted(self.store.records(KIND), key=lambda d: d.get("created") or "", reverse=True)
-        return self.gate.filter("playbook-runs", [_summary(d) for d in docs], "playbook runs")
+    def runs(self, limit: int | None = 100) -> tuple[Read, bool]:
+        """The newest `limit` runs (None: all), those above the reader withheld; and whether older ones exist. The
+        store reads only that page: run ids sort by their start time."""
+        docs = self.store.records(KIND, None if limit is None else limit + 1, descending=True)
+        more = limit is not None and len(docs) > limit
+        return self.gate.filter("playbook-runs", [_summary(d) for d in docs[:limit]], "playbook runs"), more
 
     def get(self, run_id: str) -> Read:
         """One run (full state) when it exists and the reader may see it."""
-        docs = [d for d in self.store.records(KIND) if d.get("id") == run_id]
-        return self.gate.filter("playbook-runs", [_full(d) for d in docs], f"playbook run {run_id}")
+        doc = self.store.get_record(KIND, run_id)
+        return self.gate.filter("playbook-runs", [_full(doc)] if doc else [], f"playbook run {run_id}")
 
     def _load(self, run_id: str) -> dict[str, Any]:
         read = self.get(run_id)
@@ -181,7 +183,7 @@ class Engine:
         docs: dict[str, Any] = {}
         initial: dict[str, Any] = {}
         self._children(doc, "", path, source, docs, initial)
-        run = {"id": f"run-{uuid.uuid4().hex[:12]}", "playbook": path.stem, "playbook_id": doc["id"],
+        run = {"id": run_id(), "playbook": path.stem, "playbook_id": doc["id"],
                "path": str(path), "execute": execute, "actor": self.actor, "alert": alert, "incident": incident,
                "gov.label.rank": rank, "source": ref, "status": "running" if execute else "dry-run",
                "created": _now(), "updated": _now(), "variables": variables, "steps": {}, "order": [],
@@ -642,6 +644,18 @@ class Engine:
 
 
 FAILED = ("failed", "denied", "expired", "refused")
+
+
+_LAST_MS = [0]
+_ID_LOCK = threading.Lock()
+
+
+def run_id() -> str:
+    """`run-` and 16 hex digits: the start in milliseconds (11; one process never repeats one), then 5 random;
+    ids sort by start time."""
+    with _ID_LOCK:
+        ms = _LAST_MS[0] = max(time.time_ns() // 1_000_000, _LAST_MS[0] + 1)
+    return f"run-{ms:011x}{uuid.uuid4().hex[:5]}"
 
 
 def _step(run: dict[str, Any], key: str) -> dict[str, Any]:

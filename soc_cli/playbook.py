@@ -114,7 +114,7 @@ def show(name: Annotated[str, typer.Argument(help="A library playbook, a file, o
          store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
     """A playbook (YAML; --json: CACAO JSON on one line) or a run with every step (read through the gate).
 
-    Example: soc playbook show run-0123456789ab --json
+    Example: soc playbook show run-019adfe2a10c4e7f --json
     """
     if name.startswith("run-"):
         engine = _engine(store, clearance)
@@ -232,7 +232,7 @@ def approve(run_id: RunArg, step: StepArg, store: StoreOpt = None, clearance: Cl
             json: JsonOpt = False) -> None:
     """Approve the step a run waits on and continue the run here.
 
-    Example: soc playbook approve run-0123456789ab action--…
+    Example: soc playbook approve run-019adfe2a10c4e7f action--…
     """
     engine = _engine(store, clearance)
     _report(_call(engine.decide, run_id, step, True), json)
@@ -243,21 +243,25 @@ def deny(run_id: RunArg, step: StepArg, store: StoreOpt = None, clearance: Clear
          json: JsonOpt = False) -> None:
     """Deny the step a run waits on: the run follows the step's on_failure (it is never a success).
 
-    Example: soc playbook deny run-0123456789ab action--…
+    Example: soc playbook deny run-019adfe2a10c4e7f action--…
     """
     engine = _engine(store, clearance)
     _report(_call(engine.decide, run_id, step, False), json)
 
 
 @app.command()
-def runs(store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
-    """Playbook runs you may read, newest first.
+def runs(limit: Annotated[int, typer.Option("--limit", min=1, help="The newest N runs.")] = 100,
+         every: Annotated[bool, typer.Option("--all", help="Every run (overrides --limit).")] = False,
+         store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
+    """Playbook runs you may read, newest first (the newest 100 unless --limit or --all).
 
-    Example: soc playbook runs --json
+    Example: soc playbook runs --limit 20 --json
     """
     engine = _engine(store, clearance)
-    read = _call(engine.runs)
+    read, more = _call(engine.runs, None if every else limit)
     say_withheld(read, "playbook runs", engine.gate)
+    if more:
+        typer.echo(f"older runs not shown: --limit {limit * 10} or --all", err=True)
     for r in read.items:
         if json:
             print_ndjson(r)
@@ -271,7 +275,7 @@ def runs(store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt =
 def resume(run_id: RunArg, store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
     """Continue an interrupted or failed run; completed steps are not repeated.
 
-    Example: soc playbook resume run-0123456789ab
+    Example: soc playbook resume run-019adfe2a10c4e7f
     """
     engine = _engine(store, clearance)
     _report(_call(engine.resume, run_id), json)
@@ -281,7 +285,7 @@ def resume(run_id: RunArg, store: StoreOpt = None, clearance: ClearanceOpt = Non
 def undo(run_id: RunArg, store: StoreOpt = None, clearance: ClearanceOpt = None, json: JsonOpt = False) -> None:
     """Revert a run: its recorded inverses (e.g. unblock what it blocked), last step first.
 
-    Example: soc playbook undo run-0123456789ab
+    Example: soc playbook undo run-019adfe2a10c4e7f
     """
     engine = _engine(store, clearance)
     try:

@@ -125,8 +125,13 @@ class Store(ABC):
         """Insert or replace a small document of `kind` (suppressions, …) under `record_id`."""
 
     @abstractmethod
-    def records(self, kind: str) -> list[dict[str, Any]]:
-        """Every document of `kind`, by id."""
+    def records(self, kind: str, limit: int | None = None, descending: bool = False) -> list[dict[str, Any]]:
+        """Documents of `kind` in id order (`descending`: highest id first, so ids that sort by time, like playbook
+        runs', list newest first); at most `limit` (None: every one, read a page at a time)."""
+
+    @abstractmethod
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        """One document of `kind` by id, or None."""
 
     @abstractmethod
     def modify_record(self, kind: str, record_id: str,

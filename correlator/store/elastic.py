@@ -36,7 +36,8 @@ from correlator.query import Cidr, Clause, Clearance, Prefix, Query, Range, Term
 from correlator.store.base import Store, StoreError, StoreRejected, StoreUnavailable
 from correlator.store.sqlite import ip_bytes
 
-SCHEMA_VERSION = 2  # 2: a lower-cased `.lc` keyword sub-field on every field (case-insensitive hunting)
+SCHEMA_VERSION = 3  # 2: a lower-cased `.lc` keyword sub-field on every field (case-insensitive hunting);
+# 3: records' kind and id indexed in the meta index (paged, sorted record reads)
 APPLICATION = "soc"
 TEXT_FIELD = "soc.search_text"
 URI_PARAMS = {"namespace", "retention", "timeout", "ca_certs", "verify_certs"}
@@ -129,7 +130,8 @@ AUDIT_MAPPINGS = {
         "prev_hash": {"type": "keyword"}, "hash": {"type": "keyword"},
     },
 }
-META_MAPPINGS = {"dynamic": False, "properties": {}}
+META_MAPPINGS = {"dynamic": False, "properties": {"kind": {"type": "keyword"}, "id": {"type": "keyword"}}}
+RECORD_PAGE = 1000  # records read per search
 
 
 def is_ip_field(field: str) -> bool:
@@ -311,6 +313,20 @@ class ElasticStore(Store):
         for index in (self.alerts_index, self.audit_index, self.meta_index, self.incidents_index):
             if not es.indices.exists(index=index):
                 es.options(ignore_status=400).indices.create(index=index)  # 400: created concurrently
+        self._index_records()
+
+    def _index_records(self) -> None:
+        """Schema 3: a meta index made before it maps `kind` and `id`, and re-indexes its records so queries find
+        them (before schema 3 one search read every record, so one search of 10,000 holds them all)."""
+        es = self.es
+        mapping = next(iter(es.indices.get_mapping(index=self.meta_index).values()))["mappings"]
+        if all(f in (mapping.get("properties") or {}) for f in META_MAPPINGS["properties"]):
+            return
+        es.indices.put_mapping(index=self.meta_index, properties=META_MAPPINGS["properties"])
+        for hit in es.search(index=self.meta_index, query={"match_all": {}}, size=10_000)["hits"]["hits"]:
+            if "kind" in hit["_source"]:
+                es.index(index=self.meta_index, id=hit["_id"], document=hit["_source"])
+        es.indices.refresh(index=self.meta_index)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
@@ -437,11 +453,29 @@ class ElasticStore(Store):
             self.es.index(index=self.meta_index, id=f"{kind}:{record_id}",
                           document={"kind": kind, "id": record_id, "doc": doc}, refresh=True)
 
-    def records(self, kind: str) -> list[dict[str, Any]]:
+    def records(self, kind: str, limit: int | None = None, descending: bool = False) -> list[dict[str, Any]]:
+        """A term query on `kind` sorted on `id` (both keywords in the meta index, schema 3), a page of at most
+        RECORD_PAGE at a time with search_after: past the 10,000 a single search returns."""
+        out: list[dict[str, Any]] = []
+        after: list[Any] | None = None
         with self._calls(f"read {kind}"):
-            hits = self.es.search(index=self.meta_index, query={"match_all": {}}, size=10_000)["hits"]["hits"]
-        found = [h["_source"] for h in hits if h["_source"].get("kind") == kind]
-        return [h["doc"] for h in sorted(found, key=lambda h: h["id"])]
+            while limit is None or len(out) < limit:
+                size = RECORD_PAGE if limit is None else min(RECORD_PAGE, limit - len(out))
+                hits = self.es.search(index=self.meta_index, query={"term": {"kind": kind}}, size=size,
+                                      sort=[{"id": {"order": "desc" if descending else "asc"}}],
+                                      **({"search_after": after} if after else {}))["hits"]["hits"]
+                out += [h["_source"]["doc"] for h in hits]
+                if len(hits) < size:
+                    break
+                after = hits[-1]["sort"]
+        return out
+
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        with self._calls(f"read {kind}"):
+            try:
+                return self.es.get(index=self.meta_index, id=f"{kind}:{record_id}")["_source"]["doc"]
+            except NotFoundError:
+                return None
 
     def modify_record(self, kind: str, record_id: str,
                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:

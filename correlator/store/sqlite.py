@@ -426,9 +426,15 @@ class SQLiteStore(Store):
         with self._tx():
             self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, record_id, json.dumps(doc)))
 
-    def records(self, kind: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT doc FROM records WHERE kind = ? ORDER BY id", (kind,))
+    def records(self, kind: str, limit: int | None = None, descending: bool = False) -> list[dict[str, Any]]:
+        """The primary key (kind, id) serves the order and the limit: only the page is read."""
+        rows = self.db.execute(f"SELECT doc FROM records WHERE kind = ? ORDER BY id {'DESC' if descending else 'ASC'}"
+                               " LIMIT ?", (kind, -1 if limit is None else limit))
         return [json.loads(r[0]) for r in rows]
+
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM records WHERE kind = ? AND id = ?", (kind, record_id)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def modify_record(self, kind: str, record_id: str,
                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:

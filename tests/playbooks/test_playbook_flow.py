@@ -280,3 +280,18 @@ def test_a_timed_out_webhook_is_not_left_running(world):
         conn.close()
     finally:
         srv.close()
+
+
+# -- listing runs ----------------------------------------------------------------------------------------------------
+
+def test_runs_lists_the_newest_page(world):
+    """`playbook runs` shows the newest --limit runs (100 by default) and says older ones exist; --all shows all."""
+    started = [lines(soc(world, "playbook", "run", "scanning", "--alert", SCAN, "--json").stdout)[0]["id"]
+               for _ in range(3)]
+    res = soc(world, "playbook", "runs", "--limit", "2", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert [r["id"] for r in lines(res.stdout)] == started[:0:-1]
+    assert "older runs not shown: --limit 20 or --all" in res.stderr
+    res = soc(world, "playbook", "runs", "--all", "--json")
+    assert [r["id"] for r in lines(res.stdout)] == started[::-1] and "older" not in res.stderr
+    assert soc(world, "playbook", "runs", "--limit", "0").exit_code == 2

@@ -17,7 +17,7 @@ from correlator.policy.loader import load_policy
 from correlator.query import Query
 from correlator.store import open_store
 from playbooks.cacao import PlaybookError
-from playbooks.engine import Engine
+from playbooks.engine import Engine, run_id
 from soc_cli.common import SHIPPED_POLICY
 from soc_cli.main import app
 from tests.playbooks.engine_world import Killed, _blocked
@@ -216,3 +216,40 @@ def test_two_resumes_at_once_run_the_interrupted_step_once(uri, tmp_path, monkey
     assert sorted(outcomes)[-1] == "succeeded" and "resumed or changed meanwhile" in sorted(outcomes)[0], outcomes
     counts = {k: (home / f"count-{k}").read_text() for k in ("enrich", "search", "block")}
     assert counts == {"enrich": "1", "search": "2", "block": "1"}
+
+
+def test_records_page_newest_first_on_every_store(connect, monkeypatch):
+    """Store.records(kind, limit, descending) reads one page in id order (playbook run ids sort by start time) and
+    get_record one record; with pages of 4 (ES: search_after), every record is still read once, in order."""
+    monkeypatch.setattr("correlator.store.elastic.RECORD_PAGE", 4)
+    store = connect()
+    store.init()
+    ids = [run_id() for _ in range(11)]
+    assert ids == sorted(ids) and len(set(ids)) == 11
+    for i, rid in enumerate(reversed(ids)):  # written out of order
+        store.put_record("playbook-run", rid, {"id": rid, "n": i})
+    store.put_record("other", "zzz", {"id": "zzz"})
+    assert [d["id"] for d in store.records("playbook-run")] == ids
+    assert [d["id"] for d in store.records("playbook-run", descending=True)] == ids[::-1]
+    assert [d["id"] for d in store.records("playbook-run", 5, descending=True)] == ids[:-6:-1]
+    assert [d["id"] for d in store.records("playbook-run", 9)] == ids[:9]
+    assert store.get_record("playbook-run", ids[3]) == {"id": ids[3], "n": 7}
+    assert store.get_record("playbook-run", "run-none") is None and store.get_record("other", ids[0]) is None
+    store.close()
+
+
+@pytest.mark.parametrize("name", server_names())
+def test_an_elasticsearch_meta_index_from_schema_2_is_indexed_on_init(name, servers, tmp_path_factory):
+    """A namespace whose meta index predates schema 3 (kind and id not mapped): init maps them and re-indexes its
+    records, which the paged reads then find."""
+    if name not in servers:
+        servers[name] = start_server(name, tmp_path_factory.mktemp(name))
+    store = servers[name].store()
+    store.es.indices.create(index=store.meta_index, mappings={"dynamic": False, "properties": {}})
+    for rid in ("run-a", "run-b"):
+        store.es.index(index=store.meta_index, id=f"playbook-run:{rid}",
+                       document={"kind": "playbook-run", "id": rid, "doc": {"id": rid}}, refresh=True)
+    store.init()
+    assert [d["id"] for d in store.records("playbook-run", 1, descending=True)] == ["run-b"]
+    assert [d["id"] for d in store.records("playbook-run")] == ["run-a", "run-b"]
+    store.close()
