@@ -137,11 +137,12 @@ class PolicyEngine:
         service = self.service(dst_ip, port, name)
         service_level = service.level if service else dst.max_level  # unknown service: fail closed
         held = self.ips.get(src_ip) if src_ip else None  # a client that is itself an asset sends its data
-        rank = lambda lv: lv.rank  # noqa: E731
-        label = max(service_level, held.level if held else src.floor, src.floor, dst.floor, key=rank)
-        client_data = max(held.level if held else src.floor, src.floor, key=rank)
-        server_data = max(service_level, dst.floor, key=rank)
-        moved = (label if sent == CLIENT | SERVER else client_data if sent == CLIENT else server_data if sent else None)
+        levels = p.levels
+        client_rank = max(held.level.rank, src.floor.rank) if held else src.floor.rank
+        server_rank = max(service_level.rank, dst.floor.rank)
+        label = levels[max(client_rank, server_rank)]
+        moved = (label if sent == CLIENT | SERVER else levels[client_rank] if sent == CLIENT
+                 else levels[server_rank] if sent else None)
         # (side, receiving zone, its organization) for each receiver of payload; the assets whose data moved
         receivers = ([("source", src)] if sent & SERVER else []) + ([("destination", dst)] if sent & CLIENT else [])
         senders = [a for a, bit in ((service, SERVER), (held, CLIENT)) if a is not None and sent & bit]
@@ -196,14 +197,19 @@ class PolicyEngine:
     @classmethod
     def orient(cls, ev: Event) -> tuple[Any, Any, int | None]:
         """(client ip, server ip, service port): answers and replies sent by the server are turned around."""
+        return cls._orient(ev)[:3]
+
+    @classmethod
+    def _orient(cls, ev: Event) -> tuple[Any, Any, int | None, bool]:
+        """`orient` and whether the event was turned around."""
         src, dst = ev.get("source.ip") or ev.get("host.ip"), ev.get("destination.ip")
         if isinstance(src, list):
             src = src[0] if src else None
         if cls.flipped(ev):
             sport = ev.get("source.port")
-            return dst, src, sport if isinstance(sport, int) else None
+            return dst, src, sport if isinstance(sport, int) else None, True
         dport = ev.get("destination.port")
-        return src, dst, dport if isinstance(dport, int) else None
+        return src, dst, dport if isinstance(dport, int) else None, False
 
     @staticmethod
     def senders(ev: Event) -> int:
@@ -238,10 +244,10 @@ class PolicyEngine:
 
     def verdict(self, ev: Event, sent: int | None = None) -> FlowVerdict:
         """The per-flow verdict for an event (cached); `sent`: the SRC | DST senders (default `senders(ev)`)."""
-        client, server, port = self.orient(ev)
+        client, server, port, flipped = self._orient(ev)
         if sent is None:
             sent = self.senders(ev)
-        if sent in (SRC, DST) and self.flipped(ev):
+        if flipped and sent in (SRC, DST):
             sent ^= BOTH  # the event's source is the server
         name = ev.get("tls.client.server_name") or ev.get("url.domain")
         vlan = ev.get("network.vlan.id")
