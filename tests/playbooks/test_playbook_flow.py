@@ -252,6 +252,52 @@ def test_parallel_branches_run_at_once_and_join(world, barrier_web, failing):
         assert st["after"]["started"] >= max(st["hook a"]["ended"], st["hook b"]["ended"])
 
 
+def fan_out(world: dict, name: str, branches: list[dict[str, Any]]) -> tuple[Path, dict[str, str]]:
+    """A playbook: a parallel step over `branches` (one action each), then the action `after` (test.count)."""
+    par, after = sid("parallel"), sid("action")
+    ids = {b["name"]: sid("action") for b in branches}
+    ends = [sid("end") for _ in branches]
+    doc = playbook(name, [(par, {"type": "parallel", "name": "fan out", "next_steps": list(ids.values())}),
+                          (after, action("after", "test.count", {"key": "after"}))])
+    doc["workflow"][par]["on_completion"] = after
+    doc["workflow"] |= {ids[b["name"]]: b | {"on_success": e} for b, e in zip(branches, ends, strict=True)}
+    doc["workflow"] |= {e: {"type": "end"} for e in ends}
+    return write(world["tmp"], name, doc), ids
+
+
+def test_an_approval_in_one_branch_waits_while_the_other_finishes(world, monkeypatch):
+    """One branch blocks (approval), the other counts: the run waits with the count done and nothing after the
+    join; approved from a second shell, the block runs, the join passes, the step after it runs once; undo."""
+    path, ids = fan_out(world, "fan-block", [action("block", "test.block", {"ip": "__source_ip__"},
+                                                    ext={"approval": True}),
+                                             action("count", "test.count", {"key": "c"})])
+    res = soc(world, "playbook", "run", str(path), "--alert", SCAN, "--execute", "--json")
+    assert res.exit_code == 3, res.stderr
+    run = lines(res.stdout)[0]
+    assert run["pending"]["step"] == ids["block"] and _blocked(world["home"]) == []
+    assert (world["home"] / "count-c").read_text() == "1" and not (world["home"] / "count-after").exists()
+    as_user(monkeypatch, "soc-lead")
+    res = soc(world, "playbook", "approve", run["id"], "block", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert lines(res.stdout)[0]["status"] == "succeeded" and _blocked(world["home"]) == [SCANNER]
+    assert {p.name: p.read_text() for p in world["home"].glob("count-*")} == {"count-c": "1", "count-after": "1"}
+    assert soc(world, "playbook", "undo", run["id"]).exit_code == 0 and _blocked(world["home"]) == []
+
+
+def test_resume_retries_the_failed_branch_only(world):
+    """A branch fails (once): the run fails before the join; resume retries that branch's step, does not repeat
+    the other branch, passes the join and runs the step after it."""
+    path, _ = fan_out(world, "fan-flaky", [action("flaky", "test.count", {"key": "x", "fail_until": 1}),
+                                           action("steady", "test.count", {"key": "y"})])
+    res = soc(world, "playbook", "run", str(path), "--alert", SCAN, "--execute", "--json")
+    run = lines(res.stdout)[0]
+    assert res.exit_code == 1 and run["status"] == "failed"
+    res = soc(world, "playbook", "resume", run["id"], "--json")
+    assert res.exit_code == 0 and lines(res.stdout)[0]["status"] == "succeeded", res.stderr
+    assert {p.name: p.read_text() for p in world["home"].glob("count-*")} == \
+        {"count-x": "2", "count-y": "1", "count-after": "1"}
+
+
 # -- timeouts ------------------------------------------------------------------------------------------------------
 
 def test_a_timed_out_webhook_is_not_left_running(world):
