@@ -24,6 +24,11 @@ from correlator.alerts import MAX_ANCESTORS, _hv, build_alert, raise_label
 SAMPLE_KEYS = 10
 
 
+def _show(v: Any) -> str:
+    """A field's value as text (one mapping for `soc.alert.storm.value` whatever the field's type)."""
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
 @dataclass(frozen=True)
 class StormSpec:
     """More than `keys` distinct keys alerting within `window` seconds starts a storm, folded per `field` value."""
@@ -116,7 +121,7 @@ class StormFolder:
             group = {spec.field: event[spec.field]} if event.get(spec.field) is not None else {}
             alert = build_alert(rule, event, group, first, reason, batch, ("storm", spec.field, value))
             alert["soc.alert.storm.field"] = spec.field
-            alert["soc.alert.storm.value"] = event.get(spec.field)
+            alert["soc.alert.storm.value"] = None if event.get(spec.field) is None else _show(event[spec.field])
             alert["soc.alert.storm.threshold"] = spec.keys
             alert["soc.alert.storm.window"] = spec.window
             alert["soc.alert.storm.keys"] = 0
