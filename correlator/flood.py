@@ -17,7 +17,8 @@ Rates are packets (requests for HTTP) per second over the kind's interval. The v
 weighted mean of its per-interval rates (half-life ``HALF_LIFE`` s, empty intervals count as zero); intervals far
 above it do not teach it, and it is reported once ``WARMUP`` s of history exist. A *flood* of (victim, kind) begins
 with the first interval whose rate reaches the kind's ``floor`` (deliberately below any rule threshold: the rules
-decide) and ends after ``QUIET`` s without such an interval. While it lasts the enricher appends ``soc.flood``
+decide; it is summarised once it has ``min_sources`` distinct sources: a one-host port scan is no SYN flood) and
+ends after ``QUIET`` s without such an interval. While it lasts the enricher appends ``soc.flood``
 summary events to the batch — when it begins, whenever its peak doubles and every ``REPORT_EVERY`` s — all stamped
 with the flood's start, so the shipped rules fold them into one alert per victim and kind whose id is stable for the
 whole flood (the store upserts it with the updated counts).
@@ -65,7 +66,8 @@ class Kind:
 
     ``interval``: seconds per rate bucket; ``floor``: rate (per second) from which an interval is hot (a flood
     begins); ``min_baseline``: the smallest baseline a ratio divides by; ``ports``: which side's port is reported
-    (``victim``: the attacked service, ``peer``: the reflectors' source ports)."""
+    (``victim``: the attacked service, ``peer``: the reflectors' source ports); ``min_sources``: distinct sources a
+    flood needs before it is summarised (a scan from one host is no SYN flood)."""
 
     name: str
     dataset: str
@@ -74,6 +76,7 @@ class Kind:
     floor: float = 20.0
     min_baseline: float = 1.0
     ports: str = "victim"
+    min_sources: int = 1
 
 
 KINDS: dict[str, Kind] = {}
@@ -135,9 +138,11 @@ def _icmp(e: Event) -> Hit | None:
     return (e["destination.ip"], None, e.get("source.ip") or "", None, 1, e.get("soc.icmp.payload_bytes") or 0)
 
 
-register(Kind("syn", "soc.flow", _syn, interval=1.0, floor=20.0, min_baseline=1.0))
-register(Kind("syn-ack", "soc.flow", _syn_ack, interval=60.0, floor=0.1, min_baseline=0.05, ports="peer"))
-register(Kind("udp-amplification", "soc.flow", _udp_amp, interval=1.0, floor=20.0, min_baseline=1.0, ports="peer"))
+register(Kind("syn", "soc.flow", _syn, interval=1.0, floor=20.0, min_baseline=1.0, min_sources=10))
+register(Kind("syn-ack", "soc.flow", _syn_ack, interval=60.0, floor=0.1, min_baseline=0.05, ports="peer",
+              min_sources=2))
+register(Kind("udp-amplification", "soc.flow", _udp_amp, interval=1.0, floor=20.0, min_baseline=1.0, ports="peer",
+              min_sources=5))
 register(Kind("http", "soc.http", _http, interval=1.0, floor=5.0, min_baseline=1.0))
 register(Kind("icmp", "soc.icmp", _icmp, interval=1.0, floor=10.0, min_baseline=1.0))
 
@@ -218,6 +223,10 @@ class _Flood:
         self.hot_until = start + QUIET
         self.next_report = start + REPORT_EVERY
         self.start_baseline = baseline
+
+    def sourced(self, kind: Kind) -> bool:
+        """Enough distinct sources to summarise (the heavy-hitter table holds up to 80 keys: exact below that)."""
+        return len(self.sources.counts) >= kind.min_sources
 
     def add(self, source: str, port: int | None, packets: int, nbytes: int) -> None:
         self.packets += packets
@@ -310,7 +319,7 @@ class FloodEnricher:
         if not st.meta:
             st.meta = {f: e[f] for f in ("observer.name", "log.file.path", "gov.destination.zone",
                                          "gov.destination.organization", "network.transport") if e.get(f) is not None}
-        if fl.seq == 0 or fl.peak >= 2 * fl.reported_peak or (start >= fl.next_report):
+        if (fl.seq == 0 or fl.peak >= 2 * fl.reported_peak or start >= fl.next_report) and fl.sourced(kind):
             out.append(self._summary(st, kind, fl))
 
     def _advance(self, st: _State, kind: Kind, head: int, out: list[Event]) -> None:
@@ -331,7 +340,7 @@ class FloodEnricher:
             del buckets[x]
         fl = st.flood
         if fl is not None and head * iv >= fl.hot_until:
-            if fl.packets != fl.reported_packets:
+            if fl.packets != fl.reported_packets and fl.sourced(kind):
                 out.append(self._summary(st, kind, fl))
             st.flood = None
 
@@ -341,7 +350,7 @@ class FloodEnricher:
         out = []
         for (_, name), st in self.states.items():
             fl = st.flood
-            if fl is not None and fl.packets != fl.reported_packets:
+            if fl is not None and fl.packets != fl.reported_packets and fl.sourced(self.kinds[name]):
                 out.append(self._summary(st, self.kinds[name], fl))
         return out
 
