@@ -164,7 +164,7 @@ def scan_cmd(
 
             old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                follower = Follower(fs, pol, host, _head(st, host, pol), st, key)
+                follower = Follower(fs, pol, host, _head(st, host, pol), st, key, audit.current_actor())
 
                 def emit(events: list[dict[str, Any]]) -> None:
                     nonlocal found

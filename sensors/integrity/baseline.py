@@ -38,6 +38,8 @@ class Records(Protocol):
 
     def records(self, kind: str) -> list[dict[str, Any]]: ...
 
+    def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None: ...
+
 
 class KeyError_(Exception):  # noqa: N801 - KeyError is a builtin
     """The integrity key cannot be used (missing for a scan, open to others, malformed)."""

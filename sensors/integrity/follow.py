@@ -56,8 +56,10 @@ class Follower:
     """Follows one host's watches under a policy from the stored baseline `head`."""
 
     def __init__(self, fs: RootFS, policy: WatchPolicy, host: str, head: dict[str, Any], store: Records,
-                 key: bytes) -> None:
+                 key: bytes, actor: str) -> None:
         self.fs, self.policy, self.host, self.store, self.key, self.head = fs, policy, host, store, key, head
+        self.actor = actor
+        self.reported = 0  # differences reported since the baseline was last stored
         self.state: dict[str, tuple[int, Entry]] = {}
         base = Baseline(store, key, head)
         for i in range(len(policy.watches)):
@@ -86,9 +88,12 @@ class Follower:
                     maker = make_maker()
                     events = [ev for p in sorted(paths) for ev in self.examine(self._inside(p), maker)]
                     if events:
+                        self.reported += len(events)
                         emit(events)
                 if time.monotonic() >= next_full:
-                    emit(self.full_scan(make_maker()))
+                    events = self.full_scan(make_maker())
+                    if events:
+                        emit(events)
                     next_full = time.monotonic() + interval
         finally:
             observer.stop()
@@ -159,6 +164,7 @@ class Follower:
                     self.state.pop(o.path, None)  # type: ignore[union-attr]
                 else:
                     self.state[n.path] = (i, n)
+        self.reported += len(out)
         self.persist(maker.ts)
         return out
 
@@ -170,3 +176,7 @@ class Follower:
             for e in sorted((e for w, e in self.state.values() if w == i), key=lambda e: sort_key(e.path)):
                 writer.add(i, e)
         self.head = writer.commit()
+        self.store.audit("integrity-baseline-update", {"host": self.host, "policy": self.policy.id,
+                                                       "entries": writer.count, "differences": self.reported,
+                                                       "by": "follow"}, actor=self.actor)
+        self.reported = 0

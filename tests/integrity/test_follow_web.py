@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from correlator.store import open_store
 from tests.integrity.conftest import SOC, Host
 
 
@@ -47,6 +48,12 @@ def test_follow_sees_an_edit_then_stops_cleanly(host: Host) -> None:
     assert [a["title"] for a in host.alerts()] == ["Web Root Content Changed"]
     res = host.scan("--json")  # the follower stored what it saw as the baseline: nothing is reported twice
     assert res.returncode == 0 and res.stdout == "", res.stdout
+    store = open_store(host.store)
+    try:
+        updates = [e["details"] for e in store.audit_entries() if e["action"] == "integrity-baseline-update"]
+    finally:
+        store.close()
+    assert updates[-1]["by"] == "follow" and updates[-1]["differences"] >= 1  # the stored state is audited
 
 
 PAGE = """<html><head><title>Ministry of Finance</title>
