@@ -105,6 +105,8 @@ def baseline(
         stats = ScanStats()
         for _ in scan(fs, pol, EventMaker(pol, host, _now(), {}), None, writer, stats):
             pass
+        for path in stats.unreadable[:20]:
+            warn(f"{path}: cannot list this folder; it is not in the baseline")
         head = writer.commit()
         st.audit("integrity-baseline", {"host": host, "policy": pol.id, "entries": stats.entries,
                                         "root": fs.root, "policy_digest": pol.digest}, actor=audit.current_actor())
@@ -226,6 +228,8 @@ def _scan_once(fs: RootFS, pol: WatchPolicy, host: str, st: Any, key: bytes, hea
                                                "differences": stats.created + stats.changed + stats.deleted},
                  actor=audit.current_actor())
     found = stats.created + stats.changed + stats.deleted + stats.tampered
+    for path in stats.unreadable[:20]:
+        warn(f"{path}: cannot list this folder; what it holds was not compared")
     if not json_out:
         if shown:
             _table(shown, host)

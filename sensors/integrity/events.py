@@ -39,16 +39,18 @@ def changed_attributes(old: Entry, new: Entry, attributes: frozenset[str]) -> li
     return out
 
 
-def diff(old: Iterable[Entry], new: Iterable[Entry],
-         attributes: frozenset[str]) -> Iterator[tuple[str, Entry | None, Entry | None, list[str]]]:
-    """(event type, old, new, changed attributes) for each difference; both inputs in walk order."""
+def diff(old: Iterable[Entry], new: Iterable[Entry], attributes: frozenset[str],
+         unreadable: list[str] | None = None) -> Iterator[tuple[str, Entry | None, Entry | None, list[str]]]:
+    """(event type, old, new, changed attributes) for each difference; both inputs in walk order. Entries below a
+    folder the walk could not list (`unreadable`, filled by the walk) are not reported deleted: they are unknown."""
     olds, news = iter(old), iter(new)
     o, n = next(olds, None), next(news, None)
     ok = sort_key(o.path) if o is not None else None
     nk = sort_key(n.path) if n is not None else None
     while o is not None or n is not None:
         if n is None or (o is not None and ok < nk):  # type: ignore[operator]
-            yield "deletion", o, None, []
+            if not (unreadable and any(o.path.startswith(u.rstrip("/") + "/") for u in unreadable)):  # type: ignore[union-attr]
+                yield "deletion", o, None, []
             o = next(olds, None)
             ok = sort_key(o.path) if o is not None else None
         elif o is None or nk < ok:  # type: ignore[operator]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sensors.compliance.rootfs import RootFS, Unreadable
@@ -22,6 +22,7 @@ class ScanStats:
     changed: int = 0
     deleted: int = 0
     tampered: int = 0
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed (their entries unknown)
 
 
 def nested(policy: WatchPolicy, watch: Watch) -> frozenset[str]:
@@ -48,12 +49,12 @@ def scan(fs: RootFS, policy: WatchPolicy, maker: EventMaker, baseline: Baseline 
     if baseline is not None:
         yield from _tampered(baseline, maker, stats)
     for i, watch in enumerate(policy.watches):
-        entries = _tee(walk(fs, watch, nested(policy, watch)), i, writer, stats)
+        entries = _tee(walk(fs, watch, nested(policy, watch), stats.unreadable), i, writer, stats)
         if baseline is None:
             for _ in entries:
                 pass
             continue
-        for kind, old, new, changed in diff(baseline.entries(i), entries, watch.attributes):
+        for kind, old, new, changed in diff(baseline.entries(i), entries, watch.attributes, stats.unreadable):
             counter = _COUNTERS[kind]
             setattr(stats, counter, getattr(stats, counter) + 1)
             yield maker.file_event(watch, kind, old, new, changed)

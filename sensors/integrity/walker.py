@@ -71,9 +71,11 @@ def sha256_of(real: str) -> str | None:
         os.close(fd)
 
 
-def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset()) -> Iterator[Entry]:
+def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset(),
+         unreadable: list[str] | None = None) -> Iterator[Entry]:
     """Every entry of the watched folder (itself first), in `sort_key` order, ignored paths and `skip` (other
-    watches nested inside this one) left out; one filesystem, no symlink followed, nothing written."""
+    watches nested inside this one) left out; one filesystem, no symlink followed, nothing written. A folder that
+    cannot be listed is appended to `unreadable` (before any entry after it is yielded)."""
     try:
         real = fs.host_path(watch.path)
         st = os.lstat(real)
@@ -87,7 +89,7 @@ def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset()) -> Iterat
     prefix = len(base) + 1
     ignore = watch.ignore
     dev = st.st_dev
-    stack: list[Iterator[os.DirEntry[str]]] = [_sorted(real)]
+    stack: list[Iterator[os.DirEntry[str]]] = [_sorted(real, watch.path, unreadable)]
     dirs: list[str] = [base]
     while stack:
         entry = next(stack[-1], None)
@@ -104,13 +106,15 @@ def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset()) -> Iterat
             continue
         yield entry_of(fs, path, est, entry.path, hash_files)
         if stat.S_ISDIR(est.st_mode) and est.st_dev == dev:
-            stack.append(_sorted(entry.path))
+            stack.append(_sorted(entry.path, path, unreadable))
             dirs.append(path)
 
 
-def _sorted(real: str) -> Iterator[os.DirEntry[str]]:
+def _sorted(real: str, path: str, unreadable: list[str] | None) -> Iterator[os.DirEntry[str]]:
     try:
         with os.scandir(real) as it:
             return iter(sorted(it, key=lambda e: e.name))
     except OSError:
+        if unreadable is not None:
+            unreadable.append(path)
         return iter(())

@@ -132,3 +132,32 @@ def test_change_window_open_means_no_classified_alert(tmp_path):
         alerts = detector.detect([normalize(dict(e)) for e in events])
         titles = [a["soc.alert.rule.name"] for a in alerts]
         assert titles.count("Classified Folder Changed Outside A Change Window") == expected
+
+
+def test_a_folder_that_cannot_be_listed_is_unknown_not_deleted(tmp_path, monkeypatch):
+    """A scan that cannot list a folder (permissions) reports nothing under it deleted, and names the folder."""
+    import os
+
+    from sensors.integrity import walker
+
+    _tree(tmp_path)
+    fs, pol = RootFS(str(tmp_path)), parse_watch_policy(POLICY)
+    store = open_store(f"sqlite:///{tmp_path / 'soc.db'}")
+    store.init()
+    try:
+        _run(store, fs, pol, "h")
+        blocked = str(tmp_path / "data" / "d3")
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if str(path) == blocked:
+                raise PermissionError(13, "Permission denied", path)
+            return real_scandir(path)
+
+        monkeypatch.setattr(walker.os, "scandir", scandir)
+        (tmp_path / "data/d4/f4.txt").write_text("edited\n")
+        events, stats = _run(store, fs, pol, "h")
+    finally:
+        store.close()
+    assert stats.unreadable == ["/data/d3"]
+    assert [(e["event.type"], e["file.path"]) for e in events] == [(["change"], "/data/d4/f4.txt")]
