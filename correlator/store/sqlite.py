@@ -501,10 +501,15 @@ class SQLiteStore(Store):
         else:
             return None
         match = " ".join('"' + w.replace('"', '""') + '"' for t in text for w in t.words)
-        withheld = self.db.execute(
-            "SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 AND rank > ? AND EXISTS "
-            "(SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", (above, match),
-        ).fetchone()[0]
+        try:
+            withheld = self.db.execute(
+                "SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 AND rank > ? AND EXISTS "
+                "(SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", (above, match),
+            ).fetchone()[0]
+        except sqlite3.OperationalError as exc:  # a store not yet migrated to 8 (opened without init)
+            if "no such index" in str(exc):
+                return None
+            raise
         if not cleared:
             return withheld
         return self.db.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?", (match,)).fetchone()[0] \
