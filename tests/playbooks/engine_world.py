@@ -46,8 +46,8 @@ class Killed(BaseException):
 @register
 class Counted(Action):
     """Counts its runs in $SOC_HOME/count-<key>; dies (Killed) on the first run when args.die; fails when args.fail
-    or for the first args.fail_until runs; sleeps args.sleep s (within the step's timeout); returns the count (also
-    as __<args.out>__)."""
+    or for the first args.fail_until runs; sleeps args.sleep s (within the step's timeout) or args.stubborn s (past
+    it); returns the count (also as __<args.out>__)."""
 
     name = "test.count"
 
@@ -59,6 +59,8 @@ class Counted(Action):
             raise Killed
         if args.get("fail") or n <= int(args.get("fail_until", 0)):
             raise ActionError(f"{args['key']} failed on purpose")
+        if args.get("stubborn"):  # an action that ignores its deadline
+            time.sleep(float(args["stubborn"]))
         if args.get("sleep"):  # as a well-behaved action does: its wait ends with the step's deadline
             time.sleep(ctx.remaining(float(args["sleep"])))
             if ctx.deadline is not None and time.monotonic() >= ctx.deadline:

@@ -341,3 +341,14 @@ def test_runs_lists_the_newest_page(world):
     res = soc(world, "playbook", "runs", "--all", "--json")
     assert [r["id"] for r in lines(res.stdout)] == started[::-1] and "older" not in res.stderr
     assert soc(world, "playbook", "runs", "--limit", "0").exit_code == 2
+
+
+def test_an_action_that_ignores_its_deadline_is_reported_left_running(world):
+    """The engine does not wait for an action past its deadline and 1 s of grace: the step fails saying so."""
+    slow = sid("action")
+    path = write(world["tmp"], "stubborn", playbook("stubborn", [
+        (slow, action("stubborn", "test.count", {"key": "s", "stubborn": 10}, timeout=200))]))
+    res = soc(world, "playbook", "run", str(path), "--alert", SCAN, "--execute", "--json")
+    [step] = [s for s in lines(res.stdout) if s.get("step") == slow]
+    assert res.exit_code == 1 and step["error"] == "timed out after 0.2 s; the action ignored its deadline and was " \
+        "left running", step
