@@ -64,7 +64,8 @@ def _report(run: dict[str, Any], json: bool) -> None:
         for s in steps:
             if s["type"] in ("start", "end"):
                 continue
-            line = f"  {'undone' if s.get('undone') else s['status']:<20} {s.get('name') or s['step']}"
+            depth = "  " * s["step"].count("/")  # a called playbook's steps under its playbook-action step
+            line = f"  {depth}{'undone' if s.get('undone') else s['status']:<20} {s.get('name') or s['step']}"
             if s.get("action"):
                 plan = s.get("plan") or {}
                 shown = "; ".join(plan.get("commands") or []) if isinstance(plan, dict) else ""
@@ -73,7 +74,7 @@ def _report(run: dict[str, Any], json: bool) -> None:
                 line += f"  {s['approval']['decision']} by {s['approval']['by']} at {s['approval']['at']}"
             if s.get("error"):
                 line += f"  error: {s['error']}"
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, highlight=False, soft_wrap=True, markup=False)  # [action] is not markup
         if run["status"] == "waiting":
             sid = run["pending"]["step"]
             typer.echo(f"waiting for approval until {run['pending']['expires']}: soc playbook approve {run['id']} "

@@ -101,6 +101,9 @@ def test_a_parent_runs_the_library_scanning_playbook_inside_its_run(world):
     block = next(s for s in inner if s["name"] == "block")
     assert block["status"] == "would-wait-approval" and block["args"]["ip"] == SCANNER
     assert f"add element inet soc blocked {{ {SCANNER} timeout 86400s }}" in block["plan"]["commands"][-1]
+    text = soc(world, "playbook", "run", str(path), "--alert", SCAN).stdout  # its steps shown under the call
+    assert "\n  planned              scan response\n    planned              enrich" in text, text
+    assert "\n    would-wait-approval  block  [contain.block_ip] nft -f -; nft add element" in text, text
 
     res = soc(world, "playbook", "run", str(path), "--alert", SCAN, "--execute", "--json")
     assert res.exit_code == 3, res.stderr
