@@ -23,7 +23,7 @@ from scapy.libs.structures import bpf_insn, sock_fprog
 from .pcapfile import SNAPLEN, CaptureError, Record, read_file
 from .pcapfile import quiet_scapy as _quiet_scapy
 
-__all__ = ["SNAPLEN", "BpfFilter", "CaptureError", "Record", "file_size", "live", "read_file"]
+__all__ = ["SNAPLEN", "BpfFilter", "CaptureError", "NoSuchInterface", "Record", "file_size", "live", "read_file"]
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
 
@@ -83,6 +83,10 @@ def _attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(len(insns), prog))
 
 
+class NoSuchInterface(ValueError):
+    """The interface to capture on does not exist."""
+
+
 def _open(iface: str, bpf: BpfFilter | None, buffer_bytes: int | None) -> tuple[object, int, int]:
     """scapy's L2 listen socket on `iface`, the filter attached and the queue sized: (socket, link type, granted
     queue bytes); the drop counter is reset, so drops while it was set up do not count."""
@@ -91,7 +95,10 @@ def _open(iface: str, bpf: BpfFilter | None, buffer_bytes: int | None) -> tuple[
     from scapy.data import ARPHRD_TO_DLT
 
     _quiet_scapy()
-    sock = conf.L2listen(iface=iface)
+    try:
+        sock = conf.L2listen(iface=iface)
+    except ValueError as exc:  # scapy: "Interface 'x' not found !"
+        raise NoSuchInterface(f"{iface}: no such network interface") from exc
     try:
         arphrd = sock.ins.getsockname()[3]
         linktype = ARPHRD_TO_DLT.get(arphrd, 1)  # e.g. Ethernet and loopback → 1, tun (ARPHRD_NONE) → raw IP
@@ -186,7 +193,7 @@ def _reader(out_fd: int, ctl_fd: int, parent_ends: tuple[int, int], iface: str, 
     try:
         sock, linktype, granted = _open(iface, bpf, buffer_bytes)
     except ValueError as exc:
-        os.write(out_fd, head(0.0, 1, 0, _ERROR) + str(exc).encode())
+        os.write(out_fd, head(0.0, 3 if isinstance(exc, NoSuchInterface) else 1, 0, _ERROR) + str(exc).encode())
         return
     except Exception as exc:  # noqa: BLE001 - no such interface, no permission, …: the consumer raises OSError
         os.write(out_fd, head(0.0, 2, 0, _ERROR) + str(exc).encode())
@@ -302,8 +309,8 @@ def _live_via_process(iface: str, bpf: BpfFilter | None, stop: Callable[[], bool
                 else:  # an error: the rest of the stream is its message
                     message = bytes(buf[pos + size:]) + _read_all(data_r)
                     eof = True
-                    if wirelen == 1:
-                        raise ValueError(message.decode(errors="replace"))
+                    if wirelen in (1, 3):
+                        raise (ValueError if wirelen == 1 else NoSuchInterface)(message.decode(errors="replace"))
                     raise OSError(message.decode(errors="replace"))
     finally:
         stop_reader()

@@ -16,7 +16,7 @@ from correlator.evidence import RingCapture
 from correlator.query import QueryError
 from correlator.store import data_dir
 from correlator.triage import parse_duration
-from sensors.capture import BpfFilter, CaptureError, Record, file_size, live, read_file
+from sensors.capture import BpfFilter, CaptureError, NoSuchInterface, Record, file_size, live, read_file
 from sensors.engine import Sensor
 from sensors.metrics import serve as serve_metrics
 from soc_cli.common import (
@@ -297,6 +297,8 @@ def live_capture(
                     return
         except (OSError, PermissionError, Scapy_Exception) as exc:
             cap_stats["error"] = f"{iface}: {exc}"
+        except NoSuchInterface as exc:  # bad input
+            cap_stats["error"], cap_stats["code"] = f"--iface {exc}", ExitCode.USAGE
         except ValueError as exc:  # the filter does not compile for this interface's link type: bad input
             cap_stats["error"], cap_stats["code"] = f"--bpf: {iface}: {exc}", ExitCode.USAGE
 

@@ -245,6 +245,14 @@ def test_reader_process_ends_with_its_sensor(netns: tuple[str, str], tmp_path: P
     assert not Path(f"/proc/{reader}").exists(), "the reader process outlived its sensor"
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_no_such_interface_is_bad_input(tmp_path: Path, processes: str) -> None:
+    proc = subprocess.run([SOC, "sensor", "live", "--iface", "nosuch0", "--processes", processes, "--no-ring",
+                           "--store", f"sqlite:///{tmp_path / 'x.db'}", "--duration", "1"],
+                          capture_output=True, text=True, env=os.environ | {"SOC_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and "--iface nosuch0: no such network interface" in proc.stderr
+
+
 VLAN_SENDER = r"""
 import sys
 from scapy.all import IP, UDP, Dot1Q, Ether, Raw, sendp
