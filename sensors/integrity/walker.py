@@ -89,31 +89,31 @@ def walk(fs: RootFS, watch: Watch, skip: frozenset[str] = frozenset(),
     prefix = len(base) + 1
     ignore = watch.ignore
     dev = st.st_dev
-    stack: list[Iterator[os.DirEntry[str]]] = [_sorted(real, watch.path, unreadable)]
-    dirs: list[str] = [base]
+    # per level: sorted names (not DirEntry objects, which keep their stat results: memory is then bounded by the
+    # widest folder's names, not its entries' attributes), the folder's real path and its in-root path
+    stack: list[tuple[Iterator[str], str, str]] = [(_sorted(real, watch.path, unreadable), real, base)]
     while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
+        names, real_dir, dir_path = stack[-1]
+        name = next(names, None)
+        if name is None:
             stack.pop()
-            dirs.pop()
             continue
-        path = f"{dirs[-1]}/{entry.name}"
-        if path in skip or (ignore.regex is not None and ignore.match(path[prefix:], entry.name)):
+        path = f"{dir_path}/{name}"
+        if path in skip or (ignore.regex is not None and ignore.match(path[prefix:], name)):
             continue
+        child = f"{real_dir}/{name}"
         try:
-            est = entry.stat(follow_symlinks=False)
+            est = os.lstat(child)
         except OSError:
             continue
-        yield entry_of(fs, path, est, entry.path, hash_files)
+        yield entry_of(fs, path, est, child, hash_files)
         if stat.S_ISDIR(est.st_mode) and est.st_dev == dev:
-            stack.append(_sorted(entry.path, path, unreadable))
-            dirs.append(path)
+            stack.append((_sorted(child, path, unreadable), child, path))
 
 
-def _sorted(real: str, path: str, unreadable: list[str] | None) -> Iterator[os.DirEntry[str]]:
+def _sorted(real: str, path: str, unreadable: list[str] | None) -> Iterator[str]:
     try:
-        with os.scandir(real) as it:
-            return iter(sorted(it, key=lambda e: e.name))
+        return iter(sorted(os.listdir(real)))
     except OSError:
         if unreadable is not None:
             unreadable.append(path)

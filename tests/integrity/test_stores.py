@@ -147,14 +147,14 @@ def test_a_folder_that_cannot_be_listed_is_unknown_not_deleted(tmp_path, monkeyp
     try:
         _run(store, fs, pol, "h")
         blocked = str(tmp_path / "data" / "d3")
-        real_scandir = os.scandir
+        real_listdir = os.listdir
 
-        def scandir(path):
+        def listdir(path):
             if str(path) == blocked:
                 raise PermissionError(13, "Permission denied", path)
-            return real_scandir(path)
+            return real_listdir(path)
 
-        monkeypatch.setattr(walker.os, "scandir", scandir)
+        monkeypatch.setattr(walker.os, "listdir", listdir)
         (tmp_path / "data/d4/f4.txt").write_text("edited\n")
         events, stats = _run(store, fs, pol, "h")
     finally:
