@@ -143,8 +143,8 @@ register(Kind("syn-ack", "soc.flow", _syn_ack, interval=60.0, floor=0.1, min_bas
               min_sources=2))
 register(Kind("udp-amplification", "soc.flow", _udp_amp, interval=1.0, floor=20.0, min_baseline=1.0, ports="peer",
               min_sources=5))
-register(Kind("http", "soc.http", _http, interval=1.0, floor=5.0, min_baseline=1.0))
-register(Kind("icmp", "soc.icmp", _icmp, interval=1.0, floor=10.0, min_baseline=1.0))
+register(Kind("http", "soc.http", _http, interval=1.0, floor=50.0, min_baseline=1.0))  # nmap's HTTP scripts: 31/s
+register(Kind("icmp", "soc.icmp", _icmp, interval=1.0, floor=50.0, min_baseline=1.0))
 
 
 class _Top:

@@ -239,13 +239,13 @@ def _requests(server: str, start: float, seconds: float, rate: float, clients: i
 def test_relative_form_judges_each_host_on_its_own_normal(shipped: SigmaEngine) -> None:
     busy, quiet = "172.16.10.10", "10.10.1.20"
     normal = _requests(busy, T0, 900, 60) + _requests(quiet, T0, 900, 0.5)
-    burst = _requests(busy, T0 + 900, 20, 250) + _requests(quiet, T0 + 900, 20, 40)  # busy: 4x, quiet: 80x
+    burst = _requests(busy, T0 + 900, 20, 250) + _requests(quiet, T0 + 900, 20, 60)  # busy: 4x, quiet: 120x
     events = sorted(normal + burst, key=lambda e: e["@timestamp"])
     sums = summaries(events)
     alerts = flood_alerts(shipped, sums)
-    assert [a["destination.ip"] for a in alerts] == [quiet]  # 40/s is under the static 200, but 80x its normal
+    assert [a["destination.ip"] for a in alerts] == [quiet]  # 60/s is under the static 200, but 120x its normal
     q = alerts[0]
-    assert q["soc.flood.ratio"] >= 10 and q["soc.flood.peak_rate"] == pytest.approx(40, abs=1)
+    assert q["soc.flood.ratio"] >= 10 and q["soc.flood.peak_rate"] == pytest.approx(60, abs=1)
     b = max((s for s in sums if s["destination.ip"] == busy), key=lambda s: s["soc.flood.peak_rate"])
     assert b["soc.flood.peak_rate"] >= 200 and b["soc.flood.ratio"] < 10  # the static form alone would fire
     assert b["soc.flood.baseline"] == pytest.approx(60, rel=0.1)
@@ -321,6 +321,7 @@ def test_benign_corpus_stays_silent(corpus: Path, shipped: SigmaEngine) -> None:
         sums = summaries(sensor_events(pcap), fe)
         seen += fe.state()["seen"]
         assert flood_alerts(shipped, sums) == [], pcap.name
+        assert sums == [], pcap.name  # nothing reaches a floor: benign captures store no soc.flood events at all
     assert seen > 1000  # the kinds saw traffic (scans' unanswered SYNs, pings, HTTP requests)
 
 
