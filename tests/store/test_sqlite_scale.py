@@ -137,6 +137,25 @@ def test_a_label_sqlite_cannot_hold_as_a_number_is_withheld_from_everyone(tmp_pa
     assert s.count_events(Query((Range("gov.label.rank", gt=10**9),))) == 1
 
 
+def test_free_text_counts_follow_every_write(tmp_path):
+    """The free-text count reuses its count of labelled events only while nothing changed: a write by another
+    connection (a sensor) or by this one is seen by the next count."""
+    uri = f"sqlite:///{tmp_path / 'soc.db'}"
+    sensor, reader = open_store(uri), open_store(uri)
+    sensor.init()
+    batches = [EVENTS[i:i + 200] for i in range(0, 600, 200)]
+    q = parse_query("beacon")
+    withheld, cleared = (replace(q, clauses=(*q.clauses, c)) for c in (Range("gov.label.rank", gt=0), Clearance(0)))
+    written: list[dict] = []
+    for batch, writer in zip(batches, (sensor, reader, sensor), strict=True):
+        writer.write_events([dict(e) for e in batch])
+        written += batch
+        want = [e for e in written if e["event.id"] in set(expected(written, q, 10**6))]
+        for _ in range(2):
+            assert reader.count_events(withheld) == sum(e.get("gov.label.rank", 0) > 0 for e in want)
+            assert reader.count_events(cleared) == sum(e.get("gov.label.rank", 0) == 0 for e in want)
+
+
 # -- retention -------------------------------------------------------------------------------------------------------
 
 
