@@ -11,8 +11,8 @@ correlation rules replayed over what their base rules matched.
   every ``*.lc`` field.
 - Correlation rules: their base rules are hunted (also ``generate: false`` ones) and the matches are fed in event
   time order (ties: event id, then rule order) to the streaming ``CorrelationEngine``.
-A list-valued field (``event.category``, ``related.ip``) is JSON text to SQL: the streaming engine matches any
-element, SQL does not (documented difference); Elasticsearch matches any element.
+A list-valued field (``event.category``, ``related.ip``) matches when any element does, in the streaming engine,
+in SQL (``json_each`` over the list) and in Elasticsearch.
 """
 
 from __future__ import annotations
@@ -66,15 +66,21 @@ class StoreSQLiteBackend(sqliteBackend):
     re_expression = "soc_regexp({field}, '{regex}', doc)"  # REGEXP with the event, to name it if stopped
 
     def escape_and_quote_field(self, field: str) -> str:
-        path = "json_extract(doc, '$.\"" + field.replace("'", "''").replace('"', '""') + "\"')"
+        path = f"json_extract(doc, {_json_path(field)})"
         return path if self._numeric else f"CAST({path} AS TEXT)"
 
     def convert_condition_field_compare_op_val(self, cond: Any, state: Any) -> Any:
         self._numeric = True
         try:
-            return super().convert_condition_field_compare_op_val(cond, state)
+            return _any_element(cond.field, super().convert_condition_field_compare_op_val(cond, state))
         finally:
             self._numeric = False
+
+    def convert_condition_field_eq_val(self, cond: Any, state: Any) -> Any:
+        return _any_element(cond.field, super().convert_condition_field_eq_val(cond, state))
+
+    def convert_condition_as_in_expression(self, cond: Any, state: Any) -> Any:
+        return _any_element(cond.args[0].field, super().convert_condition_as_in_expression(cond, state))
 
     def finalize_query_default(self, rule: Any, query: str, index: int, state: Any) -> Any:
         return query
@@ -89,6 +95,25 @@ class StoreSQLiteBackend(sqliteBackend):
     def convert_condition_val_re(self, cond: Any, state: Any) -> str:
         r: SigmaRegularExpression = cond.value
         return f"soc_keyword(doc, {_sql_str(str(r.regexp))}, {_sql_str('r' + str(_python_flags(r)))})"
+
+
+def _json_path(field: str) -> str:
+    """The SQL literal of a flat field's JSON path in ``events.doc``."""
+    return "'$.\"" + field.replace("'", "''").replace('"', '""') + "\"'"
+
+
+def _any_element(field: str | None, expr: Any) -> Any:
+    """A field condition that holds for a list-valued field (``event.type: [creation]``, ``related.ip``) when it
+    holds for any element, as the streaming engine matches; a scalar (or absent) field is compared as before."""
+    if not field or not isinstance(expr, str):
+        return expr
+    path = _json_path(field)
+    ref = f"json_extract(doc, {path})"
+    if ref not in expr:
+        return expr
+    each = expr.replace(f"CAST({ref} AS TEXT)", "CAST(value AS TEXT)").replace(ref, "value")
+    return (f"(CASE WHEN json_type(doc, {path}) = 'array' THEN EXISTS (SELECT 1 FROM json_each(doc, {path}) "
+            f"WHERE {each}) ELSE {expr} END)")
 
 
 def keyword_sql(s: SigmaString) -> str:
