@@ -38,6 +38,8 @@ class Records(Protocol):
 
     def records(self, kind: str) -> list[dict[str, Any]]: ...
 
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None: ...
+
     def audit(self, action: str, details: dict[str, Any], actor: str | None = None) -> None: ...
 
 
@@ -175,8 +177,7 @@ class Baseline:
         for seq, chunk in enumerate(self.head.get("chunks") or []):
             if chunk.get("watch") != watch:
                 continue
-            docs = self.store.records(chunk_kind(host, pid, slot, seq))
-            doc = docs[0] if docs else {}
+            doc = self.store.get_record(chunk_kind(host, pid, slot, seq), "0") or {}
             entries = doc.get("entries") or []
             body = [host, pid, slot, seq, doc.get("watch"), entries]
             mac = doc.get("mac", "")
@@ -193,11 +194,8 @@ class Baseline:
 
 
 def find_head(store: Records, host: str, policy_id: str) -> dict[str, Any] | None:
-    """The stored head of this host's baseline under this policy, or None."""
-    for head in store.records(HEAD_KIND):
-        if head.get("host") == host and head.get("policy") == policy_id:
-            return head
-    return None
+    """The stored head of this host's baseline under this policy, or None (one read by id)."""
+    return store.get_record(HEAD_KIND, head_id(host, policy_id))
 
 
 def heads(store: Records) -> Iterable[dict[str, Any]]:

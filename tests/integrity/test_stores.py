@@ -58,6 +58,22 @@ def _run(store, fs, pol, host: str, update: bool = False) -> tuple[list[dict], S
     return events, stats
 
 
+class _Counted:
+    """The store, counting the record reads made through it."""
+
+    def __init__(self, store) -> None:
+        self.store, self.calls = store, {}
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.store, name)
+        if name in ("records", "get_record"):
+            def counted(*args, **kwargs):
+                self.calls[name] = self.calls.get(name, 0) + 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+
 @pytest.mark.es
 def test_baseline_chunks_slots_and_tampering(store_uri, tmp_path, monkeypatch):
     monkeypatch.setattr(bl, "CHUNK", 16)  # 70 entries: several chunks per watch
@@ -72,6 +88,10 @@ def test_baseline_chunks_slots_and_tampering(store_uri, tmp_path, monkeypatch):
         assert stats.entries == 1 + 7 + 60 + 2 and head["slot"] == "a" and len(head["chunks"]) == 6
         assert [c["watch"] for c in head["chunks"]] == [0, 0, 0, 0, 0, 1]  # /data/nested: its own watch
         assert _run(store, fs, pol, host)[0] == []  # unchanged
+        counted = _Counted(store)
+        assert _run(counted, fs, pol, host)[0] == []
+        # a scan reads the head and each chunk by id: never a listing of the store's records
+        assert counted.calls == {"get_record": 1 + 6}, counted.calls
         (tmp_path / "data/d3/f3.txt").write_text("edited\n")
         (tmp_path / "data/nested/n.txt").touch()  # mtime only: /data/nested watches size alone
         events, _ = _run(store, fs, pol, host, update=True)
