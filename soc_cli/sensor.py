@@ -97,17 +97,21 @@ def _summary(stats: dict, run: dict) -> None:
 
 
 def _records(path: str, fstats: dict, flt: BpfFilter | None, bar: ProgressBar, errors: list[str],
-             shift: float = 0.0) -> Iterator[Record]:
+             shift: float = 0.0, stopping: dict | None = None) -> Iterator[Record]:
     """A file's records: progress advanced by bytes read, times shifted by `shift` seconds, the BPF filter applied,
-    a read error reported (what was read before it is kept)."""
+    a read error reported (what was read before it is kept); reading ends before the next record once
+    `stopping["signal"]` is set (SIGTERM/SIGINT)."""
     source = read_file(path, fstats)
     if shift:
         source = ((ts + shift, data, wirelen, linktype) for ts, data, wirelen, linktype in source)
+    stop = stopping if stopping is not None else {"signal": None}
 
     def counted() -> Iterator[Record]:
         done = 0
         try:
             for n, rec in enumerate(source, 1):
+                if stop["signal"]:
+                    break
                 done += len(rec[1]) + 16
                 if n % 2000 == 0:
                     bar.advance(done)
@@ -150,6 +154,9 @@ def pcap(
 ) -> None:
     """Read capture files and store their events (flows, DNS, HTTP, TLS, SSH, ICMP) through the pipeline.
 
+    SIGTERM or SIGINT stops the reading: the flows open so far and the pending batch are stored, the summary is
+    printed (stopped_by) and the exit code is 3 (partial).
+
     Example: soc sensor pcap rules/samples/demo-ministry.pcap --sensor-name core-1 --home-net 10.0.0.0/8,172.16.0.0/12
     """
     missing = [str(f) for f in files if not f.is_file()]
@@ -163,16 +170,24 @@ def pcap(
     errors: list[str] = []
     total = sum(file_size(str(f)) for f in files)
 
+    stopping: dict = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: stop reading; the flows open so far, the pending batch and the summary still follow."""
+        stopping["signal"] = signal.Signals(signum).name
+
     def events() -> Iterator[dict]:
         with make_progress(total, "Reading", enabled=not json_out) as bar:
             for f in files:
+                if stopping["signal"]:
+                    break
                 path = str(f.resolve())
                 sensor = _make_sensor(name, nets, path, community_id_seed)
                 if flt is not None:  # the extract re-reads the file through the same filter (correlator.evidence)
                     sensor.base["soc.capture.bpf"] = flt.expression
                 fstats: dict = {}
 
-                yield from sensor.run(_records(path, fstats, flt, bar, errors, time_shift))
+                yield from sensor.run(_records(path, fstats, flt, bar, errors, time_shift, stopping))
                 stats = sensor.stats() | {"file": path, **_damage(fstats)}
                 if flt is not None:
                     stats["bpf"] = flt.expression
@@ -180,6 +195,7 @@ def pcap(
 
     if processes is None:
         processes = 2 if (os.cpu_count() or 1) > 1 else 1
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if processes == 2:  # the child opens its own connection to the same store
             run = pipeline.run_parallel(events(), lambda: get_store(store, init=False, create=True)).as_dict()
@@ -187,6 +203,11 @@ def pcap(
             run = pipeline.run(events()).as_dict()
     finally:
         st.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stopping["signal"]:
+        run["stopped_by"] = stopping["signal"]
+        err_console.print(f"stopped by {stopping['signal']}: what was read is stored", highlight=False)
     for stats in per_file:
         if json_out:
             print_ndjson({"type": "file"} | stats)
@@ -202,8 +223,8 @@ def pcap(
     if errors:  # every file unreadable: bad input (2); some: a failure (1), the readable ones are stored
         unreadable = sum(1 for e in errors if "not a readable pcap" in e)
         raise typer.Exit(ExitCode.USAGE if unreadable == len(files) else ExitCode.FAILURE)
-    if damaged or run["spooled_events"] or run.get("spooled_alerts"):  # read around damage, or spooled
-        raise typer.Exit(ExitCode.PARTIAL)
+    if damaged or run["spooled_events"] or run.get("spooled_alerts") or stopping["signal"]:
+        raise typer.Exit(ExitCode.PARTIAL)  # read around damage, spooled, or stopped before the end of the input
 
 
 def _total(per_file: list[dict]) -> dict:
