@@ -26,7 +26,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,10 @@ def flows_of(gate: Gate, alerts: Sequence[dict[str, Any]]) -> tuple[list[FlowRef
     return sorted(refs, key=lambda r: (r.path, r.first_frame)), problems
 
 
-def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, int]]:
-    """The flows' records `(ts, data, wirelen, linktype)` in capture order, file by file (one pass per file)."""
+def packets_of(flows: Sequence[FlowRef], check: Callable[[], object] | None = None
+               ) -> Iterator[tuple[float, bytes, int, int]]:
+    """The flows' records `(ts, data, wirelen, linktype)` in capture order, file by file (one pass per file);
+    `check()` (a deadline: it raises to stop) is called every CHECK_EVERY records read."""
     from sensors.capture import BpfFilter, read_file
     from sensors.decode import Counters, PacketDecoder
     from sensors.flows import FlowTable
@@ -131,6 +133,8 @@ def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, in
             if bpf:
                 source = BpfFilter(bpf).apply(source)
             records = enumerate(source, 1)
+        if check is not None:
+            records = _checked(records, check)
         decode, key_of = PacketDecoder(Counters()).decode, FlowTable.key
         active: dict[tuple, int] = {}
         try:
@@ -150,6 +154,17 @@ def packets_of(flows: Sequence[FlowRef]) -> Iterator[tuple[float, bytes, int, in
                         break
         finally:
             source.close()
+
+
+CHECK_EVERY = 4096
+
+
+def _checked(records: Iterator[tuple[int, Any]], check: Callable[[], object]) -> Iterator[tuple[int, Any]]:
+    """`records`, calling `check()` before the first and every CHECK_EVERY after."""
+    for i, rec in enumerate(records):
+        if not i % CHECK_EVERY:
+            check()
+        yield rec
 
 
 def ring_records(run: Path, start: int) -> Iterator[tuple[int, tuple[float, bytes, int, int]]]:
@@ -240,9 +255,11 @@ def write_pcap(records: Iterator[tuple[float, bytes, int, int]], out: Path) -> t
     return n, digest.hexdigest()
 
 
-def extract(gate: Gate, out: Path, alert: str | None = None, incident: int | None = None) -> Extract:
+def extract(gate: Gate, out: Path, alert: str | None = None, incident: int | None = None,
+            check: Callable[[], object] | None = None) -> Extract:
     """Cut the packets of an alert's (or every alert of an incident's) flows into `out`, with `<out>.json` naming
-    the label and sources; audited as `evidence-extract`. EvidenceError when nothing can be extracted."""
+    the label and sources; audited as `evidence-extract`. EvidenceError when nothing can be extracted; whatever
+    `check()` raises while the captures are read (a playbook step's deadline) stops it with no file left."""
     if alert is not None:
         read = gate.get_alert(alert)
         if not read.items:
@@ -265,7 +282,7 @@ def extract(gate: Gate, out: Path, alert: str | None = None, incident: int | Non
                      rank=int(source.get("gov.label.rank") or 0), level=source.get("gov.label.level"),
                      problems=problems)
     try:
-        result.packets, result.sha256 = write_pcap(packets_of(flows), out)
+        result.packets, result.sha256 = write_pcap(packets_of(flows, check), out)
     except BaseException:
         out.unlink(missing_ok=True)  # no partial evidence
         raise

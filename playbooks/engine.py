@@ -707,7 +707,7 @@ def _call(action: Action, ctx: Context, args: dict[str, Any], timeout: float | N
     deadline with an error timed out; one still running GRACE s past it is reported left running."""
     if timeout is None:
         return action.run(ctx, args)
-    ctx.deadline = time.monotonic() + timeout
+    ctx.deadline, ctx.timeout = time.monotonic() + timeout, timeout
     box: dict[str, Any] = {}
 
     def target() -> None:

@@ -20,6 +20,10 @@ class ActionError(Exception):
     """An action failed; the message says what and where (the engine follows the step's on_failure)."""
 
 
+class TimedOut(ActionError):
+    """The step's CACAO timeout is spent: the action stopped (an action that collects problems re-raises this)."""
+
+
 @dataclass
 class Context:
     """What an action sees: the store, the caller's read gate, the policy and the run it belongs to."""
@@ -35,6 +39,7 @@ class Context:
     actor: str
     home: Path  # $SOC_HOME (secrets, state)
     deadline: float | None = None  # time.monotonic() by which the step's CACAO timeout ends (None: no timeout)
+    timeout: float | None = None  # that timeout, in seconds (for the message)
 
     def remaining(self, default: float) -> float:
         """The seconds an action's own I/O may wait (socket, SMTP, HTTP, subprocess timeout): `default`, capped by
@@ -43,8 +48,14 @@ class Context:
             return default
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise ActionError("timed out (the step's CACAO timeout is spent)")
+            self.check()
         return min(default, left)
+
+    def check(self, doing: str = "") -> None:
+        """TimedOut once the step's timeout is spent (long loops call it between units of work)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            spent = f"{self.timeout:g} s" if self.timeout is not None else "the step's CACAO timeout"
+            raise TimedOut(f"timed out after {spent}" + (f" ({doing})" if doing else ""))
 
 
 @dataclass

@@ -14,10 +14,12 @@ from playbooks.actions.base import Action, ActionError, Context, Result, registe
 FIELDS = ("source.ip", "destination.ip")
 
 
-def load_lists(folder: Path) -> dict[str, tuple[list[Any], set[str]]]:
-    """{list name: (networks, domains)} from every `*.txt` in `folder`."""
+def load_lists(folder: Path, ctx: Context | None = None) -> dict[str, tuple[list[Any], set[str]]]:
+    """{list name: (networks, domains)} from every `*.txt` in `folder` (`ctx`: its deadline checked per list)."""
     lists: dict[str, tuple[list[Any], set[str]]] = {}
     for path in sorted(folder.glob("*.txt")):
+        if ctx is not None:
+            ctx.check(f"reading threat list {path.name}")
         nets, names = [], set()
         for n, raw in enumerate(path.read_text().splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
@@ -61,9 +63,10 @@ class Enrich(Action):
 
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         engine = PolicyEngine(ctx.policy)
-        lists = load_lists(ctx.home / "threat-lists")
+        lists = load_lists(ctx.home / "threat-lists", ctx)
         out = []
         for value in self._values(ctx, args):
+            ctx.check(f"enriching {value}")
             try:
                 ipaddress.ip_address(value)
             except ValueError:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from playbooks.actions import _common
-from playbooks.actions.base import Action, ActionError, Context, Result, register
+from playbooks.actions.base import Action, ActionError, Context, Result, TimedOut, register
 from playbooks.actions.evidence_pcap import cut
 from playbooks.actions.share_stix import bundle
 
@@ -44,9 +44,13 @@ class Escalate(Action):
                 evidence = cut(ctx, alert, incident, pcap)
                 members["evidence.pcap"] = pcap.read_bytes()
                 members["evidence.pcap.json"] = _dump(evidence | {"output": "evidence.pcap"})
+            except TimedOut:
+                raise
             except ActionError as exc:
                 problems.append(str(exc))
+        ctx.check("evidence cut, indicators not built")
         text, n, left_out = bundle(ctx, args, alerts)
+        ctx.check("indicators built, package not written")
         members["indicators.stix.json"] = text.encode() + b"\n"
         lab = _common.label(ctx, doc, *alerts)
         manifest = {"package": "soc national-CERT escalation", "to": args.get("to") or "national-cert",
@@ -56,9 +60,14 @@ class Escalate(Action):
                               for k, v in members.items()]}
         members["manifest.json"] = _dump(manifest)
         part = out.with_name(out.name + ".part")
-        with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, data in members.items():
-                zf.writestr(zipfile.ZipInfo(name, EPOCH), data, zipfile.ZIP_DEFLATED)
+        try:
+            with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name, data in members.items():
+                    ctx.check(f"writing the package: {name}")
+                    zf.writestr(zipfile.ZipInfo(name, EPOCH), data, zipfile.ZIP_DEFLATED)
+        except BaseException:
+            part.unlink(missing_ok=True)  # no partial package
+            raise
         part.replace(out)
         _common.write_label(out, lab)
         digest = hashlib.sha256(out.read_bytes()).hexdigest()

@@ -10,18 +10,26 @@ from typing import Any
 
 from correlator.evidence import EvidenceError, extract
 from playbooks.actions import _common
-from playbooks.actions.base import Action, ActionError, Context, Result, register
+from playbooks.actions.base import Action, ActionError, Context, Result, TimedOut, register
 
 
 def cut(ctx: Context, alert: str | None, incident: int | None, out: Path) -> dict[str, Any]:
-    """Extract into `out`; the manifest's label raised to the run's. Returns the manifest."""
+    """Extract into `out`; the manifest's label raised to the run's. Returns the manifest. The step's deadline is
+    checked while the captures are read: past it, TimedOut and no file is left."""
+    ctx.check("before reading the captures")
     try:
-        result = extract(ctx.gate, out, alert, incident)
+        result = extract(ctx.gate, out, alert, incident, lambda: ctx.check("reading the captures"))
     except EvidenceError as exc:
         raise ActionError(f"evidence.pcap: {exc}") from None
     lab = _common.label(ctx, {"gov.label.rank": result.rank})
     result.rank, result.level = lab["gov.label.rank"], lab["gov.label.level"]
     manifest = result.manifest()
+    try:
+        ctx.check("packets cut, manifest not written")
+    except TimedOut:
+        out.unlink(missing_ok=True)
+        Path(f"{out}.json").unlink(missing_ok=True)
+        raise
     Path(f"{out}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -26,10 +26,12 @@ class Search(Action):
 
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         alert, window, limit = self._args(ctx, args)
+        ctx.check("before the search")
         try:
             _, read = around(ctx.gate, alert, parse_duration(window), limit)
         except (PivotError, ValueError) as exc:
             raise ActionError(f"search: {exc}") from None
+        ctx.check("events read, not reported")
         return Result({"alert": alert, "events": len(read.items), "withheld": read.withheld,
                        "event_ids": [e.get("event.id") for e in read.items],
                        **_common.label(ctx, *read.items)})

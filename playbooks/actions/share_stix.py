@@ -52,7 +52,9 @@ class ShareStix(Action):
 
     def run(self, ctx: Context, args: dict[str, Any]) -> Result:
         doc, alerts = _common.alerts_of(ctx, *_common.subject(ctx, args))
+        ctx.check("alerts read, indicators not built")
         text, n, left_out = bundle(ctx, args, alerts)
+        ctx.check("indicators built, bundle not written")
         out = _common.writable(_common.output_path(ctx, args, ".stix.json"))
         out.write_text(text + "\n")
         lab = _common.label(ctx, *[a for a in alerts if int(a.get("gov.label.rank") or 0) <= cap(ctx, args).rank])

@@ -129,3 +129,44 @@ def test_escalate_packages_alert_evidence_and_stix_with_hashes(ctx):
         assert json.loads(zf.read("subject.json"))["soc.alert.uuid"] == BRUTE
     alert = ctx.store.get_alert(BRUTE)
     assert manifest["gov.label.rank"] == alert["gov.label.rank"] == first["gov.label.rank"]
+
+
+def test_evidence_pcap_past_its_step_timeout_fails_timed_out_and_leaves_no_file(ctx):
+    """Through the engine's call with a tiny CACAO timeout: the step fails as timed out, nothing is written."""
+    from playbooks.engine import _call
+
+    out = ctx.home / "e.pcap"
+    with pytest.raises(ActionError, match=r"^timed out after 1e-06 s"):
+        _call(REGISTRY["evidence.pcap"](), ctx, {"alert": BRUTE, "output": str(out)}, 1e-6)
+    assert not out.exists() and not Path(f"{out}.json").exists()
+    ctx.deadline = ctx.timeout = None  # the same step with time to spare writes its file
+    assert REGISTRY["evidence.pcap"]().run(ctx, {"alert": BRUTE, "output": str(out)}).outputs["packets"] > 0
+
+
+def test_evidence_stopped_while_reading_the_capture_removes_its_partial_file(ctx, monkeypatch):
+    """The deadline's check runs inside the capture read (here every record): stopping there leaves no pcap."""
+    from correlator import evidence
+    from playbooks.actions.base import TimedOut
+
+    monkeypatch.setattr(evidence, "CHECK_EVERY", 1)
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 20:
+            raise TimedOut("timed out after 0 s (reading the captures)")
+
+    out = ctx.home / "mid.pcap"
+    with pytest.raises(TimedOut):
+        evidence.extract(ctx.gate, out, BRUTE, None, check)
+    assert len(calls) == 21 and not out.exists() and not Path(f"{out}.json").exists()
+
+
+@pytest.mark.parametrize("action", ["escalate", "share.stix", "search", "enrich"])
+def test_data_actions_stop_at_a_spent_deadline_and_write_nothing(ctx, action):
+    from playbooks.engine import _call
+
+    out = ctx.home / "out" / "x"
+    with pytest.raises(ActionError, match=r"^timed out after 1e-06 s"):
+        _call(REGISTRY[action](), ctx, {"alert": SCAN, "output": str(out)}, 1e-6)
+    assert not (ctx.home / "out").exists() or not any((ctx.home / "out").iterdir())
