@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from correlator.events import epoch, to_utc_iso
+from correlator.events import epoch, event_id, to_utc_iso
 
 Event = dict[str, Any]
 # A contribution: (victim ip, victim port or None, source ip, peer port or None, packets, bytes)
@@ -367,7 +367,6 @@ class FloodEnricher:
             **st.meta,
             "@timestamp": to_utc_iso(fl.start), "event.kind": "event", "event.module": "soc",
             "event.dataset": "soc.flood", "event.category": ["network"], "event.type": ["info"],
-            "event.id": hashlib.sha256(f"{fid}|{fl.seq}".encode()).hexdigest()[:32],
             "event.start": to_utc_iso(fl.start), "event.end": to_utc_iso(fl.last),
             "destination.ip": victim, "related.ip": [victim, *tops],
             "soc.flood.id": fid, "soc.flood.kind": kind.name, "soc.flood.summary": fl.seq,
@@ -383,6 +382,7 @@ class FloodEnricher:
             ev["soc.flood.ratio"] = round(fl.peak / max(fl.start_baseline, kind.min_baseline), 2)
         if st.label[0] >= 0:
             ev["gov.label.rank"], ev["gov.label.level"] = st.label
+        ev["event.id"] = event_id(ev)  # of the content: the same input gives the same summary, another is kept
         return ev
 
     def state(self) -> dict[str, int]:
