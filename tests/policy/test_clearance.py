@@ -330,7 +330,6 @@ NOT_READING = {
     "integrity baseline": "writes this host's baseline of the watched files; prints its entry count",
     "integrity scan": "compares the watched files with the stored baseline internally; prints this scan's changes",
     "integrity web": "fetches the pages now, compares with their stored fingerprints internally; prints this check",
-    "integrity web": "fetches the pages now, compares with their stored fingerprints internally; prints this check",
     "audit verify": "prints whether the chain is intact and the seq numbers of problems, no content",
     "audit anchor": "exports the chain's head (seq and hash), no content",
     "triage": "interactive; its reads go through the gate and are tested in tests/triage/test_console.py",
