@@ -12,10 +12,10 @@ from typing import Any
 
 from correlator.alerts import AlertFolder, group_key, group_of
 from correlator.sigma.correlation import CorrelationEngine, Firing, event_time
-from correlator.sigma.engine import Compiled, Matcher, RuleInfo, compile_rules
+from correlator.sigma.engine import Matcher, RuleInfo, compile_rules
 from correlator.sigma.loader import RuleFailure, load_rules, rule_files
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the built Matcher (routing and automata), not only its Compiled
 
 
 def default_cache_dir() -> Path:
@@ -67,8 +67,8 @@ class SigmaEngine:
             if cache_file.is_file():
                 try:
                     with cache_file.open("rb") as fh:
-                        compiled, correlations, failures = pickle.load(fh)  # noqa: S301 - our own cache file
-                    return cls(Matcher(compiled), correlations, failures, len(files), True)
+                        matcher, correlations, failures = pickle.load(fh)  # noqa: S301 - our own cache file
+                    return cls(matcher, correlations, failures, len(files), True)
                 except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
                     pass  # stale or foreign cache: rebuild
         rs = load_rules(files, (lambda d, t: progress("parse", d, t)) if progress else None)
@@ -76,7 +76,7 @@ class SigmaEngine:
                                            progress=(lambda d, t: progress("compile", d, t)) if progress else None)
         engine = cls(Matcher(compiled), rs.correlations, rs.failures + failures, len(files))
         if cache_file is not None:
-            _write_cache(cache_file, compiled, rs.correlations, engine.failures)
+            _write_cache(cache_file, engine.matcher, rs.correlations, engine.failures)
         return engine
 
     @classmethod
@@ -86,12 +86,12 @@ class SigmaEngine:
         return cls(Matcher(compiled), rs.correlations, rs.failures + failures, len(rs.files))
 
 
-def _write_cache(path: Path, compiled: Compiled, correlations: list, failures: list) -> None:
+def _write_cache(path: Path, matcher: Matcher, correlations: list, failures: list) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump((compiled, correlations, failures), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((matcher, correlations, failures), fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         pass  # a cache is an optimisation only
