@@ -143,12 +143,72 @@ def bindings(doc: dict[str, Any]) -> dict[str, str]:
 
 def successors(step: dict[str, Any]) -> list[str]:
     """Every step a step may lead to."""
-    nxt = [step[k] for k in NEXT_KEYS if isinstance(step.get(k), str)]
-    nxt += [s for s in step.get("next_steps") or [] if isinstance(s, str)]
+    return [t for _, t in links(step)]
+
+
+def links(step: dict[str, Any]) -> list[tuple[str, str]]:
+    """(JSON path below the step, target) of every step a step may lead to."""
+    out = [(f".{k}", step[k]) for k in NEXT_KEYS if isinstance(step.get(k), str)]
+    out += [(f".next_steps[{i}]", s) for i, s in enumerate(step.get("next_steps") or []) if isinstance(s, str)]
     cases = step.get("cases")
     if isinstance(cases, dict):
-        nxt += [s for s in cases.values() if isinstance(s, str)]
-    return nxt
+        out += [(f".cases[{k!r}]", s) for k, s in cases.items() if isinstance(s, str)]
+    return out
+
+
+def _reach(wf: dict[str, Any], heads: list[str], skip: tuple[str, list[str]] | None = None) -> set[str]:
+    """The steps reachable from `heads` (`skip`: a parallel step whose branches are not followed)."""
+    seen: set[str] = set()
+    todo = list(heads)
+    while todo:
+        s = todo.pop()
+        if s in seen or not isinstance(wf.get(s), dict):
+            continue
+        seen.add(s)
+        todo += [t for t in successors(wf[s]) if not (skip and s == skip[0] and t in skip[1])]
+    return seen
+
+
+def _branch_problems(wf: dict[str, Any], start: str | None) -> list[Problem]:
+    """CACAO 2.0 (parallel step): each branch ends at an end step of its own; it never leads back into the flow
+    outside it (the parallel step, what comes before or after it) nor into a sibling branch."""
+    out: list[Problem] = []
+    if start is None or start not in wf:
+        return out
+    for pid, par in wf.items():
+        if not isinstance(par, dict) or par.get("type") != "parallel":
+            continue
+        heads = [h for h in par.get("next_steps") or [] if isinstance(h, str) and h in wf]
+        outside = _reach(wf, [start], (pid, heads)) | {pid}
+        owner: dict[str, int] = {}
+        for i, head in enumerate(heads):
+            where = f"$.workflow[{pid!r}].next_steps[{i}]"
+            if head in outside:
+                out.append(Problem(where, f"branch {i} starts at {head}, which the flow outside the parallel step "
+                                          "also runs: each branch must end at its own end step"))
+                continue
+            if head in owner:
+                out.append(Problem(where, f"branch {i} starts at {head}, a step of branch {owner[head]}: each branch "
+                                          "must end at its own end step"))
+                continue
+            seen, todo = {head}, [head]
+            while todo:
+                s = todo.pop()
+                owner.setdefault(s, i)
+                if not links(wf[s]) and wf[s].get("type") != "end":
+                    out.append(Problem(f"$.workflow[{s!r}]", f"branch {i} of {pid} stops at this "
+                                       f"{wf[s].get('type')} step: each branch must end at its own end step"))
+                for link, t in links(wf[s]):
+                    if not isinstance(wf.get(t), dict) or t in seen:
+                        continue
+                    if t in outside or owner.get(t, i) != i:
+                        whose = "the flow outside the parallel step" if t in outside else f"branch {owner[t]}"
+                        out.append(Problem(f"$.workflow[{s!r}]{link}", f"branch {i} of {pid} leads to {t}, a step of "
+                                           f"{whose}: each branch must end at its own end step"))
+                        continue
+                    seen.add(t)
+                    todo.append(t)
+    return out
 
 
 def soc_problems(doc: dict[str, Any], registry: dict[str, Any]) -> list[Problem]:
@@ -206,6 +266,7 @@ def soc_problems(doc: dict[str, Any], registry: dict[str, Any]) -> list[Problem]
                 if var not in declared and var not in local:
                     out.append(Problem(path, f"uses {var}, which playbook_variables does not declare"))
     out += _graph_problems(wf, start if isinstance(start, str) else None)
+    out += _branch_problems(wf, start if isinstance(start, str) else None)
     return out
 
 

@@ -142,6 +142,55 @@ def test_validation_reports_every_problem_at_its_path_and_runs_nothing(world):
     assert not [e for e in store.audit_entries() if e["action"].startswith("playbook")]
 
 
+def test_parallel_branches_must_end_at_their_own_end_steps(world):
+    """CACAO 2.0: a parallel step's branches each end at an end step of their own. A branch that re-joins the main
+    flow, one that runs into a sibling's step, one that leads back to the parallel step and one that stops at an
+    action are each named at the JSON path of the offending link or step; the well-formed branch is not."""
+    doc = cacao.read(cacao.find("scanning"))
+    agent = next(iter(doc["agent_definitions"]))
+    ids = {n: _sid(k) for n, k in [("start", "start"), ("par", "parallel"), ("a", "action"), ("b", "action"),
+                                   ("c", "action"), ("d", "action"), ("e", "action"), ("end_a", "end"),
+                                   ("after", "action"), ("end", "end")]}
+
+    def act(name: str, nxt: str | None) -> dict:
+        return {"type": "action", "name": name, "commands": [{"type": cacao.COMMAND_TYPE}], "agent": agent,
+                "step_extensions": {cacao.EXT: {"action": "test.count", "args": {"key": name}}},
+                **({"on_success": ids[nxt]} if nxt else {})}
+
+    doc["workflow_start"] = ids["start"]
+    doc["workflow"] = {
+        ids["start"]: {"type": "start", "on_completion": ids["par"]},
+        ids["par"]: {"type": "parallel", "next_steps": [ids[k] for k in "abcde"], "on_completion": ids["after"]},
+        ids["a"]: act("a", "end_a"), ids["end_a"]: {"type": "end"},  # well-formed
+        ids["b"]: act("b", "after"),  # re-joins the main flow
+        ids["c"]: act("c", "end_a"),  # ends at branch a's end step
+        ids["d"]: act("d", "par"),  # back to the parallel step
+        ids["e"]: act("e", None),  # stops at an action
+        ids["after"]: act("after", "end"), ids["end"]: {"type": "end"},
+    }
+    problems = [str(p) for p in cacao.validate(doc, load_all())]
+    own = "each branch must end at its own end step"
+    assert sorted(problems) == sorted([
+        f"$.workflow['{ids['b']}'].on_success: branch 1 of {ids['par']} leads to {ids['after']}, a step of the flow "
+        f"outside the parallel step: {own}",
+        f"$.workflow['{ids['c']}'].on_success: branch 2 of {ids['par']} leads to {ids['end_a']}, a step of branch 0: "
+        f"{own}",
+        f"$.workflow['{ids['d']}'].on_success: branch 3 of {ids['par']} leads to {ids['par']}, a step of the flow "
+        f"outside the parallel step: {own}",
+        f"$.workflow['{ids['e']}']: branch 4 of {ids['par']} stops at this action step: {own}",
+        f"$.workflow['{ids['d']}']: cycle back to {ids['par']} outside a while-condition",  # the older check's
+    ]), problems
+    path = world["tmp"] / "branches.json"
+    path.write_text(json.dumps(doc))
+    res = soc(world, "playbook", "validate", str(path))
+    assert res.exit_code == 1 and f"$.workflow['{ids['b']}'].on_success" in res.stdout + res.stderr
+    for k in "bcde":  # each branch led to an end step of its own: valid
+        end = _sid("end")
+        doc["workflow"][ids[k]]["on_success"] = end
+        doc["workflow"][end] = {"type": "end"}
+    assert cacao.validate(doc, load_all()) == []
+
+
 # -- the engine ------------------------------------------------------------------------------------------------------
 
 def test_dry_run_renders_real_values_and_changes_nothing(world):
