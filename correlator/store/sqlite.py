@@ -174,6 +174,7 @@ ALERT_COLUMNS = {"soc.alert.workflow_status": "workflow_status", "soc.alert.seve
 INCIDENT_COLUMNS = {"soc.incident.id": "id", "soc.incident.status": "status", "soc.incident.severity": "severity",
                     "soc.incident.assignee": "assignee"}
 IP_COLUMNS = {"src_ip", "dst_ip"}
+SEEKS_PER_ROW = 40  # one FTS seek by rowid costs about 40 rows read by rowid (80 µs vs 2 µs at 1-10 M events)
 WALK_SECONDS = 0.05  # what a page may spend walking the time index before it reads and sorts the matches instead
 _V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _MAX_CHAR = "\U0010ffff"
@@ -249,7 +250,7 @@ class SQLiteStore(Store):
         what `soc store prune` keeps when given no age."""
         self.path = Path(path)
         self.retention = retention
-        self._labelled_text: tuple[tuple, int] = ((), 0)  # _count_text's last count of labelled events
+        self._labelled_text: tuple[tuple, int | None] = ((), 0)  # _count_text's last count of labelled events
         self.uri = uri or f"sqlite:///{self.path}"
         missing = StoreMissing.at(self.path)
         if self.path.is_dir():
@@ -488,7 +489,8 @@ class SQLiteStore(Store):
     def _count_text(self, q: Query) -> int | None:
         """Free text alone under a clearance (or the gate's withheld count): the FTS index's own count (it holds
         exactly one entry per event), less (or only) the labelled events above the rank, read through the partial
-        index `events_ranked` with one FTS seek each. None when `q` is not of that shape."""
+        index `events_ranked` with one FTS seek each. None (the general plan) when `q` is not of that shape or the
+        labelled events are too many for a seek each (SEEKS_PER_ROW)."""
         text = [c for c in q.clauses if isinstance(c, Text)]
         rest = [c for c in q.clauses if not isinstance(c, Text)]
         if not text or q.since or q.until or len(rest) != 1:
@@ -507,18 +509,26 @@ class SQLiteStore(Store):
         key = (match, above, self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
         if self._labelled_text[0] == key:
             withheld = self._labelled_text[1]
+            if withheld is None:
+                return None
             return self._fts_count(match) - withheld if cleared else withheld
         try:
-            withheld = self.db.execute(
-                "SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 AND rank > ? AND EXISTS "
-                "(SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", (above, match),
-            ).fetchone()[0]
+            labelled = self.db.execute("SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 "
+                                       "AND rank > ?", (above,)).fetchone()[0]
         except sqlite3.OperationalError as exc:  # a store not yet migrated to 8 (opened without init)
             if "no such index" in str(exc):
                 return None
             raise
+        matches = self._fts_count(match)
+        if labelled * SEEKS_PER_ROW > matches:  # many labelled events: testing each match's row costs less
+            self._labelled_text = (key, None)
+            return None
+        withheld = self.db.execute(
+            "SELECT count(*) FROM events INDEXED BY events_ranked WHERE rank > 0 AND rank > ? AND EXISTS "
+            "(SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.rowid)", (above, match),
+        ).fetchone()[0]
         self._labelled_text = (key, withheld)
-        return self._fts_count(match) - withheld if cleared else withheld
+        return matches - withheld if cleared else withheld
 
     def _fts_count(self, match: str) -> int:
         return self.db.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?", (match,)).fetchone()[0]

@@ -92,12 +92,14 @@ def store(request, tmp_path_factory):
     s.close()
 
 
-@pytest.mark.parametrize("walk_seconds", [60.0, 0.0], ids=["walk-time-index", "sort-matches"])
+@pytest.mark.parametrize("walk_seconds, seeks", [(60.0, 0), (0.0, 10**9)],
+                         ids=["walk-time-index+fts-count", "sort-matches+sql-count"])
 @pytest.mark.parametrize("text", QUERIES)
-def test_counts_and_pages_under_clearance_agree_with_the_oracle(store, text, walk_seconds, monkeypatch):
+def test_counts_and_pages_under_clearance_agree_with_the_oracle(store, text, walk_seconds, seeks, monkeypatch):
     """Both plans of a page (the time-index walk, and with no time for it the sort of the matches) and both counts
-    (the FTS index's for free text alone, SQL otherwise) give the oracle's answer."""
+    of free text (the FTS index's less the labelled events, and SQL over the matches' rows) give the oracle's answer."""
     monkeypatch.setattr(sqlite_store, "WALK_SECONDS", walk_seconds)
+    monkeypatch.setattr(sqlite_store, "SEEKS_PER_ROW", seeks)
     assert (store._within("SELECT doc FROM events", [], walk_seconds) is None) == (walk_seconds == 0)
     q = parse_query(text)
     for max_rank in (0, 1, 3):
@@ -137,9 +139,10 @@ def test_a_label_sqlite_cannot_hold_as_a_number_is_withheld_from_everyone(tmp_pa
     assert s.count_events(Query((Range("gov.label.rank", gt=10**9),))) == 1
 
 
-def test_free_text_counts_follow_every_write(tmp_path):
+def test_free_text_counts_follow_every_write(tmp_path, monkeypatch):
     """The free-text count reuses its count of labelled events only while nothing changed: a write by another
     connection (a sensor) or by this one is seen by the next count."""
+    monkeypatch.setattr(sqlite_store, "SEEKS_PER_ROW", 0)  # the FTS count however many events are labelled
     uri = f"sqlite:///{tmp_path / 'soc.db'}"
     sensor, reader = open_store(uri), open_store(uri)
     sensor.init()
@@ -154,6 +157,15 @@ def test_free_text_counts_follow_every_write(tmp_path):
         for _ in range(2):
             assert reader.count_events(withheld) == sum(e.get("gov.label.rank", 0) > 0 for e in want)
             assert reader.count_events(cleared) == sum(e.get("gov.label.rank", 0) == 0 for e in want)
+    assert reader._count_text(cleared) is not None
+    monkeypatch.setattr(sqlite_store, "SEEKS_PER_ROW", 40)  # a third labelled: a seek each would cost more
+    sensor.write_events([])  # nothing changed: the cached decision stands until a write
+    assert reader._count_text(cleared) is not None
+    written.append({**EVENTS[0], "event.id": "x" * 32})
+    sensor.write_events([dict(written[-1])])
+    assert reader._count_text(cleared) is None
+    want = [e for e in written if e["event.id"] in set(expected(written, q, 10**6))]
+    assert reader.count_events(cleared) == sum(e.get("gov.label.rank", 0) == 0 for e in want)
 
 
 # -- retention -------------------------------------------------------------------------------------------------------
