@@ -5,24 +5,18 @@ again after the recorded inverse (the unblock) ran. Only addresses inside the te
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import uuid
 
 import pytest
 
 from playbooks.actions import REGISTRY, ActionError
 from playbooks.actions.contain import RULESET
+from tests import netns
 from tests.debian import require
+from tests.netns import sh, tcp_listener, veth_pair
 from tests.playbooks.actions_world import context, seeded
 
 pytestmark = pytest.mark.netns
 SERVER, CLIENT = "10.231.7.1", "10.231.7.2"
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -36,39 +30,13 @@ def nft_installed() -> None:
 @pytest.fixture
 def pair(nft_installed):
     """(server netns, client netns): veth 10.231.7.1 <-> 10.231.7.2, a TCP listener on the server side."""
-    tag = uuid.uuid4().hex[:6]
-    srv, cli = f"socs{tag}", f"socc{tag}"
-    sh("ip", "netns", "add", srv)
-    sh("ip", "netns", "add", cli)
-    listener = None
-    try:
-        sh("ip", "link", "add", f"vs{tag}", "netns", srv, "type", "veth", "peer", "name", f"vc{tag}", "netns", cli)
-        for ns, dev, ip in ((srv, f"vs{tag}", SERVER), (cli, f"vc{tag}", CLIENT)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        code = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                f"s.bind(('{SERVER}',8080));s.listen()\nwhile True:\n c,_=s.accept();c.sendall(b'ok');c.close()")
-        listener = subprocess.Popen(["ip", "netns", "exec", srv, sys.executable, "-c", code])
-        for _ in range(50):
-            if reachable(cli):
-                break
-            time.sleep(0.1)
+    with veth_pair(SERVER, CLIENT, prefix="soc") as (srv, cli), tcp_listener(srv, SERVER, probe_from=cli):
         yield srv, cli
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        sh("ip", "netns", "del", srv, check=False)
-        sh("ip", "netns", "del", cli, check=False)
 
 
 def reachable(cli: str) -> bool:
     """A TCP connection from the client namespace to the listener completes within a second."""
-    code = (f"import socket\ns=socket.create_connection(('{SERVER}',8080),timeout=1)\n"
-            "assert s.recv(2)==b'ok'")
-    return subprocess.run(["ip", "netns", "exec", cli, sys.executable, "-c", code], capture_output=True,
-                          timeout=20).returncode == 0
+    return netns.reachable(cli, SERVER)
 
 
 def elements(ns: str) -> str:

@@ -10,23 +10,19 @@ import json
 import os
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from soc_cli.common import SHIPPED_POLICY
+from tests import netns
 from tests.debian import require
+from tests.netns import tcp_listener, veth_pair
 from tests.triage.world import DEMO_PCAP
 
 pytestmark = pytest.mark.netns
 SOC = str(Path(sys.executable).parent / "soc")
 TARGET, SCANNER = "172.16.10.10", "203.0.113.66"
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
 
 @pytest.fixture
@@ -35,38 +31,13 @@ def lab():
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     require("nftables", "nft", "the done-when run blocks with nftables")
-    tag = uuid.uuid4().hex[:6]
-    tgt, scn = f"pbt{tag}", f"pbs{tag}"
-    sh("ip", "netns", "add", tgt)
-    sh("ip", "netns", "add", scn)
-    listener = None
-    try:
-        sh("ip", "link", "add", f"pt{tag}", "netns", tgt, "type", "veth", "peer", "name", f"ps{tag}", "netns", scn)
-        for ns, dev, ip, peer in ((tgt, f"pt{tag}", TARGET, SCANNER), (scn, f"ps{tag}", SCANNER, TARGET)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "route", "add", f"{peer}/32", "dev", dev)
-        code = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                f"s.bind(('{TARGET}',8080));s.listen()\nwhile True:\n c,_=s.accept();c.sendall(b'ok');c.close()")
-        listener = subprocess.Popen(["ip", "netns", "exec", tgt, sys.executable, "-c", code])
-        for _ in range(50):
-            if reachable(scn):
-                break
-            time.sleep(0.1)
+    with veth_pair(TARGET, SCANNER, prefix="pb", prefixlen=32) as (tgt, scn), \
+            tcp_listener(tgt, TARGET, probe_from=scn):
         yield tgt, scn
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        sh("ip", "netns", "del", tgt, check=False)
-        sh("ip", "netns", "del", scn, check=False)
 
 
 def reachable(scn: str) -> bool:
-    code = f"import socket\ns=socket.create_connection(('{TARGET}',8080),timeout=1)\nassert s.recv(2)==b'ok'"
-    return subprocess.run(["ip", "netns", "exec", scn, sys.executable, "-c", code], capture_output=True,
-                          timeout=20).returncode == 0
+    return netns.reachable(scn, TARGET)
 
 
 def test_scan_alert_to_block_in_the_namespace_and_back(lab, tmp_path):

@@ -11,10 +11,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.netns import veth_pair
 
 SENDER = r"""
 from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether, Raw, sendp
@@ -39,30 +40,13 @@ sendp(pkts, iface=iface, verbose=False, inter=0.01)
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def netns_pair():
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.fail("LIVE CAPTURE TEST NEEDS ROOT and iproute2 (`ip netns`): it creates network namespaces")
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"soc-a-{tag}", f"soc-b-{tag}"
-    _ip("netns", "add", a)
-    _ip("netns", "add", b)
-    try:
-        _ip("link", "add", "veth-a", "netns", a, "type", "veth", "peer", "name", "veth-b", "netns", b)
-        _ip("-n", a, "addr", "add", "10.199.0.1/24", "dev", "veth-a")
-        _ip("-n", b, "addr", "add", "10.199.0.2/24", "dev", "veth-b")
-        for ns, dev in ((a, "veth-a"), (b, "veth-b")):
-            _ip("-n", ns, "link", "set", dev, "address", "02:00:00:00:00:0" + ("1" if ns == a else "2"))
-            _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-        yield a, b
-    finally:
-        subprocess.run(["ip", "netns", "del", a], capture_output=True)
-        subprocess.run(["ip", "netns", "del", b], capture_output=True)
+    with veth_pair("10.199.0.1", "10.199.0.2", prefix="soc-", devs=("veth-a", "veth-b"),
+                   macs=("02:00:00:00:00:01", "02:00:00:00:00:02")) as pair:
+        yield pair
 
 
 @pytest.mark.netns
