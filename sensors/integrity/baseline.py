@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sensors.integrity.walker import Entry
+from sensors.integrity.walker import Entry, sort_key
 
 HEAD_KIND = "integrity-baseline"
 CHUNK = 4096
@@ -156,14 +156,25 @@ class BaselineWriter:
 
 
 class Baseline:
-    """A stored baseline read back chunk by chunk, every keyed hash checked; mismatches land in `tampered`."""
+    """A stored baseline read back chunk by chunk, every keyed hash checked; mismatches land in `tampered`.
+
+    `changes` ({path: (watch, entry or None for deleted)}) are differences seen since it was stored (`--follow`):
+    `entries`, `find` and `under` read the stored entries with them applied, so nothing holds the whole tree."""
+
+    CACHED = 2  # chunks kept for `find`/`under` (the follower's lookups of one path)
 
     def __init__(self, store: Records, key: bytes, head: dict[str, Any]) -> None:
         self.store, self.key, self.head = store, key, head
         self.tampered: list[Tamper] = []
+        self.changes: dict[str, tuple[int, Entry | None]] = {}
         self.where = f"store:{HEAD_KIND}/{head.get('host')}/{head.get('policy')}"
+        self._bad: set[int] = set()  # chunks already reported tampered
+        self.edited = False  # some part failed its keyed hash (stays set once `tampered` is drained)
+        self._cache: dict[int, dict[str, Entry]] = {}
+        self._ranges: dict[int, list[tuple[int, list[str], list[str]]]] = {}  # watch -> (seq, first, last keys)
         body = {k: v for k, v in head.items() if k != "mac"}
         if not hmac.compare_digest(str(head.get("mac", "")), _mac(key, body)):
+            self.edited = True
             self.tampered.append(Tamper(self.where, "the baseline's head does not match its keyed hash (edited, or "
                                                     "sealed with another key)"))
 
@@ -171,26 +182,99 @@ class Baseline:
     def slot(self) -> str | None:
         return self.head.get("slot")
 
-    def entries(self, watch: int) -> Iterator[Entry]:
-        """The stored entries of one watch, in walk order."""
+    def _chunk(self, seq: int) -> list[Entry]:
+        """One stored chunk's entries (one read by id); a keyed-hash mismatch is reported once in `tampered`."""
         host, pid, slot = self.head.get("host"), self.head.get("policy"), self.head.get("slot")
-        for seq, chunk in enumerate(self.head.get("chunks") or []):
-            if chunk.get("watch") != watch:
+        chunk = (self.head.get("chunks") or [])[seq]
+        doc = self.store.get_record(chunk_kind(host, pid, slot, seq), "0") or {}
+        entries = doc.get("entries") or []
+        body = [host, pid, slot, seq, doc.get("watch"), entries]
+        mac = doc.get("mac", "")
+        sealed = hmac.compare_digest(str(mac), _mac(self.key, body)) and hmac.compare_digest(str(mac),
+                                                                                            chunk.get("mac", ""))
+        if not sealed and seq not in self._bad:
+            self._bad.add(seq)
+            self.edited = True
+            self.tampered.append(Tamper(f"{self.where}#chunk{seq}", "stored entries do not match their keyed hash "
+                                        "(edited, removed or replaced)", chunk.get("first"), chunk.get("last")))
+        out = []
+        for row in entries:
+            try:
+                out.append(Entry(*row))
+            except TypeError:
                 continue
-            doc = self.store.get_record(chunk_kind(host, pid, slot, seq), "0") or {}
-            entries = doc.get("entries") or []
-            body = [host, pid, slot, seq, doc.get("watch"), entries]
-            mac = doc.get("mac", "")
-            if not (hmac.compare_digest(str(mac), _mac(self.key, body)) and hmac.compare_digest(str(mac),
-                                                                                              chunk.get("mac", ""))):
-                self.tampered.append(Tamper(f"{self.where}#chunk{seq}", "stored entries do not match their keyed "
-                                            "hash (edited, removed or replaced)", chunk.get("first"),
-                                            chunk.get("last")))
-            for row in entries:
-                try:
-                    yield Entry(*row)
-                except TypeError:
-                    continue
+        return out
+
+    def _stored(self, watch: int) -> Iterator[Entry]:
+        for seq, chunk in enumerate(self.head.get("chunks") or []):
+            if chunk.get("watch") == watch:
+                yield from self._chunk(seq)
+
+    def entries(self, watch: int) -> Iterator[Entry]:
+        """The entries of one watch, in walk order (the stored ones with `changes` applied)."""
+        if not self.changes:
+            yield from self._stored(watch)
+            return
+        mine = iter(sorted(((sort_key(p), e) for p, (w, e) in self.changes.items() if w == watch),
+                           key=lambda x: x[0]))
+        nxt = next(mine, None)
+        for e in self._stored(watch):
+            k = sort_key(e.path)
+            while nxt is not None and nxt[0] < k:
+                if nxt[1] is not None:
+                    yield nxt[1]
+                nxt = next(mine, None)
+            if nxt is not None and nxt[0] == k:
+                if nxt[1] is not None:
+                    yield nxt[1]
+                nxt = next(mine, None)
+            else:
+                yield e
+        while nxt is not None:
+            if nxt[1] is not None:
+                yield nxt[1]
+            nxt = next(mine, None)
+
+    def _lookup(self, watch: int, key: list[str]) -> Iterator[int]:
+        """The chunks of `watch` whose path range reaches `key` or what lies under it."""
+        if watch not in self._ranges:
+            self._ranges[watch] = [(seq, sort_key(str(c.get("first"))), sort_key(str(c.get("last"))))
+                                   for seq, c in enumerate(self.head.get("chunks") or []) if c.get("watch") == watch]
+        for seq, first, last in self._ranges[watch]:
+            if last >= key and first[:len(key)] <= key:
+                yield seq
+
+    def _cached(self, seq: int) -> dict[str, Entry]:
+        if seq not in self._cache:
+            if len(self._cache) >= self.CACHED:
+                del self._cache[next(iter(self._cache))]
+            self._cache[seq] = {e.path: e for e in self._chunk(seq)}
+        return self._cache[seq]
+
+    def find(self, watch: int, path: str) -> Entry | None:
+        """The entry of `path` (under `watch`), or None (never stored, or deleted since)."""
+        if path in self.changes:
+            return self.changes[path][1]
+        key = sort_key(path)
+        for seq in self._lookup(watch, key):
+            if (e := self._cached(seq).get(path)) is not None:
+                return e
+        return None
+
+    def under(self, path: str, watches: int) -> dict[str, tuple[int, Entry]]:
+        """{path: (watch, entry)} of `path` and everything under it, over the first `watches` watches."""
+        key, below = sort_key(path), path.rstrip("/") + "/"
+        out: dict[str, tuple[int, Entry]] = {}
+        for w in range(watches):
+            for seq in self._lookup(w, key):
+                out |= {p: (w, e) for p, e in self._cached(seq).items() if p == path or p.startswith(below)}
+        for p, (w, e) in self.changes.items():
+            if p == path or p.startswith(below):
+                if e is None:
+                    out.pop(p, None)
+                else:
+                    out[p] = (w, e)
+        return out
 
 
 def find_head(store: Records, host: str, policy_id: str) -> dict[str, Any] | None:

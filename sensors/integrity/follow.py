@@ -1,8 +1,11 @@
 """`scan --follow`: inotify (watchdog) for changes as they happen, a full scan every interval for what inotify
 misses (queue overflow, changes while soc was not running, other filesystems).
 
-The follower keeps the watched entries' state in memory (loaded from the stored baseline), reports each change once
-and moves the state on; the stored baseline is rewritten from it at every full scan and when the follower stops.
+The follower streams against the stored baseline as `scan` does: a path inotify names is compared with its stored
+entry (read by chunk, by id), and what it found since is held as the baseline's pending `changes` (bounded by the
+changes, not by the tree), so each change is reported once. Every full scan walks against the stored baseline with
+those changes applied and stores the walk as the new baseline (the other slot); on stopping, the stored baseline
+with the changes applied is stored.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from watchdog.observers import Observer
 
 from sensors.compliance.rootfs import RootFS, Unreadable
 from sensors.integrity.baseline import Baseline, BaselineWriter, Records
-from sensors.integrity.events import EventMaker, changed_attributes, diff
+from sensors.integrity.events import EventMaker, changed_attributes
 from sensors.integrity.policy import Watch, WatchPolicy
-from sensors.integrity.scan import nested
-from sensors.integrity.walker import Entry, entry_of, sort_key, walk
+from sensors.integrity.scan import ScanStats, nested, scan
+from sensors.integrity.walker import entry_of, sort_key, walk
 
 QUIET = 0.3  # seconds without new inotify events before the dirty paths are examined
 
@@ -60,11 +63,7 @@ class Follower:
         self.fs, self.policy, self.host, self.store, self.key, self.head = fs, policy, host, store, key, head
         self.actor = actor
         self.reported = 0  # differences reported since the baseline was last stored
-        self.state: dict[str, tuple[int, Entry]] = {}
-        base = Baseline(store, key, head)
-        for i in range(len(policy.watches)):
-            for e in base.entries(i):
-                self.state[e.path] = (i, e)  # (an edited baseline was reported by the scan before the follow)
+        self.base = Baseline(store, key, head)  # with the changes seen since it was stored
 
     def run(self, make_maker: Callable[[], EventMaker], emit: Callable[[list[dict[str, Any]]], None],
             stop: Callable[[], bool], interval: float) -> None:
@@ -87,6 +86,7 @@ class Follower:
                 if paths:
                     maker = make_maker()
                     events = [ev for p in sorted(paths) for ev in self.examine(self._inside(p), maker)]
+                    events += self._tampered(maker)
                     if events:
                         self.reported += len(events)
                         emit(events)
@@ -98,7 +98,10 @@ class Follower:
         finally:
             observer.stop()
             observer.join(timeout=5)
-            self.persist(make_maker().ts)
+            maker = make_maker()
+            self.persist(maker.ts)
+            if events := self._tampered(maker):  # the stored baseline was edited: not re-sealed, reported
+                emit(events)
 
     def _inside(self, real: str) -> str:
         root = self.fs.root.rstrip("/")
@@ -132,51 +135,61 @@ class Follower:
             real = self.fs.host_path(path)
             st = os.lstat(real)
         except (FileNotFoundError, Unreadable, OSError):
-            gone = [p for p in self.state if p == path or p.startswith(path.rstrip("/") + "/")]
+            gone = self.base.under(path, len(self.policy.watches))
             for p in sorted(gone, key=sort_key):
-                w, old = self.state.pop(p)
+                w, old = gone[p]
+                self.base.changes[p] = (w, None)
                 out.append(maker.file_event(self.policy.watches[w], "deletion", old, None, []))
             return out
         new = entry_of(self.fs, path, st, real, "sha256" in watch.attributes)
-        known = self.state.get(path)
+        known = self.base.find(i, path)
         if known is None:
             entries = walk(self.fs, replace(watch, path=path), nested(self.policy, watch)) \
                 if new.type == "dir" else iter([new])
             for e in entries:
-                if e.path not in self.state:
-                    self.state[e.path] = (i, e)
+                if self.base.find(i, e.path) is None:
+                    self.base.changes[e.path] = (i, e)
                     out.append(maker.file_event(watch, "creation", None, e, []))
             return out
-        changed = changed_attributes(known[1], new, watch.attributes)
-        self.state[path] = (i, new)
-        if changed:
-            out.append(maker.file_event(watch, "change", known[1], new, changed))
+        if new != known:
+            self.base.changes[path] = (i, new)
+        if changed := changed_attributes(known, new, watch.attributes):
+            out.append(maker.file_event(watch, "change", known, new, changed))
         return out
 
     def full_scan(self, maker: EventMaker) -> list[dict[str, Any]]:
-        """Walk everything again against the state (what inotify missed), then store the state as the baseline."""
-        out: list[dict[str, Any]] = []
-        for i, watch in enumerate(self.policy.watches):
-            old = sorted((e for w, e in self.state.values() if w == i), key=lambda e: sort_key(e.path))
-            for kind, o, n, changed in diff(old, walk(self.fs, watch, nested(self.policy, watch)), watch.attributes):
-                out.append(maker.file_event(watch, kind, o, n, changed))
-                if n is None:
-                    self.state.pop(o.path, None)  # type: ignore[union-attr]
-                else:
-                    self.state[n.path] = (i, n)
+        """Walk everything against the stored baseline with the changes applied (what inotify missed) and store the
+        walk as the new baseline, as `scan --update` does."""
+        writer = self._writer(maker.ts)
+        out = list(scan(self.fs, self.policy, maker, self.base, writer, ScanStats()))
         self.reported += len(out)
-        self.persist(maker.ts)
+        self._commit(writer)
         return out
 
     def persist(self, when: str) -> None:
-        """Store the state as this host's baseline (the other slot; the head switched last)."""
-        writer = BaselineWriter(self.store, self.key, self.host, self.policy.id, self.policy.digest, when,
-                                self.head.get("slot"))
+        """Store the baseline with the changes applied (the other slot; the head switched last). A stored baseline
+        found edited meanwhile is left as it is (the next scan reports it), never re-sealed."""
+        writer = self._writer(when)
         for i in range(len(self.policy.watches)):
-            for e in sorted((e for w, e in self.state.values() if w == i), key=lambda e: sort_key(e.path)):
+            for e in self.base.entries(i):
                 writer.add(i, e)
+        if not self.base.edited:
+            self._commit(writer)
+
+    def _writer(self, when: str) -> BaselineWriter:
+        return BaselineWriter(self.store, self.key, self.host, self.policy.id, self.policy.digest, when,
+                              self.head.get("slot"))
+
+    def _commit(self, writer: BaselineWriter) -> None:
         self.head = writer.commit()
+        self.base = Baseline(self.store, self.key, self.head)
         self.store.audit("integrity-baseline-update", {"host": self.host, "policy": self.policy.id,
                                                        "entries": writer.count, "differences": self.reported,
                                                        "by": "follow"}, actor=self.actor)
         self.reported = 0
+
+    def _tampered(self, maker: EventMaker) -> list[dict[str, Any]]:
+        """Events for the parts of the stored baseline found edited since the last were reported."""
+        out = [maker.tamper_event(t) for t in self.base.tampered]
+        self.base.tampered.clear()
+        return out

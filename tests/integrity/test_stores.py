@@ -3,6 +3,7 @@ to the other slot, an edited chunk and an edited head found, an interrupted base
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,65 @@ def test_baseline_chunks_slots_and_tampering(store_uri, tmp_path, monkeypatch):
         store.put_record(HEAD_KIND, f"{host}/{pol.id}", head | {"slot": "a"})
         events, _ = _run(store, fs, pol, host)
         assert any(e.get("soc.integrity.baseline.tampered") and "#" not in e["file.path"] for e in events)
+    finally:
+        store.close()
+
+
+@pytest.mark.es
+def test_follow_streams_against_the_stored_baseline(store_uri, tmp_path, monkeypatch):
+    """The follower holds no copy of the tree: a path inotify names is compared with its stored chunk (one read
+    by id), what it saw is pending until the next full scan, which stores the walk; each change is reported once,
+    and a chunk edited in the store meanwhile is reported and never re-sealed."""
+    from sensors.integrity.follow import Follower
+
+    monkeypatch.setattr(bl, "CHUNK", 16)
+    _tree(tmp_path)
+    fs, pol = RootFS(str(tmp_path)), parse_watch_policy(POLICY)
+    host = f"f{time.time_ns()}"
+    store = open_store(store_uri)
+    store.init()
+    try:
+        _run(store, fs, pol, host)
+        counted = _Counted(store)
+        follower = Follower(fs, pol, host, find_head(store, host, pol.id), counted, KEY, "tester")
+        assert counted.calls == {} and follower.base.changes == {}  # nothing read up front
+        maker = EventMaker(pol, host, datetime.now(UTC), {})
+
+        def kinds(events: list[dict]) -> set[tuple[str, str]]:
+            return {(e["event.type"][0], e["file.path"]) for e in events}
+
+        (tmp_path / "data/d3/f3.txt").write_text("edited\n")
+        assert kinds(follower.examine("/data/d3/f3.txt", maker)) == {("change", "/data/d3/f3.txt")}
+        assert counted.calls == {"get_record": 1}  # the one chunk holding the path
+        assert follower.examine("/data/d3/f3.txt", maker) == []  # reported once
+        gone = {f"/data/d5/{p.name}" for p in (tmp_path / "data/d5").iterdir()} | {"/data/d5"}
+        shutil.rmtree(tmp_path / "data/d5")
+        assert kinds(follower.examine("/data/d5", maker)) == {("deletion", p) for p in gone}
+        (tmp_path / "data/new").mkdir()
+        (tmp_path / "data/new/x.txt").write_text("x\n")
+        assert kinds(follower.examine("/data/new", maker)) == {("creation", "/data/new"),
+                                                                ("creation", "/data/new/x.txt")}
+        assert kinds(follower.examine("/data", maker)) == {("change", "/data")}  # inotify names the parent too
+        assert len(follower.base.changes) == 1 + len(gone) + 2 + 1  # pending: the changes only
+        (tmp_path / "data/d1/f1.txt").write_text("missed by inotify\n")
+        assert kinds(follower.full_scan(maker)) == {("change", "/data/d1/f1.txt")}  # nothing reported twice
+        assert follower.base.changes == {} and _run(store, fs, pol, host)[0] == []  # the walk is the baseline
+
+        (tmp_path / "data/d2/f2.txt").write_text("edited again\n")
+        follower.examine("/data/d2/f2.txt", maker)
+        follower.persist(maker.ts)  # on stopping: the stored baseline with the pending change applied
+        assert _run(store, fs, pol, host)[0] == []
+
+        head = find_head(store, host, pol.id)
+        kind = chunk_kind(host, pol.id, head["slot"], 0)
+        doc = store.get_record(kind, "0")
+        store.put_record(kind, "0", doc | {"entries": doc["entries"][:-1]})  # edited in the store meanwhile
+        follower.base.find(0, "/data")  # a lookup reads the edited chunk
+        tampered = follower._tampered(maker)
+        assert [e["file.path"] for e in tampered] == [f"store:{HEAD_KIND}/{host}/{pol.id}#chunk0"]
+        follower.persist(maker.ts)
+        assert find_head(store, host, pol.id) == head  # not re-sealed: the next scan reports it
+        assert any(e.get("soc.integrity.baseline.tampered") for e in _run(store, fs, pol, host)[0])
     finally:
         store.close()
 
