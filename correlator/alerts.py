@@ -14,6 +14,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from correlator.events import to_utc_iso
@@ -46,10 +47,17 @@ _TACTICS = {
 _TECH = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.I)
 
 
+@lru_cache(maxsize=4096)
+def _attack_ids(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The ATT&CK tactic names and technique ids of a rule's tags (read once per rule, not per alert)."""
+    tactics = tuple(t.split(".", 1)[1] for t in tags
+                    if t.lower().startswith("attack.") and t.split(".", 1)[1] in _TACTICS)
+    return tactics, tuple(m.group(1).upper() for t in tags if (m := _TECH.match(t)))
+
+
 def attack_threat(tags: Iterable[str]) -> list[dict[str, Any]]:
     """ATT&CK tactics and techniques from Sigma tags (``attack.t1059.001``, ``attack.execution``)."""
-    tactics = [t.split(".", 1)[1] for t in tags if t.lower().startswith("attack.") and t.split(".", 1)[1] in _TACTICS]
-    techniques = [m.group(1).upper() for t in tags if (m := _TECH.match(t))]
+    tactics, techniques = _attack_ids(tuple(tags))
     if not tactics and not techniques:
         return []
     return [{
@@ -79,6 +87,7 @@ def group_key(group: dict[str, Any]) -> tuple:
     return tuple(sorted((k, _hv(v)) for k, v in group.items()))
 
 
+@lru_cache(maxsize=65536)
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

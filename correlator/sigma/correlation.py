@@ -145,8 +145,9 @@ class Correlation:
             entries.append((ts, ref, value, event))
         else:
             entries.append((ts, ref, None, event))
-        if entries[0][0] < w.last - self.span or len(entries) > self.max_entries:
-            self._trim(w, w.last - self.span)
+        lo = w.last - self.span
+        if entries[0][0] < lo or len(entries) > self.max_entries:
+            self._trim(w, lo)
         if len(entries) < self.min_entries:
             return None
         hit, agg = self._holds(w)
@@ -154,10 +155,12 @@ class Correlation:
             return None
         entries = list(w.entries)
         del self.groups[key]
-        group = {g: v for g, f in zip(self.group_by, self.fields[ref], strict=True)
-                 if (v := event.get(f)) is not None}
-        return Firing(self.rule, group,
-                      [e for _, _, _, e in entries], agg, entries[0][0], entries[-1][0])
+        group = {}
+        for g, f in zip(self.group_by, self.fields[ref], strict=True):
+            v = event.get(f)
+            if v is not None:
+                group[g] = v
+        return Firing(self.rule, group, [x[3] for x in entries], agg, entries[0][0], entries[-1][0])
 
     def _trim(self, w: _Window, lo: float) -> None:
         """Drop entries older than ``lo`` and beyond ``max_entries`` (oldest first)."""
@@ -295,7 +298,11 @@ class CorrelationEngine:
         """``feed`` for callers that looked ``by_rule[rule_id]`` up once (the detector, per compiled rule)."""
         if ts > self.watermark:
             self.watermark = ts
-        out = [f for c, ref in targets if (f := c.feed(event, ref, ts)) is not None]
+        out = []
+        for c, ref in targets:  # a loop, not a comprehension: no frame per call on Python 3.11
+            f = c.feed(event, ref, ts)
+            if f is not None:
+                out.append(f)
         self._since_expire += 1
         if self._since_expire >= 10_000:
             self.expire()
