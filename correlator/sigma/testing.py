@@ -44,14 +44,17 @@ def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise EventFileError(f"{p}:{n}: not JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(doc, dict):
                 raise EventFileError(f"{p}:{n}: expected a JSON object, got {type(doc).__name__}")
-            yield flatten(doc) if any(isinstance(v, dict) and v for v in doc.values()) else doc  # flat already
+            if line.find("{", line.find("{") + 1) == -1:  # one brace: no nested object, flat already
+                yield doc
+            else:
+                yield flatten(doc) if any(isinstance(v, dict) and v for v in doc.values()) else doc
 
 
 def schema_of(e: dict[str, Any]) -> str:
     """'ecs' for events with ``@timestamp`` or dotted keys, else 'native' (Sigma/Sysmon field names)."""
     if "@timestamp" in e:
         return "ecs"
-    return "ecs" if any("." in k for k in e) else "native"
+    return "ecs" if "." in "".join(e) else "native"  # some key is dotted (one C-level scan of the keys)
 
 
 def _eid(e: dict[str, Any]) -> str:
