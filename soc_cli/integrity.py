@@ -146,9 +146,9 @@ def scan_cmd(
     """
     pol = _load(policy)
     fs, host = _target(root, host)
+    st = get_store(store)  # the baseline must be there: a scan never creates a store
     key = _key(create=False)
     levels = _levels()
-    st = get_store(store, create=True)
     pipeline = build_pipeline(st)
     pipeline.enrichers.append(LabelEnricher())
     users, groups = owner_names(fs)
@@ -289,8 +289,8 @@ def web(
     wpol = _load(policy).web if policy else WebPolicy()
     levels = _levels()
     label = (wpol.label, *levels[wpol.label]) if wpol.label else None
+    st = get_store(store, create=take_baseline)  # --check reads fingerprints: it never creates a store
     key = _key(create=take_baseline)
-    st = get_store(store, create=True)
     failed = changed = 0
     events: list[dict[str, Any]] = []
     now = _now()

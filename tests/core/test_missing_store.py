@@ -16,9 +16,12 @@ from tests.policy.test_clearance import READS, _store_commands
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 WRITERS = {"store init", "store replay", "events ingest", "sensor pcap", "sensor live", "logs ingest",
-           "compliance scan", "demo"}
+           "compliance scan", "demo", "integrity baseline"}
 EXTRA_READS = {"audit verify": [["audit", "verify"]], "audit anchor": [["audit", "anchor"]], "triage": [["triage"]],
-               "store prune": [["store", "prune", "--older-than", "90d"]]}
+               "store prune": [["store", "prune", "--older-than", "90d"]],
+               "integrity scan": [["integrity", "scan", "--policy",
+                                   str(ROOT / "rules" / "integrity" / "example-watch.yml"), "--root", "RULES"]],
+               "integrity web": [["integrity", "web", "--url", "http://127.0.0.1:9/", "--check"]]}
 
 
 def _reads() -> list[tuple[str, list[str]]]:
