@@ -26,10 +26,13 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
-from correlator.sigma.backend import RUNTIME, Lowered, Node, PythonBackend, _Gen, build_const, literal_parts
+from correlator.sigma.backend import Node, PythonBackend
+from correlator.sigma.codegen import _Gen, build_const, literal_parts
 from correlator.sigma.loader import RuleFailure, RuleSet, error_line, failure_reason, rule_path
 from correlator.sigma.pipelines import build_pipeline
+from correlator.sigma.runtime import RUNTIME
 from correlator.sigma.safe_regex import RegexTimeout
+from correlator.sigma.values import Lowered
 from correlator.storm import DEFAULT as DEFAULT_STORM
 from correlator.storm import StormSpec, storm_spec
 
