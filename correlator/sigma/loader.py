@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -159,20 +160,31 @@ def load_rules(paths: list[str | Path], progress: Callable[[int, int], None] | N
 def load_placeholders(paths: list[str | Path]) -> dict[str, list[str]]:
     """Placeholder values for ``|expand``: the nearest ``_placeholders.yml`` in or above each path, merged."""
     out: dict[str, list[str]] = {}
+    dirs: dict[str, Path] = {}  # a folder as named -> resolved (2,858 named rule files share ~40 folders)
+    found: dict[Path, Path | None] = {}  # resolved folder -> its nearest placeholders file
+    read: set[Path] = set()
     for p in map(Path, paths):
-        d = p.resolve() if p.is_dir() else p.resolve().parent
-        for cand in (d, *d.parents):
-            f = cand / PLACEHOLDERS_FILE
-            if f.is_file():
-                try:
-                    data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-                except yaml.YAMLError as e:
-                    raise ValueError(f"{f}: {e}") from None
-                if not isinstance(data, dict):
-                    raise ValueError(f"{f}:1: expected a mapping of placeholder name to list of values")
-                for k, v in data.items():
-                    out.setdefault(str(k), [str(x) for x in (v if isinstance(v, list) else [v])])
-                break
+        if p.is_dir():
+            d = p.resolve()
+        elif p.is_symlink():  # its target's folder
+            d = p.resolve().parent
+        else:
+            parent = os.path.dirname(os.path.abspath(p))
+            d = dirs.get(parent) or dirs.setdefault(parent, Path(parent).resolve())
+        if d not in found:
+            found[d] = next((f for cand in (d, *d.parents) if (f := cand / PLACEHOLDERS_FILE).is_file()), None)
+        f = found[d]
+        if f is None or f in read:  # read once: its values are merged already
+            continue
+        read.add(f)
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{f}: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{f}:1: expected a mapping of placeholder name to list of values")
+        for k, v in data.items():
+            out.setdefault(str(k), [str(x) for x in (v if isinstance(v, list) else [v])])
     return out
 
 
