@@ -222,14 +222,17 @@ def network(n_events: int, n_sql: int) -> dict:
         for e in base:
             events.append(e | {"@timestamp": to_utc_iso(parse_ts(e["@timestamp"]) + i * span)})
     events = events[:n_events]
-    det = SigmaDetector(engine)
-    t = CLOCK()
-    alerts = 0
-    for i in range(0, len(events), 2000):
-        alerts += len(det.detect(events[i:i + 2000]))
-    secs = CLOCK() - t
-    stats = det.stats()
-    match_secs, _ = stream(engine.matcher, events)  # the matcher alone: no alert folding, no correlation windows
+    secs = match_secs = float("inf")
+    for _ in range(3):  # interleaved, best of 3 each: the shared cores' speed drifts between runs
+        det = SigmaDetector(engine)
+        t = CLOCK()
+        alerts = 0
+        for i in range(0, len(events), 2000):
+            alerts += len(det.detect(events[i:i + 2000]))
+        secs = min(secs, CLOCK() - t)
+        stats = det.stats()
+        # the matcher alone: no alert folding, no correlation windows
+        match_secs = min(match_secs, stream(engine.matcher, events)[0])
     stages = detector_stages(engine, events)
     rs = load_rules(paths)
     backend = sqliteBackend(build_pipeline("ecs", load_placeholders([SHIPPED_RULES])), collect_errors=True)
@@ -276,7 +279,8 @@ def main() -> None:
     print(f"  soc detector    {net['soc_eps']:>10,.0f} events/s   ({net['alerts_upserted']} alert upserts; "
           f"correlation state {net['state']['correlation']})")
     print(f"  soc matcher     {net['match_eps']:>10,.0f} events/s   (rule matching alone, same events)")
-    print(f"  detector/matcher {net['match_eps'] / net['soc_eps']:>9.2f} x   (CPU; goal <= 1.5 x)")
+    print(f"  detector/matcher {net['match_eps'] / net['soc_eps']:>9.2f} x   (CPU, best of 3 interleaved each; goal "
+          "<= 1.5 x)")
     print("  detector stages (counted run): " + ", ".join(f"{k} {v:.3f} s" for k, v in net["stages"].items()))
     print(f"  SQLite method   {net['sqlite_eps']:>10,.0f} events/s   ({net['sqlite_queries']} base-rule queries, "
           f"no correlations)")
