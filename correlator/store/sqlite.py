@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from correlator.alerts import keep_workflow
 from correlator.audit import GENESIS, Anchors, current_actor
 from correlator.events import dumps_event, to_utc_iso
@@ -223,6 +225,23 @@ def _rank(value: Any) -> Any:
     return 2**62 if column is None else column
 
 
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _encode_event(ev: dict[str, Any]) -> str:
+    """`dumps_event(ev)`'s document, encoded by orjson (about 6x faster); the same keys in the same order and values
+    that parse back equal. orjson writes NaN/Infinity as null and refuses what `json` treats its own way (big
+    integers, non-string keys, subclasses, deep nesting, lone surrogates), so a document with a null or one orjson
+    refuses goes through `dumps_event`, which encodes it or raises its located ValueError."""
+    try:
+        text = orjson.dumps(ev, option=_ORJSON_STRICT)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return dumps_event(ev)
+    if b"null" in text:
+        return dumps_event(ev)
+    return text.decode()
+
+
 def _has_tokens(doc: str, words_json: str) -> bool:
     """True when every word is a token of some string value of the JSON document."""
     have = set(tokens(searchable_text(json.loads(doc))))
@@ -329,19 +348,21 @@ class SQLiteStore(Store):
         rows = []
         texts = []
         refused = []
+        add_row, add_text, encode, column = rows.append, texts.append, _encode_event, _column
         for ev in events:
             try:
-                doc = dumps_event(ev)
+                doc = encode(ev)
             except ValueError as exc:
                 refused.append(f"event {ev.get('event.id')}: {exc}")
                 continue
-            rows.append((
-                ev["event.id"], ev["@timestamp"], _column(ev.get("event.kind")), _category(ev.get("event.category")),
-                _column(ev.get("event.dataset")), ip_bytes(ev.get("source.ip")), _column(ev.get("source.port")),
-                ip_bytes(ev.get("destination.ip")), _column(ev.get("destination.port")), _column(ev.get("host.name")),
-                _column(ev.get("observer.name")), doc, _rank(ev.get("gov.label.rank")),
+            get = ev.get
+            add_row((
+                ev["event.id"], ev["@timestamp"], column(get("event.kind")), _category(get("event.category")),
+                column(get("event.dataset")), ip_bytes(get("source.ip")), column(get("source.port")),
+                ip_bytes(get("destination.ip")), column(get("destination.port")), column(get("host.name")),
+                column(get("observer.name")), doc, _rank(get("gov.label.rank")),
             ))
-            texts.append(searchable_text(ev))
+            add_text(searchable_text(ev))
         new = self._insert(rows, texts) if rows else 0
         if refused:
             raise StoreRejected(f"{self.path}: {len(refused)} of {len(events)} events refused ({new} stored): "
