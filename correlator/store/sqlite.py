@@ -385,7 +385,11 @@ class SQLiteStore(Store):
                 rows,
             )
             new = db.total_changes - before
-            if new:  # new rows took the rowids after `top`; index their text
+            if new == len(rows) and top + new < 2**63 - 1:
+                # every row was new: under the write lock each took max(rowid) + 1, in order
+                db.executemany("INSERT INTO events_fts (rowid, text) VALUES (?, ?)",
+                               zip(range(top + 1, top + new + 1), texts, strict=True))
+            elif new:  # some were already stored: the new rows took rowids after `top`; index their text
                 text_of = {r[0]: t for r, t in zip(rows, texts, strict=True)}
                 db.executemany(
                     "INSERT INTO events_fts (rowid, text) VALUES (?, ?)",

@@ -52,3 +52,17 @@ def test_what_dumps_event_refuses_is_refused_alone(tmp_path, bad):
         store.write_events([{"event.id": "bad", "@timestamp": "2024-05-01T00:00:00.000000Z", "v": bad}, good])
     assert "event bad" in str(got.value) and str(want.value) in str(got.value)
     assert [r[0] for r in store.db.execute("SELECT id FROM events")] == ["ok"]
+
+
+def test_free_text_rows_belong_to_their_events_with_and_without_duplicates(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    store.init()
+
+    def ev(i: int) -> dict:
+        return {"event.id": f"e{i}", "@timestamp": "2024-05-01T00:00:00.000000Z", "word": f"w{i}x"}
+
+    assert store.write_events([ev(i) for i in range(5)]) == 5  # all new
+    assert store.write_events([ev(i) for i in (3, 5, 4, 6, 6, 7)]) == 3  # stored ones and a repeat inside the batch
+    for i in range(8):
+        rowids = [r[0] for r in store.db.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH ?", (f"w{i}x",))]
+        assert [r[0] for r in store.db.execute("SELECT id FROM events WHERE rowid = ?", rowids)] == [f"e{i}"]
