@@ -5,7 +5,9 @@
 Both sides write the same rows into the same schema (events with hot-column indexes + the FTS index). soc's side
 starts from ECS dicts and does everything ingest does (normalize, deterministic ids, JSON, hot columns, batching,
 idempotent insert); the raw side gets pre-built tuples and only calls executemany. Peak RSS is measured in fresh
-processes at N/4 and N events to show memory stays flat.
+processes at N/4 and N events to show memory stays flat. The write path's per-event Python stages are timed (CPU)
+on the same events: the document encoder soc uses (orjson, `_encode_event`) against the stdlib `json` one it replaced
+(`dumps_event`), the free text and the hot columns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from correlator.pipeline import Pipeline
 from correlator.query import searchable_text
 from correlator.store import Spool, open_store
-from correlator.store.sqlite import _category, ip_bytes
+from correlator.store.sqlite import _category, _column, _encode_event, _rank, ip_bytes
 
 
 def synthetic(n: int, seed: int = 1):
@@ -90,6 +92,27 @@ def raw_executemany(db: Path, n: int) -> float:
     return elapsed
 
 
+def stages(n: int) -> dict[str, float]:
+    """CPU µs per event of each Python stage of `SQLiteStore.write_events`, on n normalized synthetic events."""
+    from correlator.events import dumps_event, normalize
+
+    evs = [normalize(ev) for ev in synthetic(n)]
+    runs = {
+        "json (dumps_event)": lambda: [dumps_event(e) for e in evs],
+        "orjson (_encode_event)": lambda: [_encode_event(e) for e in evs],
+        "free text": lambda: [searchable_text(e) for e in evs],
+        "hot columns": lambda: [(_column(e.get("event.kind")), _category(e.get("event.category")),
+                                 ip_bytes(e.get("source.ip")), ip_bytes(e.get("destination.ip")),
+                                 _column(e.get("source.port")), _rank(e.get("gov.label.rank"))) for e in evs],
+    }
+    out = {}
+    for name, run in runs.items():
+        t = time.process_time()
+        run()
+        out[name] = (time.process_time() - t) / n * 1e6
+    return out
+
+
 def peak_rss_mb(n: int) -> float:
     """Peak RSS (VmHWM: ru_maxrss would carry the parent's peak across fork+exec) of a fresh soc ingest of n events."""
     code = (f"import sys, tempfile, pathlib; sys.path.insert(0, {str(Path(__file__).parent)!r});"
@@ -111,6 +134,10 @@ def main() -> None:
     print(f"soc ingest:            {n / soc_s:12,.0f} events/s ({soc_s:.1f} s)")
     print(f"raw executemany:       {n / raw_s:12,.0f} events/s ({raw_s:.1f} s)")
     print(f"ratio soc/raw:         {raw_s / soc_s:12.2f}   (goal >= 0.5)")
+    per = stages(min(n, 200_000))
+    for name, us in per.items():
+        print(f"write stage {name + ':':24s} {us:6.2f} µs/event CPU")
+    print(f"ratio json/orjson:     {per['json (dumps_event)'] / per['orjson (_encode_event)']:12.2f}")
     print(f"peak RSS at {n // 4:,}: {small:.0f} MB; at {n:,}: {large:.0f} MB (growth x{large / small:.2f})")
 
 
